@@ -1,0 +1,265 @@
+//! The two custom resources. Both kinds share one engine; the spec fields that
+//! drive it are identical except for the target (`imageId` vs `datasetId` +
+//! `version`), so [`LabelSetSpec`] gives the engine one view of either.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::status::LabelSetStatus;
+
+/// Which cloud API manages the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema)]
+pub enum Provider {
+    /// Alibaba Cloud PAI AIWorkSpace (images, datasets, dataset versions).
+    #[default]
+    #[serde(rename = "pai")]
+    Pai,
+    /// Huawei Cloud Image Management Service v2 (image tags).
+    #[serde(rename = "huaweicloud-ims")]
+    HuaweicloudIms,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Pai => "pai",
+            Provider::HuaweicloudIms => "huaweicloud-ims",
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which keys the set may remove.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Prune {
+    /// Remove keys this set applied that the spec no longer lists; never touch others.
+    #[default]
+    Owned,
+    /// The set is exclusive for the object: every key not listed is removed
+    /// (protected keys and keys other live sets desire excepted).
+    All,
+    /// Never remove anything.
+    None,
+}
+
+/// What happens to owned keys when the resource is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove the keys this set owns (unless another live set desires them).
+    #[default]
+    Delete,
+    /// Leave every label in place.
+    Orphan,
+}
+
+/// Whether the set writes to the cloud.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Mode {
+    /// Make the cloud match the spec.
+    #[default]
+    Sync,
+    /// Compute the plan and report drift; never write.
+    Observe,
+}
+
+/// A Secret in the set's own namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+pub struct SecretRef {
+    /// Name of the Secret (same namespace as the set; cross-namespace references are not allowed).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Duration pattern accepted by `resyncInterval` (Go/Kubernetes style: `30s`, `10m`, `1h30m`).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
+
+/// Desired labels of one cloud image.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "imagelabel.io",
+    version = "v1alpha1",
+    kind = "ImageLabelSet",
+    namespaced,
+    status = "LabelSetStatus",
+    shortname = "ils",
+    category = "imagelabel",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.imageId"}"#,
+    printcolumn = r#"{"name":"Labels","type":"integer","jsonPath":".status.labelCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 253").message("metadata.name must be at most 253 characters"),
+)]
+#[x_kube(
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || has(self.projectId)").message("spec.projectId is required when spec.provider is huaweicloud-ims").field_path(".projectId"),
+    validation = Rule::new("self.provider == 'huaweicloud-ims' || !has(self.projectId)").message("spec.projectId is only valid with provider huaweicloud-ims").field_path(".projectId"),
+    validation = Rule::new("self.provider == 'pai' || !has(self.workspaceId)").message("spec.workspaceId is only valid with provider pai").field_path(".workspaceId"),
+    validation = Rule::new("self.provider != 'pai' || self.labels.all(k, k.startsWith('system.'))").message("spec.labels: every PAI image label key must start with 'system.' (for example system.chipType)").field_path(".labels"),
+    validation = Rule::new("self.provider != 'pai' || self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 256)").message("spec.labels: PAI keys are at most 128 characters and values at most 256").field_path(".labels"),
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || size(self.labels) <= 10").message("spec.labels: Huawei Cloud IMS allows at most 10 tags per image").field_path(".labels"),
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, size(k) <= 36 && size(self.labels[k]) <= 43)").message("spec.labels: Huawei Cloud IMS tag keys are 1-36 characters and values 0-43").field_path(".labels"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageLabelSetSpec {
+    /// Cloud API that manages the image.
+    #[serde(default)]
+    pub provider: Provider,
+    /// The image's ID in the cloud (PAI `image-…`, IMS UUID).
+    #[schemars(length(min = 1, max = 128))]
+    pub image_id: String,
+    /// Region of the image; the operator's default region when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// PAI workspace ID (pai only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub workspace_id: Option<String>,
+    /// Huawei Cloud project ID (required for huaweicloud-ims).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub project_id: Option<String>,
+    /// Desired labels, key -> value.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 100))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1)").message("spec.labels: keys must not be empty"))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// Desired labels of one PAI dataset or dataset version.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "imagelabel.io",
+    version = "v1alpha1",
+    kind = "DatasetLabelSet",
+    namespaced,
+    status = "LabelSetStatus",
+    shortname = "dls",
+    category = "imagelabel",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.datasetId"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Labels","type":"integer","jsonPath":".status.labelCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.provider == 'pai'").message("spec.provider: DatasetLabelSet supports only provider pai").field_path(".provider"),
+    validation = Rule::new("self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 256)").message("spec.labels: PAI keys are at most 128 characters and values at most 256").field_path(".labels"),
+    validation = Rule::new("self.labels.all(k, !k.startsWith('acs:') && !k.startsWith('aliyun'))").message("spec.labels: keys starting with 'acs:' or 'aliyun' are reserved by Alibaba Cloud").field_path(".labels"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetLabelSetSpec {
+    /// Cloud API that manages the dataset (pai only).
+    #[serde(default)]
+    pub provider: Provider,
+    /// The dataset's ID (`d-…`).
+    #[schemars(length(min = 1, max = 128))]
+    pub dataset_id: String,
+    /// A dataset version name (for example `v1`); the dataset itself when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub version: Option<String>,
+    /// Region of the dataset; the operator's default region when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// PAI workspace ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub workspace_id: Option<String>,
+    /// Desired labels, key -> value.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 100))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1)").message("spec.labels: keys must not be empty"))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// Fields that govern how the engine writes; identical for both kinds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    /// Which keys may be removed: Owned (default), All, None.
+    #[serde(default)]
+    pub prune: Prune,
+    /// On deletion: Delete (default) removes owned keys, Orphan leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Sync (default) writes; Observe only reports drift.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Secret in this namespace with the cloud credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<SecretRef>,
+    /// Drift-check period such as `10m` (jittered); the operator default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    pub resync_interval: Option<String>,
+    /// Glob patterns of keys never written or removed (for example `system.dsw.*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 128)))]
+    pub ignore_keys: Vec<String>,
+}
+
+/// The engine's view of either kind.
+pub trait LabelSetSpec {
+    fn provider(&self) -> Provider;
+    fn region(&self) -> Option<&str>;
+    fn labels(&self) -> &BTreeMap<String, String>;
+    fn policy(&self) -> &Policy;
+    /// What the set targets, for display ("image-abc", "d-123/v1").
+    fn target_display(&self) -> String;
+}
+
+impl LabelSetSpec for ImageLabelSetSpec {
+    fn provider(&self) -> Provider {
+        self.provider
+    }
+    fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    fn target_display(&self) -> String {
+        self.image_id.clone()
+    }
+}
+
+impl LabelSetSpec for DatasetLabelSetSpec {
+    fn provider(&self) -> Provider {
+        self.provider
+    }
+    fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    fn target_display(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}/{}", self.dataset_id, v),
+            None => self.dataset_id.clone(),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Validation in the controller and the CLI. The CRD schema enforces the same
+//! rules at admission, but it can be bypassed (CLI manifests never see an API
+//! server) or stale (an older CRD), so nothing reaches a cloud unchecked.
+
+use std::collections::BTreeMap;
+
+use super::spec::{DatasetLabelSetSpec, ImageLabelSetSpec, Policy, Provider};
+
+/// One problem, with the field it concerns and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Label rules of one provider and target kind.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelRules {
+    pub max_labels: usize,
+    pub max_key_chars: usize,
+    pub max_value_chars: usize,
+    /// Every key must start with this (PAI image labels are `system.` keys).
+    pub required_prefix: Option<&'static str>,
+    /// Keys the cloud reserves for itself.
+    pub reserved_prefixes: &'static [&'static str],
+    /// Extra characters allowed in keys besides letters and digits; `None` means any printable.
+    pub key_charset: Option<&'static str>,
+    pub value_charset: Option<&'static str>,
+}
+
+pub const PAI_IMAGE_RULES: LabelRules = LabelRules {
+    max_labels: 100,
+    max_key_chars: 128,
+    max_value_chars: 256,
+    required_prefix: Some("system."),
+    reserved_prefixes: &[],
+    key_charset: None,
+    value_charset: None,
+};
+
+pub const PAI_DATASET_RULES: LabelRules = LabelRules {
+    max_labels: 100,
+    max_key_chars: 128,
+    max_value_chars: 256,
+    required_prefix: None,
+    reserved_prefixes: &["acs:", "aliyun"],
+    key_charset: None,
+    value_charset: None,
+};
+
+/// Huawei Cloud tag rules: letters (any script), digits, spaces and `_ . : = + - @`;
+/// values may also hold `/`.
+pub const IMS_RULES: LabelRules = LabelRules {
+    max_labels: 10,
+    max_key_chars: 36,
+    max_value_chars: 43,
+    required_prefix: None,
+    reserved_prefixes: &["_sys_"],
+    key_charset: Some(" _.:=+-@"),
+    value_charset: Some(" _.:=+-@/"),
+};
+
+pub fn rules_for_image(provider: Provider) -> LabelRules {
+    match provider {
+        Provider::Pai => PAI_IMAGE_RULES,
+        Provider::HuaweicloudIms => IMS_RULES,
+    }
+}
+
+fn err(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
+    errors.push(FieldError { field: field.into(), message: message.into() });
+}
+
+fn charset_ok(s: &str, extra: Option<&str>) -> bool {
+    match extra {
+        None => !s.chars().any(char::is_control),
+        Some(extra) => s.chars().all(|c| c.is_alphanumeric() || extra.contains(c)),
+    }
+}
+
+/// Checks one label map against a provider's rules.
+pub fn validate_labels(labels: &BTreeMap<String, String>, rules: &LabelRules, provider: Provider, errors: &mut Vec<FieldError>) {
+    if labels.len() > rules.max_labels {
+        err(
+            errors,
+            "spec.labels",
+            format!("{} labels declared; {provider} allows at most {} — split the labels or drop some", labels.len(), rules.max_labels),
+        );
+    }
+    for (key, value) in labels {
+        let field = format!("spec.labels[{key:?}]");
+        let key_len = key.chars().count();
+        if key.is_empty() {
+            err(errors, "spec.labels", "a label key is empty; every key needs at least one character");
+            continue;
+        }
+        if key_len > rules.max_key_chars {
+            err(errors, &field, format!("key is {key_len} characters; {provider} allows at most {}", rules.max_key_chars));
+        }
+        if key.trim() != key {
+            err(errors, &field, "key must not start or end with white space");
+        }
+        if let Some(prefix) = rules.required_prefix
+            && !key.starts_with(prefix)
+        {
+            err(errors, &field, format!("{provider} image label keys must start with {prefix:?} (for example {prefix}chipType)"));
+        }
+        if let Some(reserved) = rules.reserved_prefixes.iter().find(|p| key.starts_with(**p)) {
+            err(errors, &field, format!("keys starting with {reserved:?} are reserved by the cloud"));
+        }
+        if !charset_ok(key, rules.key_charset) {
+            let allowed = rules.key_charset.map_or("printable characters".to_string(), |c| format!("letters, digits and {c:?}"));
+            err(errors, &field, format!("key has characters {provider} does not accept; allowed: {allowed}"));
+        }
+        let value_len = value.chars().count();
+        if value_len > rules.max_value_chars {
+            err(errors, &field, format!("value is {value_len} characters; {provider} allows at most {}", rules.max_value_chars));
+        }
+        if !charset_ok(value, rules.value_charset) {
+            let allowed = rules.value_charset.map_or("printable characters".to_string(), |c| format!("letters, digits and {c:?}"));
+            err(errors, &field, format!("value has characters {provider} does not accept; allowed: {allowed}"));
+        }
+    }
+}
+
+fn validate_policy(policy: &Policy, errors: &mut Vec<FieldError>) {
+    if let Some(interval) = &policy.resync_interval {
+        match parse_duration(interval) {
+            Some(d) if d >= std::time::Duration::from_secs(10) => {}
+            Some(_) => err(errors, "spec.resyncInterval", format!("{interval:?} is shorter than the minimum of 10s")),
+            None => err(errors, "spec.resyncInterval", format!("{interval:?} is not a duration like 30s, 10m or 1h30m")),
+        }
+    }
+    if policy.ignore_keys.len() > 32 {
+        err(errors, "spec.ignoreKeys", "at most 32 patterns");
+    }
+    for (i, pattern) in policy.ignore_keys.iter().enumerate() {
+        if let Err(e) = globset::Glob::new(pattern) {
+            err(errors, format!("spec.ignoreKeys[{i}]"), format!("{pattern:?} is not a valid glob: {e}"));
+        }
+    }
+    if let Some(secret) = &policy.credentials_ref
+        && secret.name.is_empty()
+    {
+        err(errors, "spec.credentialsRef.name", "must name a Secret in the same namespace");
+    }
+}
+
+fn require_id(value: &str, field: &str, errors: &mut Vec<FieldError>) {
+    if value.trim().is_empty() {
+        err(errors, field, "is required");
+    } else if value.contains('/') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        err(errors, field, format!("{value:?} is not a valid ID (no spaces or '/')"));
+    }
+}
+
+pub fn validate_image_spec(spec: &ImageLabelSetSpec) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    require_id(&spec.image_id, "spec.imageId", &mut errors);
+    match spec.provider {
+        Provider::Pai => {
+            if spec.project_id.is_some() {
+                err(&mut errors, "spec.projectId", "only valid with provider huaweicloud-ims; remove it");
+            }
+        }
+        Provider::HuaweicloudIms => {
+            match &spec.project_id {
+                None => err(&mut errors, "spec.projectId", "is required when spec.provider is huaweicloud-ims"),
+                Some(p) => require_id(p, "spec.projectId", &mut errors),
+            }
+            if spec.workspace_id.is_some() {
+                err(&mut errors, "spec.workspaceId", "only valid with provider pai; remove it");
+            }
+        }
+    }
+    validate_labels(&spec.labels, &rules_for_image(spec.provider), spec.provider, &mut errors);
+    validate_policy(&spec.policy, &mut errors);
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+pub fn validate_dataset_spec(spec: &DatasetLabelSetSpec) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    require_id(&spec.dataset_id, "spec.datasetId", &mut errors);
+    if spec.provider != Provider::Pai {
+        err(&mut errors, "spec.provider", "DatasetLabelSet supports only provider pai");
+    }
+    if let Some(v) = &spec.version
+        && v.trim().is_empty()
+    {
+        err(&mut errors, "spec.version", "must not be empty; omit it to label the dataset itself");
+    }
+    validate_labels(&spec.labels, &PAI_DATASET_RULES, spec.provider, &mut errors);
+    validate_policy(&spec.policy, &mut errors);
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Parses `1h30m`, `10m`, `45s`, `500ms`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (std::time::Duration::from_millis(1), 2)
+        } else if rest.starts_with('s') {
+            (std::time::Duration::from_secs(1), 1)
+        } else if rest.starts_with('m') {
+            (std::time::Duration::from_secs(60), 1)
+        } else if rest.starts_with('h') {
+            (std::time::Duration::from_secs(3600), 1)
+        } else {
+            return None;
+        };
+        total = total.checked_add(unit.checked_mul(u32::try_from(n).ok()?)?)?;
+        rest = &rest[len..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(labels: &[(&str, &str)]) -> ImageLabelSetSpec {
+        ImageLabelSetSpec {
+            image_id: "image-abc".into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_pai_spec() {
+        assert_eq!(validate_image_spec(&image(&[("system.chipType", "GPU")])), Ok(()));
+    }
+
+    #[test]
+    fn names_the_field_of_a_non_system_key() {
+        let errs = validate_image_spec(&image(&[("team", "ml")])).unwrap_err();
+        assert_eq!(errs[0].field, "spec.labels[\"team\"]");
+        assert!(errs[0].message.contains("system."), "{}", errs[0].message);
+    }
+
+    #[test]
+    fn rejects_101_labels_and_empty_key_and_missing_image() {
+        let many: Vec<(String, String)> = (0..101).map(|i| (format!("system.k{i}"), "v".to_string())).collect();
+        let mut spec = image(&[]);
+        spec.labels = many.into_iter().collect();
+        let errs = validate_image_spec(&spec).unwrap_err();
+        assert!(errs.iter().any(|e| e.field == "spec.labels" && e.message.contains("at most 100")));
+
+        let errs = validate_image_spec(&image(&[("", "x")])).unwrap_err();
+        assert!(errs.iter().any(|e| e.message.contains("empty")));
+
+        let mut spec = image(&[]);
+        spec.image_id = String::new();
+        let errs = validate_image_spec(&spec).unwrap_err();
+        assert_eq!(errs[0].field, "spec.imageId");
+    }
+
+    #[test]
+    fn ims_needs_project_and_short_keys() {
+        let mut spec = image(&[("a-very-long-key-that-goes-past-36-chars", "v")]);
+        spec.provider = Provider::HuaweicloudIms;
+        let errs = validate_image_spec(&spec).unwrap_err();
+        assert!(errs.iter().any(|e| e.field == "spec.projectId"));
+        assert!(errs.iter().any(|e| e.message.contains("at most 36")));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Plan execution shared by the CLI and the controller.

@@ -1,0 +1,16 @@
+//! image-label-operator: keeps the labels of cloud ML images and datasets equal
+//! to what an `ImageLabelSet` / `DatasetLabelSet` declares.
+//!
+//! Rooms: [`api`] (resource types and validation), [`plan`] (pure diffing),
+//! [`provider`] (cloud clients), [`sign`] (request signing shared by clients
+//! and the simulator), [`engine`] (plan execution shared by CLI and
+//! controller), [`sim`] (the cloud simulator), [`cli`], [`controller`].
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod engine;
+pub mod plan;
+pub mod provider;
+pub mod sign;
+pub mod sim;

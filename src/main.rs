@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", imagelabel::api::crds_yaml());
+}
