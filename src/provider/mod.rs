@@ -1,1 +1,164 @@
-//! Cloud clients.
+//! Cloud clients behind one small trait. A provider only knows how to read a
+//! target's labels and make the calls; batching, ordering (adds before
+//! removes) and ownership live in [`crate::engine`] and [`crate::plan`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub mod credentials;
+pub mod ims;
+pub mod limiter;
+pub mod pai;
+pub mod retry;
+
+/// What a set points at, with everything the cloud call needs to find it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    PaiImage { image_id: String, workspace_id: Option<String> },
+    PaiDataset { dataset_id: String },
+    PaiDatasetVersion { dataset_id: String, version: String },
+    ImsImage { project_id: String, image_id: String },
+}
+
+impl Target {
+    /// Identity of the cloud object, used to find other sets on the same object.
+    /// The workspace is a filter on PAI list calls, not part of an image's identity.
+    pub fn object_key(&self, region: &str) -> String {
+        match self {
+            Target::PaiImage { image_id, .. } => format!("pai/{region}/image/{image_id}"),
+            Target::PaiDataset { dataset_id } => format!("pai/{region}/dataset/{dataset_id}"),
+            Target::PaiDatasetVersion { dataset_id, version } => format!("pai/{region}/dataset/{dataset_id}/version/{version}"),
+            Target::ImsImage { project_id, image_id } => format!("huaweicloud-ims/{region}/{project_id}/image/{image_id}"),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::PaiImage { image_id, .. } => write!(f, "image {image_id}"),
+            Target::PaiDataset { dataset_id } => write!(f, "dataset {dataset_id}"),
+            Target::PaiDatasetVersion { dataset_id, version } => write!(f, "dataset {dataset_id} version {version}"),
+            Target::ImsImage { image_id, .. } => write!(f, "image {image_id}"),
+        }
+    }
+}
+
+/// Labels as the cloud reports them.
+pub type Labels = BTreeMap<String, String>;
+
+/// Call-size limits of one provider and target kind; the engine batches by them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Labels one add call may carry.
+    pub add_per_call: usize,
+    /// Keys one remove call may carry.
+    pub remove_per_call: usize,
+    /// Labels the object may hold at once, when the cloud caps it.
+    pub max_labels_on_object: Option<usize>,
+}
+
+/// Result of a write call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The cloud's request id, for support tickets.
+    pub request_id: Option<String>,
+}
+
+/// How a cloud call failed, so callers can decide between retrying,
+/// stalling and reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The image, dataset or version does not exist.
+    NotFound,
+    /// Authenticated but not allowed (403).
+    AccessDenied,
+    /// The credentials are wrong: unknown key, bad signature, expired token.
+    Unauthenticated,
+    /// The request broke a rule of the API (bad parameter, limit exceeded).
+    Invalid,
+    /// Flow control; retry after a pause.
+    Throttled,
+    /// 5xx from the cloud.
+    Server,
+    /// No answer: connection refused or dropped, timeout, non-JSON reply.
+    Network,
+}
+
+impl ErrorKind {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Throttled | ErrorKind::Server | ErrorKind::Network)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AccessDenied => "access_denied",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Server => "server",
+            ErrorKind::Network => "network",
+        }
+    }
+}
+
+/// A failed cloud call, carrying what the cloud said. Never holds a secret
+/// or a signature.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct CloudError {
+    pub kind: ErrorKind,
+    /// The cloud's error code (`InvalidParameter`, `IMG.0027`, …), empty for network errors.
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub http_status: Option<u16>,
+    /// How long the cloud asked us to wait (throttling).
+    pub retry_after: Option<Duration>,
+    /// The API call that failed (`AddImageLabels`, …).
+    pub api: &'static str,
+}
+
+impl fmt::Display for CloudError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed", self.api)?;
+        if let Some(status) = self.http_status {
+            write!(f, " (HTTP {status}")?;
+            if !self.code.is_empty() {
+                write!(f, ", {}", self.code)?;
+            }
+            write!(f, ")")?;
+        } else if !self.code.is_empty() {
+            write!(f, " ({})", self.code)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(id) = &self.request_id {
+            write!(f, " [RequestId {id}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl CloudError {
+    pub fn new(kind: ErrorKind, api: &'static str, message: impl Into<String>) -> Self {
+        CloudError { kind, code: String::new(), message: message.into(), request_id: None, http_status: None, retry_after: None, api }
+    }
+}
+
+/// One cloud account in one region, able to read and write labels.
+pub trait LabelProvider: Send + Sync {
+    /// Limits the engine batches by, for this target.
+    fn limits(&self, target: &Target) -> CallLimits;
+
+    /// The target's current labels.
+    fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>>;
+
+    /// Adds or overwrites labels; `labels.len() <= limits().add_per_call`.
+    fn add<'a>(&'a self, target: &'a Target, labels: &'a [(String, String)]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
+
+    /// Removes keys; `keys.len() <= limits().remove_per_call`. Removing a missing key succeeds.
+    fn remove<'a>(&'a self, target: &'a Target, keys: &'a [String]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
+}
