@@ -1,0 +1,1 @@
+//! Alibaba Cloud PAI AIWorkSpace client.
