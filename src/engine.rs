@@ -1,1 +1,299 @@
-//! Plan execution shared by the CLI and the controller.
+//! The engine shared by the CLI and the controller: turn a resource into a
+//! plan input, and carry a plan out against a provider (adds before removes,
+//! batched by the provider's call limits).
+
+use std::collections::BTreeSet;
+
+use crate::api::validate::{FieldError, validate_dataset_spec, validate_image_spec};
+use crate::api::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, Provider};
+use crate::plan::{KeyMatcher, Labels, Plan};
+use crate::provider::{CallLimits, CloudError, LabelProvider, Target};
+
+/// Keys each cloud sets itself; never written or removed by any set.
+pub fn reserved_patterns(provider: Provider) -> &'static [&'static str] {
+    match provider {
+        Provider::Pai => &["acs:*", "aliyun*"],
+        Provider::HuaweicloudIms => &["_sys_*"],
+    }
+}
+
+/// A validated set, ready for planning.
+#[derive(Clone, Debug)]
+pub struct ResolvedSet {
+    pub provider: Provider,
+    pub region: String,
+    pub target: Target,
+    pub desired: Labels,
+    pub policy: Policy,
+    /// `spec.ignoreKeys` plus the provider's reserved patterns.
+    pub protected: KeyMatcher,
+}
+
+impl ResolvedSet {
+    /// Identity of the cloud object, shared by every set that targets it.
+    pub fn object_key(&self) -> String {
+        self.target.object_key(&self.region)
+    }
+}
+
+fn protected_keys(provider: Provider, policy: &Policy) -> Result<KeyMatcher, Vec<FieldError>> {
+    let patterns = reserved_patterns(provider).iter().map(|p| p.to_string()).chain(policy.ignore_keys.iter().cloned());
+    KeyMatcher::new(patterns).map_err(|e| vec![FieldError { field: "spec.ignoreKeys".into(), message: e.to_string() }])
+}
+
+fn region_of(spec: &dyn LabelSetSpec, default_region: &str) -> String {
+    spec.region().unwrap_or(default_region).to_string()
+}
+
+pub fn resolve_image(spec: &ImageLabelSetSpec, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>> {
+    validate_image_spec(spec)?;
+    let target = match spec.provider {
+        Provider::Pai => Target::PaiImage { image_id: spec.image_id.clone(), workspace_id: spec.workspace_id.clone() },
+        Provider::HuaweicloudIms => Target::ImsImage {
+            // validate_image_spec guarantees the project id for ims.
+            project_id: spec.project_id.clone().unwrap_or_default(),
+            image_id: spec.image_id.clone(),
+        },
+    };
+    Ok(ResolvedSet {
+        provider: spec.provider,
+        region: region_of(spec, default_region),
+        target,
+        desired: spec.labels.clone(),
+        policy: spec.policy.clone(),
+        protected: protected_keys(spec.provider, &spec.policy)?,
+    })
+}
+
+pub fn resolve_dataset(spec: &DatasetLabelSetSpec, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>> {
+    validate_dataset_spec(spec)?;
+    let target = match &spec.version {
+        Some(version) => Target::PaiDatasetVersion { dataset_id: spec.dataset_id.clone(), version: version.clone() },
+        None => Target::PaiDataset { dataset_id: spec.dataset_id.clone() },
+    };
+    Ok(ResolvedSet {
+        provider: spec.provider,
+        region: region_of(spec, default_region),
+        target,
+        desired: spec.labels.clone(),
+        policy: spec.policy.clone(),
+        protected: protected_keys(spec.provider, &spec.policy)?,
+    })
+}
+
+/// Why a plan cannot be carried out, known before any write.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitExceeded(pub String);
+
+/// In which order the writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// The default: the object never holds fewer labels than either declaration.
+    AddsFirst,
+    /// Only when the cloud caps the label count and adding first would pass
+    /// the cap although the end state fits.
+    RemovesFirst,
+}
+
+/// Checks a plan against the object's label cap before any write.
+pub fn check_limits(observed: &Labels, plan: &Plan, limits: &CallLimits, provider: Provider) -> Result<Order, LimitExceeded> {
+    let Some(max) = limits.max_labels_on_object else {
+        return Ok(Order::AddsFirst);
+    };
+    let end = plan.result_of(observed).len();
+    if end > max {
+        let new_keys = plan.add.keys().filter(|k| !observed.contains_key(*k)).count();
+        return Err(LimitExceeded(format!(
+            "applying would leave {end} labels on the object ({} there now, {new_keys} new, {} removed); {provider} allows at most {max} — \
+             drop keys from spec.labels or remove other labels from the object",
+            observed.len(),
+            plan.remove.len()
+        )));
+    }
+    let peak = observed.len() + plan.add.keys().filter(|k| !observed.contains_key(*k)).count();
+    Ok(if peak > max { Order::RemovesFirst } else { Order::AddsFirst })
+}
+
+/// What a plan execution did, also when it stopped half-way.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub added: Labels,
+    pub removed: BTreeSet<String>,
+    pub calls: usize,
+    pub last_request_id: Option<String>,
+    pub error: Option<CloudError>,
+}
+
+impl Applied {
+    pub fn is_complete(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Carries out a plan: adds first (unless the cap forbids), batched by the
+/// provider's limits. Stops at the first failed call and reports what was done.
+pub async fn execute(provider: &dyn LabelProvider, target: &Target, plan: &Plan, order: Order) -> Applied {
+    let limits = provider.limits(target);
+    let mut applied = Applied::default();
+    let steps: [bool; 2] = match order {
+        Order::AddsFirst => [true, false],
+        Order::RemovesFirst => [false, true],
+    };
+    for adding in steps {
+        if adding {
+            for batch in plan.add_batches(limits.add_per_call) {
+                applied.calls += 1;
+                match provider.add(target, &batch).await {
+                    Ok(out) => {
+                        applied.last_request_id = out.request_id.or(applied.last_request_id.take());
+                        applied.added.extend(batch);
+                    }
+                    Err(e) => {
+                        applied.error = Some(e);
+                        return applied;
+                    }
+                }
+            }
+        } else {
+            for batch in plan.remove_batches(limits.remove_per_call) {
+                applied.calls += 1;
+                match provider.remove(target, &batch).await {
+                    Ok(out) => {
+                        applied.last_request_id = out.request_id.or(applied.last_request_id.take());
+                        applied.removed.extend(batch);
+                    }
+                    Err(e) => {
+                        applied.error = Some(e);
+                        return applied;
+                    }
+                }
+            }
+        }
+    }
+    applied
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::provider::{ErrorKind, WriteOutcome};
+
+    /// Records calls and keeps labels in memory; fails the n-th call when asked.
+    struct Recorder {
+        labels: Mutex<Labels>,
+        calls: Mutex<Vec<String>>,
+        fail_at: Option<usize>,
+        limits: CallLimits,
+    }
+
+    impl Recorder {
+        fn new(labels: Labels, limits: CallLimits) -> Self {
+            Recorder { labels: Mutex::new(labels), calls: Mutex::new(vec![]), fail_at: None, limits }
+        }
+        fn call(&self, what: String) -> Result<WriteOutcome, CloudError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(what);
+            if Some(calls.len()) == self.fail_at {
+                return Err(CloudError::new(ErrorKind::Server, "Test", "boom"));
+            }
+            Ok(WriteOutcome { request_id: Some(format!("req-{}", calls.len())) })
+        }
+    }
+
+    impl LabelProvider for Recorder {
+        fn limits(&self, _: &Target) -> CallLimits {
+            self.limits
+        }
+        fn observe<'a>(&'a self, _: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {
+            Box::pin(async move { Ok(self.labels.lock().unwrap().clone()) })
+        }
+        fn add<'a>(&'a self, _: &'a Target, labels: &'a [(String, String)]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+            Box::pin(async move {
+                let out = self.call(format!("add {}", labels.len()))?;
+                let mut l = self.labels.lock().unwrap();
+                let min_before = l.len();
+                l.extend(labels.iter().cloned());
+                assert!(l.len() >= min_before);
+                Ok(out)
+            })
+        }
+        fn remove<'a>(&'a self, _: &'a Target, keys: &'a [String]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+            Box::pin(async move {
+                let out = self.call(format!("remove {}", keys.len()))?;
+                let mut l = self.labels.lock().unwrap();
+                for k in keys {
+                    l.remove(k);
+                }
+                Ok(out)
+            })
+        }
+    }
+
+    fn target() -> Target {
+        Target::PaiImage { image_id: "image-1".into(), workspace_id: None }
+    }
+
+    fn plan_of(add: &[(&str, &str)], remove: &[&str]) -> Plan {
+        Plan {
+            add: add.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    const PAI: CallLimits = CallLimits { add_per_call: 2, remove_per_call: 1, max_labels_on_object: None };
+
+    #[tokio::test]
+    async fn adds_go_first_in_batches() {
+        let p = Recorder::new(Labels::new(), PAI);
+        let plan = plan_of(&[("a", "1"), ("b", "1"), ("c", "1")], &["x", "y"]);
+        let applied = execute(&p, &target(), &plan, Order::AddsFirst).await;
+        assert!(applied.is_complete());
+        assert_eq!(*p.calls.lock().unwrap(), vec!["add 2", "add 1", "remove 1", "remove 1"]);
+        assert_eq!(applied.last_request_id.as_deref(), Some("req-4"));
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_first_failure_and_reports_progress() {
+        let mut p = Recorder::new(Labels::new(), PAI);
+        p.fail_at = Some(2);
+        let plan = plan_of(&[("a", "1"), ("b", "1"), ("c", "1")], &["x"]);
+        let applied = execute(&p, &target(), &plan, Order::AddsFirst).await;
+        assert_eq!(applied.added.len(), 2);
+        assert!(applied.removed.is_empty(), "no remove after a failed add");
+        assert_eq!(applied.error.unwrap().kind, ErrorKind::Server);
+    }
+
+    #[test]
+    fn cap_is_checked_before_any_write() {
+        let ims = CallLimits { add_per_call: 10, remove_per_call: 10, max_labels_on_object: Some(3) };
+        let observed: Labels = [("a", "1"), ("b", "1"), ("c", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let err = check_limits(&observed, &plan_of(&[("d", "1")], &[]), &ims, Provider::HuaweicloudIms).unwrap_err();
+        assert!(err.0.contains("at most 3"), "{}", err.0);
+        assert_eq!(check_limits(&observed, &plan_of(&[("d", "1")], &["a"]), &ims, Provider::HuaweicloudIms), Ok(Order::RemovesFirst));
+        assert_eq!(check_limits(&observed, &plan_of(&[("a", "2")], &[]), &ims, Provider::HuaweicloudIms), Ok(Order::AddsFirst));
+    }
+
+    #[test]
+    fn resolve_names_every_bad_field() {
+        let spec = ImageLabelSetSpec { image_id: "".into(), labels: [("team".to_string(), "x".to_string())].into(), ..Default::default() };
+        let errs = resolve_image(&spec, "cn-shanghai").unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"spec.imageId"));
+        assert!(fields.contains(&"spec.labels[\"team\"]"));
+    }
+
+    #[test]
+    fn resolve_adds_reserved_patterns() {
+        let spec = ImageLabelSetSpec { image_id: "image-1".into(), ..Default::default() };
+        let set = resolve_image(&spec, "cn-hangzhou").unwrap();
+        assert!(set.protected.matches("acs:ack"));
+        assert_eq!(set.region, "cn-hangzhou");
+        assert_eq!(set.object_key(), "pai/cn-hangzhou/image/image-1");
+    }
+}

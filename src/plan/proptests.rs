@@ -1,0 +1,194 @@
+//! Invariants of the planner over arbitrary states.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const KEYS: &[&str] = &["system.a", "system.b", "system.c", "system.d", "system.dsw.os", "acs:x"];
+const VALUES: &[&str] = &["1", "2", "3"];
+
+fn labels_strategy() -> impl Strategy<Value = Labels> {
+    proptest::collection::btree_map(proptest::sample::select(KEYS).prop_map(String::from), proptest::sample::select(VALUES).prop_map(String::from), 0..KEYS.len())
+}
+
+fn keys_strategy() -> impl Strategy<Value = BTreeSet<String>> {
+    proptest::collection::btree_set(proptest::sample::select(KEYS).prop_map(String::from), 0..KEYS.len())
+}
+
+fn prune_strategy() -> impl Strategy<Value = Prune> {
+    prop_oneof![Just(Prune::Owned), Just(Prune::All), Just(Prune::None)]
+}
+
+fn deleting_strategy() -> impl Strategy<Value = Option<DeletionPolicy>> {
+    prop_oneof![3 => Just(None), 1 => Just(Some(DeletionPolicy::Delete)), 1 => Just(Some(DeletionPolicy::Orphan))]
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    desired: Labels,
+    observed: Labels,
+    owned: BTreeSet<String>,
+    prune: Prune,
+    deleting: Option<DeletionPolicy>,
+    claims: Vec<Claim>,
+    held: BTreeSet<String>,
+    protect_dsw: bool,
+}
+
+fn state_strategy() -> impl Strategy<Value = State> {
+    (
+        labels_strategy(),
+        labels_strategy(),
+        keys_strategy(),
+        prune_strategy(),
+        deleting_strategy(),
+        proptest::collection::vec((0i64..200, labels_strategy()), 0..3),
+        keys_strategy(),
+        any::<bool>(),
+    )
+        .prop_map(|(desired, observed, owned, prune, deleting, claims, held, protect_dsw)| State {
+            desired,
+            observed,
+            owned,
+            prune,
+            deleting,
+            claims: claims.into_iter().enumerate().map(|(i, (created, labels))| Claim { set: SetId::new(created, format!("ns/other{i}")), labels }).collect(),
+            held,
+            protect_dsw,
+        })
+}
+
+fn protected(s: &State) -> KeyMatcher {
+    if s.protect_dsw { KeyMatcher::new(["system.dsw.*", "acs:*"]).unwrap() } else { KeyMatcher::new(["acs:*"]).unwrap() }
+}
+
+fn run(s: &State, mode: Mode) -> Plan {
+    let me = SetId::new(100, "ns/me");
+    let protected = protected(s);
+    plan(&PlanInput {
+        set: &me,
+        desired: &s.desired,
+        observed: &s.observed,
+        owned: &s.owned,
+        prune: s.prune,
+        mode,
+        deleting: s.deleting,
+        protected: &protected,
+        claims: &s.claims,
+        held: &s.held,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// After the plan, every key the set may write holds its desired value.
+    #[test]
+    fn applying_the_plan_yields_the_desired_labels(s in state_strategy()) {
+        let s = State { deleting: None, ..s };
+        let p = run(&s, Mode::Sync);
+        let result = p.result_of(&s.observed);
+        let protected = protected(&s);
+        let lost: BTreeSet<&str> = p.conflicts.iter().map(|c| c.key.as_str()).collect();
+        for (k, v) in &s.desired {
+            if protected.matches(k) || s.held.contains(k) || lost.contains(k.as_str()) {
+                continue;
+            }
+            prop_assert_eq!(result.get(k), Some(v), "key {}", k);
+        }
+    }
+
+    /// A key neither desired nor owned is never removed unless prune is All.
+    #[test]
+    fn unowned_keys_survive_unless_prune_all(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        for k in &p.remove {
+            let owned = s.owned.contains(k);
+            prop_assert!(owned || (s.prune == Prune::All && s.deleting.is_none()), "removed {} neither owned nor under prune All", k);
+            prop_assert!(s.observed.contains_key(k), "removes only keys that exist");
+        }
+    }
+
+    /// Protected keys, held keys and keys other sets declare are never touched.
+    #[test]
+    fn protected_held_and_claimed_keys_are_never_removed(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        let protected = protected(&s);
+        for k in &p.remove {
+            prop_assert!(!protected.matches(k));
+            prop_assert!(!s.held.contains(k));
+            prop_assert!(!s.claims.iter().any(|c| c.labels.contains_key(k)));
+        }
+        for k in p.add.keys() {
+            prop_assert!(!protected.matches(k));
+            prop_assert!(!s.held.contains(k));
+        }
+    }
+
+    /// Planning again on the state the plan produces yields nothing to do.
+    #[test]
+    fn a_converged_state_plans_nothing(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        let after = State { observed: p.result_of(&s.observed), owned: p.owned_after.clone(), ..s.clone() };
+        let again = run(&after, Mode::Sync);
+        prop_assert!(again.is_empty(), "second plan not empty: {:?}", again);
+    }
+
+    /// No plan adds and removes the same key.
+    #[test]
+    fn never_adds_and_removes_one_key(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        prop_assert!(p.add.keys().all(|k| !p.remove.contains(k)));
+    }
+
+    /// Every key added is owned before the write; ownership never includes a
+    /// key another older set won.
+    #[test]
+    fn write_ahead_ownership(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        for k in p.add.keys() {
+            prop_assert!(p.owned_before_write.contains(k));
+            prop_assert!(p.owned_after.contains(k));
+        }
+        for c in &p.conflicts {
+            prop_assert!(!p.owned_after.contains(&c.key));
+            prop_assert!(c.winner < SetId::new(100, "ns/me"));
+        }
+        for k in &p.remove {
+            prop_assert!(!p.owned_after.contains(k));
+        }
+    }
+
+    /// Observe mode never writes and reports the same differences Sync would fix.
+    #[test]
+    fn observe_writes_nothing_and_reports_the_sync_plan(s in state_strategy()) {
+        let observe = run(&s, Mode::Observe);
+        let sync = run(&s, Mode::Sync);
+        prop_assert!(observe.is_empty());
+        prop_assert_eq!(observe.drift, sync.drift);
+    }
+
+    /// Two sets never both write one key with different values.
+    #[test]
+    fn two_sets_never_fight(a in labels_strategy(), b in labels_strategy(), observed in labels_strategy(), ta in 0i64..3, tb in 0i64..3) {
+        let sa = SetId::new(ta, "ns/a");
+        let sb = SetId::new(tb, "ns/b");
+        let none = KeyMatcher::default();
+        let empty = BTreeSet::new();
+        let claim_a = [Claim { set: sa.clone(), labels: a.clone() }];
+        let claim_b = [Claim { set: sb.clone(), labels: b.clone() }];
+        let mk = |set: &SetId, desired: &Labels, claims: &[Claim]| plan(&PlanInput {
+            set, desired, observed: &observed, owned: &empty, prune: Prune::Owned, mode: Mode::Sync,
+            deleting: None, protected: &none, claims, held: &empty,
+        });
+        let pa = mk(&sa, &a, &claim_b);
+        let pb = mk(&sb, &b, &claim_a);
+        for (k, va) in &pa.add {
+            if let Some(vb) = pb.add.get(k) {
+                prop_assert_eq!(va, vb, "both write {} with different values", k);
+            }
+        }
+    }
+}
