@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::api::validate::{FieldError, validate_dataset_spec, validate_image_spec};
 use crate::api::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, Provider};
-use crate::plan::{KeyMatcher, Labels, Plan};
+use crate::api::DeletionPolicy;
+use crate::plan::{Claim, KeyMatcher, Labels, Plan, PlanInput, SetId};
 use crate::provider::{CallLimits, CloudError, LabelProvider, Target};
 
 /// Keys each cloud sets itself; never written or removed by any set.
@@ -60,8 +61,8 @@ pub fn resolve_image(spec: &ImageLabelSetSpec, default_region: &str) -> Result<R
         region: region_of(spec, default_region),
         target,
         desired: spec.labels.clone(),
-        policy: spec.policy.clone(),
-        protected: protected_keys(spec.provider, &spec.policy)?,
+        policy: spec.policy(),
+        protected: protected_keys(spec.provider, &spec.policy())?,
     })
 }
 
@@ -76,8 +77,8 @@ pub fn resolve_dataset(spec: &DatasetLabelSetSpec, default_region: &str) -> Resu
         region: region_of(spec, default_region),
         target,
         desired: spec.labels.clone(),
-        policy: spec.policy.clone(),
-        protected: protected_keys(spec.provider, &spec.policy)?,
+        policy: spec.policy(),
+        protected: protected_keys(spec.provider, &spec.policy())?,
     })
 }
 
@@ -172,6 +173,111 @@ pub async fn execute(provider: &dyn LabelProvider, target: &Target, plan: &Plan,
         }
     }
     applied
+}
+
+/// One pass over one set: observe, plan, check, and (unless dry-run) write.
+pub struct SyncRequest<'a> {
+    pub set: &'a ResolvedSet,
+    pub id: &'a SetId,
+    pub owned: &'a BTreeSet<String>,
+    pub claims: &'a [Claim],
+    pub held: &'a BTreeSet<String>,
+    pub deleting: Option<DeletionPolicy>,
+    /// Plan only, never write (the CLI's `plan`).
+    pub dry_run: bool,
+}
+
+/// Why a pass stopped.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("reading the labels: {0}")]
+    Observe(CloudError),
+    #[error("{0}")]
+    Limit(#[from] LimitExceeded),
+    #[error("recording ownership before the write: {0}")]
+    Ownership(String),
+    #[error("writing the labels: {0}")]
+    Write(CloudError),
+}
+
+impl SyncError {
+    pub fn cloud(&self) -> Option<&CloudError> {
+        match self {
+            SyncError::Observe(e) | SyncError::Write(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What a pass saw and did.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    pub observed: Labels,
+    pub plan: Plan,
+    pub applied: Option<Applied>,
+    /// Ownership to record after the pass (write-ahead set when a write failed).
+    pub owned: BTreeSet<String>,
+    /// The object's labels after the pass, as far as we know.
+    pub labels_after: Labels,
+}
+
+/// Runs one pass. `record_ownership` is called with the write-ahead owned set
+/// before the first write; the pass writes nothing when it fails.
+pub async fn sync<F, Fut>(provider: &dyn LabelProvider, req: SyncRequest<'_>, record_ownership: F) -> Result<SyncReport, (SyncReport, SyncError)>
+where
+    F: FnOnce(BTreeSet<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut report = SyncReport::default();
+    let observed = match provider.observe(&req.set.target).await {
+        Ok(o) => o,
+        Err(e) => return Err((report, SyncError::Observe(e))),
+    };
+    let plan = crate::plan::plan(&PlanInput {
+        set: req.id,
+        desired: &req.set.desired,
+        observed: &observed,
+        owned: req.owned,
+        prune: req.set.policy.prune,
+        mode: req.set.policy.mode,
+        deleting: req.deleting,
+        protected: &req.set.protected,
+        claims: req.claims,
+        held: req.held,
+    });
+    report.observed = observed;
+    report.plan = plan;
+    report.owned = req.owned.clone();
+    report.labels_after = report.observed.clone();
+    let order = match check_limits(&report.observed, &report.plan, &provider.limits(&req.set.target), req.set.provider) {
+        Ok(order) => order,
+        Err(e) => return Err((report, e.into())),
+    };
+    if req.dry_run || report.plan.is_empty() {
+        if !req.dry_run {
+            report.owned = report.plan.owned_after.clone();
+        }
+        return Ok(report);
+    }
+    if report.plan.owned_before_write != *req.owned
+        && let Err(e) = record_ownership(report.plan.owned_before_write.clone()).await
+    {
+        return Err((report, SyncError::Ownership(e)));
+    }
+    let applied = execute(provider, &req.set.target, &report.plan, order).await;
+    let mut after = report.observed.clone();
+    for k in &applied.removed {
+        after.remove(k);
+    }
+    after.extend(applied.added.iter().map(|(k, v)| (k.clone(), v.clone())));
+    report.labels_after = after;
+    let error = applied.error.clone();
+    report.owned = if error.is_none() { report.plan.owned_after.clone() } else { report.plan.owned_before_write.iter().filter(|k| !applied.removed.contains(*k)).cloned().collect() };
+    report.applied = Some(applied);
+    match error {
+        None => Ok(report),
+        Some(e) => Err((report, SyncError::Write(e))),
+    }
 }
 
 #[cfg(test)]

@@ -133,8 +133,26 @@ pub struct ImageLabelSetSpec {
     #[schemars(extend("maxProperties" = 100))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1)").message("spec.labels: keys must not be empty"))]
     pub labels: BTreeMap<String, String>,
-    #[serde(flatten)]
-    pub policy: Policy,
+    /// Which keys may be removed: Owned (default), All, None.
+    #[serde(default)]
+    pub prune: Prune,
+    /// On deletion: Delete (default) removes owned keys, Orphan leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Sync (default) writes; Observe only reports drift.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Secret in this namespace with the cloud credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<SecretRef>,
+    /// Drift-check period such as `10m` (jittered); the operator default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    pub resync_interval: Option<String>,
+    /// Glob patterns of keys never written or removed (for example `system.dsw.*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 128)))]
+    pub ignore_keys: Vec<String>,
 }
 
 /// Desired labels of one PAI dataset or dataset version.
@@ -185,14 +203,6 @@ pub struct DatasetLabelSetSpec {
     #[schemars(extend("maxProperties" = 100))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1)").message("spec.labels: keys must not be empty"))]
     pub labels: BTreeMap<String, String>,
-    #[serde(flatten)]
-    pub policy: Policy,
-}
-
-/// Fields that govern how the engine writes; identical for both kinds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Policy {
     /// Which keys may be removed: Owned (default), All, None.
     #[serde(default)]
     pub prune: Prune,
@@ -215,12 +225,38 @@ pub struct Policy {
     pub ignore_keys: Vec<String>,
 }
 
+/// Fields that govern how the engine writes; identical for both kinds. The
+/// specs spell them out (no `serde(flatten)`, which would hide field paths in
+/// error messages); this is the engine's copy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    pub prune: Prune,
+    pub deletion_policy: DeletionPolicy,
+    pub mode: Mode,
+    pub credentials_ref: Option<SecretRef>,
+    pub resync_interval: Option<String>,
+    pub ignore_keys: Vec<String>,
+}
+
+macro_rules! policy_of {
+    ($spec:expr) => {
+        Policy {
+            prune: $spec.prune,
+            deletion_policy: $spec.deletion_policy,
+            mode: $spec.mode,
+            credentials_ref: $spec.credentials_ref.clone(),
+            resync_interval: $spec.resync_interval.clone(),
+            ignore_keys: $spec.ignore_keys.clone(),
+        }
+    };
+}
+
 /// The engine's view of either kind.
 pub trait LabelSetSpec {
     fn provider(&self) -> Provider;
     fn region(&self) -> Option<&str>;
     fn labels(&self) -> &BTreeMap<String, String>;
-    fn policy(&self) -> &Policy;
+    fn policy(&self) -> Policy;
     /// What the set targets, for display ("image-abc", "d-123/v1").
     fn target_display(&self) -> String;
 }
@@ -235,8 +271,8 @@ impl LabelSetSpec for ImageLabelSetSpec {
     fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }
-    fn policy(&self) -> &Policy {
-        &self.policy
+    fn policy(&self) -> Policy {
+        policy_of!(self)
     }
     fn target_display(&self) -> String {
         self.image_id.clone()
@@ -253,8 +289,8 @@ impl LabelSetSpec for DatasetLabelSetSpec {
     fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }
-    fn policy(&self) -> &Policy {
-        &self.policy
+    fn policy(&self) -> Policy {
+        policy_of!(self)
     }
     fn target_display(&self) -> String {
         match &self.version {

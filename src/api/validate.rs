@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::spec::{DatasetLabelSetSpec, ImageLabelSetSpec, Policy, Provider};
+use super::spec::{LabelSetSpec, DatasetLabelSetSpec, ImageLabelSetSpec, Policy, Provider};
 
 /// One problem, with the field it concerns and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,7 +180,7 @@ pub fn validate_image_spec(spec: &ImageLabelSetSpec) -> Result<(), Vec<FieldErro
         }
     }
     validate_labels(&spec.labels, &rules_for_image(spec.provider), spec.provider, &mut errors);
-    validate_policy(&spec.policy, &mut errors);
+    validate_policy(&spec.policy(), &mut errors);
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
@@ -196,7 +196,7 @@ pub fn validate_dataset_spec(spec: &DatasetLabelSetSpec) -> Result<(), Vec<Field
         err(&mut errors, "spec.version", "must not be empty; omit it to label the dataset itself");
     }
     validate_labels(&spec.labels, &PAI_DATASET_RULES, spec.provider, &mut errors);
-    validate_policy(&spec.policy, &mut errors);
+    validate_policy(&spec.policy(), &mut errors);
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
