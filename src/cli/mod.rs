@@ -1,2 +1,3 @@
 //! Command-line interface.
+pub mod gitops;
 pub mod manifest;

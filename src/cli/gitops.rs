@@ -1,0 +1,222 @@
+//! `plan` and `apply` for CI pipelines: manifests from disk go through the
+//! same engine as the controller, straight against the cloud.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Located;
+use crate::engine::{ResolvedSet, SyncError, SyncReport, SyncRequest, sync};
+use crate::plan::{Claim, Labels};
+use crate::provider::LabelProvider;
+
+/// Hands out a provider for a resolved set (the operator's configured clouds).
+pub type ProviderLookup<'a> = dyn Fn(&ResolvedSet) -> Result<Arc<dyn LabelProvider>, String> + Send + Sync + 'a;
+
+/// Ownership between CLI runs. Without it the CLI owns nothing, so
+/// `prune: Owned` removes nothing — the safe reading of "never remove a label
+/// we do not own".
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateFile {
+    /// `Kind/namespace/name` → owned keys.
+    pub owned: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl StateFile {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: not a state file: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes atomically (temp file + rename) so a crash never leaves half a file.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// What happened to one set.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetResult {
+    pub name: String,
+    pub kind: String,
+    pub source: String,
+    pub provider: String,
+    pub region: String,
+    pub target: String,
+    pub add: Labels,
+    pub change: BTreeMap<String, Change>,
+    pub remove: BTreeSet<String>,
+    pub conflicts: Vec<ConflictOut>,
+    pub applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub labels_after: Labels,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictOut {
+    pub key: String,
+    pub value: String,
+    pub winner: String,
+    pub winner_value: String,
+}
+
+impl SetResult {
+    pub fn has_changes(&self) -> bool {
+        !(self.add.is_empty() && self.change.is_empty() && self.remove.is_empty())
+    }
+}
+
+/// Plans (and with `apply`, carries out) every set. Sets on the same object
+/// see each other's claims, so conflicts resolve exactly as in the cluster.
+pub async fn run(sets: &[Located], default_region: &str, providers: &ProviderLookup<'_>, apply: bool, state_path: Option<&PathBuf>) -> Result<Vec<SetResult>, String> {
+    let mut state = match state_path {
+        Some(p) => StateFile::load(p)?,
+        None => StateFile::default(),
+    };
+    let resolved: Vec<(ResolvedSet, &Located)> = sets
+        .iter()
+        .map(|l| l.manifest.resolve(default_region).map(|r| (r, l)).map_err(|e| format!("{}: {}", l.source, e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))))
+        .collect::<Result<_, _>>()?;
+    let mut results = Vec::new();
+    for (set, located) in &resolved {
+        let id = located.manifest.set_id();
+        let claims: Vec<Claim> = resolved
+            .iter()
+            .filter(|(other, l)| other.object_key() == set.object_key() && l.manifest.set_id() != id)
+            .map(|(other, l)| Claim { set: l.manifest.set_id(), labels: other.desired.clone() })
+            .collect();
+        let owned = state.owned.get(&id.name).cloned().unwrap_or_default();
+        let held = BTreeSet::new();
+        let provider = providers(set)?;
+        let req = SyncRequest { set, id: &id, owned: &owned, claims: &claims, held: &held, deleting: None, dry_run: !apply };
+        // The write-ahead record goes to the state file before the first write.
+        let outcome = sync(provider.as_ref(), req, |owned_ahead| {
+            let record = state_path.map(|p| {
+                let mut ahead = state.clone();
+                ahead.owned.insert(id.name.clone(), owned_ahead);
+                (p.clone(), ahead)
+            });
+            async move {
+                match record {
+                    Some((p, ahead)) => ahead.save(&p),
+                    None => Ok(()),
+                }
+            }
+        })
+        .await;
+        let (report, error) = match outcome {
+            Ok(r) => (r, None),
+            Err((r, e)) => (r, Some(e)),
+        };
+        if apply && !matches!(error, Some(SyncError::Observe(_) | SyncError::Limit(_))) {
+            state.owned.insert(id.name.clone(), report.owned.clone());
+        }
+        results.push(result_of(set, located, &report, error.as_ref(), apply));
+    }
+    if apply && let Some(p) = state_path {
+        state.save(p)?;
+    }
+    Ok(results)
+}
+
+fn result_of(set: &ResolvedSet, located: &Located, report: &SyncReport, error: Option<&SyncError>, apply: bool) -> SetResult {
+    let mut add = Labels::new();
+    let mut change = BTreeMap::new();
+    for (k, v) in &report.plan.add {
+        match report.observed.get(k) {
+            Some(old) => {
+                change.insert(k.clone(), Change { from: old.clone(), to: v.clone() });
+            }
+            None => {
+                add.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    SetResult {
+        name: located.manifest.name(),
+        kind: located.manifest.kind().to_string(),
+        source: located.source.clone(),
+        provider: set.provider.to_string(),
+        region: set.region.clone(),
+        target: set.target.to_string(),
+        add,
+        change,
+        remove: report.plan.remove.clone(),
+        conflicts: report
+            .plan
+            .conflicts
+            .iter()
+            .map(|c| ConflictOut { key: c.key.clone(), value: c.ours.clone(), winner: c.winner.name.clone(), winner_value: c.theirs.clone() })
+            .collect(),
+        applied: apply && error.is_none() && report.applied.is_some(),
+        error: error.map(ToString::to_string),
+        request_id: report.applied.as_ref().and_then(|a| a.last_request_id.clone()),
+        labels_after: report.labels_after.clone(),
+    }
+}
+
+/// The human form: one block per set, `+` add, `~` change, `-` remove, `!` conflict.
+pub fn render_table(results: &[SetResult], apply: bool) -> String {
+    let mut out = String::new();
+    let (mut adds, mut changes, mut removes, mut changed_sets, mut errors) = (0, 0, 0, 0, 0);
+    for r in results {
+        let verb = if !r.has_changes() {
+            "in sync"
+        } else if apply && r.applied {
+            "applied"
+        } else if apply {
+            "not applied"
+        } else {
+            "will change"
+        };
+        out.push_str(&format!("{} {} ({} {}, {}) — {verb}\n", r.kind, r.name, r.provider, r.target, r.region));
+        for (k, v) in &r.add {
+            out.push_str(&format!("  + {k} = {v:?}\n"));
+        }
+        for (k, c) in &r.change {
+            out.push_str(&format!("  ~ {k}: {:?} -> {:?}\n", c.from, c.to));
+        }
+        for k in &r.remove {
+            out.push_str(&format!("  - {k}\n"));
+        }
+        for c in &r.conflicts {
+            out.push_str(&format!("  ! {k}: wants {v:?}, but {w} (older) declares {wv:?}; not written\n", k = c.key, v = c.value, w = c.winner, wv = c.winner_value));
+        }
+        if let Some(e) = &r.error {
+            out.push_str(&format!("  error: {e}\n"));
+            errors += 1;
+        }
+        if let Some(id) = &r.request_id {
+            out.push_str(&format!("  last RequestId: {id}\n"));
+        }
+        adds += r.add.len();
+        changes += r.change.len();
+        removes += r.remove.len();
+        changed_sets += usize::from(r.has_changes());
+    }
+    let action = if apply { "Applied" } else { "Plan" };
+    out.push_str(&format!(
+        "{action}: {changed_sets} of {} sets with changes ({adds} to add, {changes} to change, {removes} to remove){}.\n",
+        results.len(),
+        if errors > 0 { format!(", {errors} failed") } else { String::new() }
+    ));
+    out
+}
