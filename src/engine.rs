@@ -221,22 +221,28 @@ pub struct SyncReport {
     pub labels_after: Labels,
 }
 
-/// Runs one pass. `record_ownership` is called with the write-ahead owned set
-/// before the first write; the pass writes nothing when it fails.
-pub async fn sync<F, Fut>(provider: &dyn LabelProvider, req: SyncRequest<'_>, record_ownership: F) -> Result<SyncReport, (SyncReport, SyncError)>
-where
-    F: FnOnce(BTreeSet<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let mut report = SyncReport::default();
-    let observed = match provider.observe(&req.set.target).await {
+/// Reads the object and plans; writes nothing. Fails on a read error or when
+/// the plan would break the object's label cap.
+pub async fn observe_and_plan(provider: &dyn LabelProvider, req: &SyncRequest<'_>) -> Result<SyncReport, (SyncReport, SyncError)> {
+    let mut report = SyncReport { owned: req.owned.clone(), ..Default::default() };
+    report.observed = match provider.observe(&req.set.target).await {
         Ok(o) => o,
         Err(e) => return Err((report, SyncError::Observe(e))),
     };
-    let plan = crate::plan::plan(&PlanInput {
+    report.plan = plan_for(req, &report.observed);
+    report.labels_after = report.observed.clone();
+    if let Err(e) = check_limits(&report.observed, &report.plan, &provider.limits(&req.set.target), req.set.provider) {
+        return Err((report, e.into()));
+    }
+    Ok(report)
+}
+
+/// The pure plan for a request against observed labels.
+pub fn plan_for(req: &SyncRequest<'_>, observed: &Labels) -> Plan {
+    crate::plan::plan(&PlanInput {
         set: req.id,
         desired: &req.set.desired,
-        observed: &observed,
+        observed,
         owned: req.owned,
         prune: req.set.policy.prune,
         mode: req.set.policy.mode,
@@ -244,40 +250,57 @@ where
         protected: &req.set.protected,
         claims: req.claims,
         held: req.held,
-    });
-    report.observed = observed;
-    report.plan = plan;
-    report.owned = req.owned.clone();
-    report.labels_after = report.observed.clone();
-    let order = match check_limits(&report.observed, &report.plan, &provider.limits(&req.set.target), req.set.provider) {
+    })
+}
+
+/// Carries out a planned report: records write-ahead ownership through
+/// `record_ownership` before the first write, then writes.
+pub async fn carry_out<F, Fut>(provider: &dyn LabelProvider, set: &ResolvedSet, mut report: SyncReport, record_ownership: F) -> Result<SyncReport, (SyncReport, SyncError)>
+where
+    F: FnOnce(BTreeSet<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if report.plan.is_empty() {
+        report.owned = report.plan.owned_after.clone();
+        return Ok(report);
+    }
+    let order = match check_limits(&report.observed, &report.plan, &provider.limits(&set.target), set.provider) {
         Ok(order) => order,
         Err(e) => return Err((report, e.into())),
     };
-    if req.dry_run || report.plan.is_empty() {
-        if !req.dry_run {
-            report.owned = report.plan.owned_after.clone();
-        }
-        return Ok(report);
-    }
-    if report.plan.owned_before_write != *req.owned
+    if report.plan.owned_before_write != report.owned
         && let Err(e) = record_ownership(report.plan.owned_before_write.clone()).await
     {
         return Err((report, SyncError::Ownership(e)));
     }
-    let applied = execute(provider, &req.set.target, &report.plan, order).await;
-    let mut after = report.observed.clone();
+    let applied = execute(provider, &set.target, &report.plan, order).await;
     for k in &applied.removed {
-        after.remove(k);
+        report.labels_after.remove(k);
     }
-    after.extend(applied.added.iter().map(|(k, v)| (k.clone(), v.clone())));
-    report.labels_after = after;
+    report.labels_after.extend(applied.added.iter().map(|(k, v)| (k.clone(), v.clone())));
     let error = applied.error.clone();
-    report.owned = if error.is_none() { report.plan.owned_after.clone() } else { report.plan.owned_before_write.iter().filter(|k| !applied.removed.contains(*k)).cloned().collect() };
+    report.owned = match error {
+        None => report.plan.owned_after.clone(),
+        Some(_) => report.plan.owned_before_write.iter().filter(|k| !applied.removed.contains(*k)).cloned().collect(),
+    };
     report.applied = Some(applied);
     match error {
         None => Ok(report),
         Some(e) => Err((report, SyncError::Write(e))),
     }
+}
+
+/// One whole pass (the CLI's): observe, plan, and unless dry-run, write.
+pub async fn sync<F, Fut>(provider: &dyn LabelProvider, req: SyncRequest<'_>, record_ownership: F) -> Result<SyncReport, (SyncReport, SyncError)>
+where
+    F: FnOnce(BTreeSet<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let report = observe_and_plan(provider, &req).await?;
+    if req.dry_run {
+        return Ok(report);
+    }
+    carry_out(provider, req.set, report, record_ownership).await
 }
 
 #[cfg(test)]
