@@ -60,6 +60,9 @@ pub struct LabelSetStatus {
     /// The cloud's RequestId of the last write, for support tickets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_id: Option<String>,
+    /// The `imagelabel.io/reconcile-requested-at` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

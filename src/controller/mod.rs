@@ -1,6 +1,227 @@
-//! The Kubernetes controller.
+//! The Kubernetes controller: `imagelabel run`.
+//!
+//! Both kinds run through one generic reconciler ([`reconcile`]). Only the
+//! replica holding the Lease runs controllers; losing the lease ends the
+//! process so a restarted pod never writes on a stale view.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates};
+use kube::{Api, Client, Resource};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+pub mod context;
 pub mod fights;
+pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod reconcile;
 pub mod resource;
+
+use context::{CloudAccess, Ctx, ReconcileConfig};
+use fights::FightDetector;
+use index::ClaimIndex;
+use metrics::Metrics;
+use resource::LabelSetResource;
+
+use crate::api::{DatasetLabelSet, ImageLabelSet};
+
+/// Settings of `imagelabel run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub reconcile: ReconcileConfig,
+    pub concurrency: u16,
+    pub metrics_addr: SocketAddr,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub lease_duration: Duration,
+    pub identity: String,
+    pub watch_namespace: Option<String>,
+}
+
+/// Re-triggers on what matters to a reconcile: the spec (generation), our
+/// annotations, finalizers and deletion. Status writes do not retrigger.
+fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    if let Some(a) = &meta.annotations {
+        a.get(reconcile::PAUSED).hash(&mut h);
+        a.get(reconcile::RECONCILE_REQUESTED_AT).hash(&mut h);
+    }
+    let _ = predicates::generation::<K>;
+    Some(h.finish())
+}
+
+fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> {
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A stream of wake-ups from the claim index.
+fn wakes<K: LabelSetResource>(rx: mpsc::UnboundedReceiver<ObjectRef<K>>) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+}
+
+/// Runs the controllers until `shutdown` resolves (finishing in-flight
+/// reconciles) or leadership is lost (an error).
+pub async fn run(client: Client, clouds: Arc<dyn CloudAccess>, cfg: RunConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = http::serve(cfg.metrics_addr, metrics.clone(), ready.clone(), clouds.clone()).await?;
+    info!(addr = %server, "serving /metrics, /healthz, /readyz");
+
+    let shutdown = shutdown.shared();
+    let mut lease = None;
+    if cfg.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+            .with_namespace(&cfg.lease_namespace)
+            .with_identity(&cfg.identity)
+            .with_duration(cfg.lease_duration.as_secs().max(2))
+            .with_grace((cfg.lease_duration.as_secs() / 3).max(1))
+            .build()
+            .await?;
+        let (mut channel, task) = manager.watch().await;
+        ready.store(true, Ordering::SeqCst);
+        info!(identity = %cfg.identity, lease = %cfg.lease_name, "waiting for leadership");
+        loop {
+            if *channel.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = channel.changed() => changed?,
+                _ = shutdown.clone() => {
+                    drop(channel);
+                    let _ = task.await;
+                    return Ok(());
+                }
+            }
+        }
+        info!(identity = %cfg.identity, "acquired leadership");
+        lease = Some((channel, task));
+    }
+    ready.store(true, Ordering::SeqCst);
+    metrics.leader.set(1);
+
+    let (wake_images, images_rx) = mpsc::unbounded_channel();
+    let (wake_datasets, datasets_rx) = mpsc::unbounded_channel();
+    let (image_store, image_writer) = reflector::store::<ImageLabelSet>();
+    let (dataset_store, dataset_writer) = reflector::store::<DatasetLabelSet>();
+    let reporter = Reporter { controller: "imagelabel-operator".into(), instance: Some(cfg.identity.clone()) };
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        clouds,
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        config: cfg.reconcile.clone(),
+        index: ClaimIndex::default(),
+        fights: FightDetector::new(cfg.reconcile.fight_threshold, cfg.reconcile.fight_window),
+        failures: Default::default(),
+        managed: Default::default(),
+        conflicting: Default::default(),
+        wake_images,
+        wake_datasets,
+        image_store: image_store.clone(),
+        dataset_store: dataset_store.clone(),
+        primed: Default::default(),
+    });
+
+    // Leadership lost: stop at once, a restarted replica starts from scratch.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let lost = lost_rx.map(|_| ()).shared();
+    let lease_watch = lease.map(|(mut channel, task)| {
+        tokio::spawn(async move {
+            let held = loop {
+                if channel.changed().await.is_err() {
+                    break true;
+                }
+                if !*channel.borrow_and_update() {
+                    break false;
+                }
+            };
+            if !held {
+                let _ = lost_tx.send(());
+            }
+            (channel, task)
+        })
+    });
+
+    let stop = {
+        let shutdown = shutdown.clone();
+        let lost = lost.clone();
+        async move {
+            tokio::select! { _ = shutdown => {}, _ = lost => {} }
+        }
+        .shared()
+    };
+    let controller_config = ControllerConfig::default().concurrency(cfg.concurrency).debounce(Duration::from_millis(200));
+    let wc = watcher::Config::default().timeout(240);
+
+    let images = watcher(api_for::<ImageLabelSet>(&client, &cfg.watch_namespace), wc.clone())
+        .default_backoff()
+        .reflect(image_writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
+    let datasets = watcher(api_for::<DatasetLabelSet>(&client, &cfg.watch_namespace), wc)
+        .default_backoff()
+        .reflect(dataset_writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
+
+    let image_ctl = Controller::for_stream(images, image_store)
+        .with_config(controller_config.clone())
+        .reconcile_on(wakes(images_rx))
+        .graceful_shutdown_on(stop.clone())
+        .run(reconcile::reconcile::<ImageLabelSet>, reconcile::error_policy::<ImageLabelSet>, ctx.clone())
+        .for_each(|r| async move { log_result(r) });
+    let dataset_ctl = Controller::for_stream(datasets, dataset_store)
+        .with_config(controller_config)
+        .reconcile_on(wakes(datasets_rx))
+        .graceful_shutdown_on(stop.clone())
+        .run(reconcile::reconcile::<DatasetLabelSet>, reconcile::error_policy::<DatasetLabelSet>, ctx.clone())
+        .for_each(|r| async move { log_result(r) });
+    info!(concurrency = cfg.concurrency, namespace = ?cfg.watch_namespace, "controllers started");
+    tokio::join!(image_ctl, dataset_ctl);
+    metrics.leader.set(0);
+
+    if lost.clone().now_or_never().is_some() {
+        error!("leadership lost; exiting so no stale replica writes");
+        anyhow::bail!("leader lease lost");
+    }
+    if let Some(handle) = lease_watch {
+        handle.abort();
+        // Hand the lease over at once instead of letting it expire.
+        let release = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name).with_namespace(&cfg.lease_namespace).with_identity(&cfg.identity).build().await;
+        if let Ok(m) = release
+            && let Err(e) = m.release().await
+        {
+            warn!(error = %e, "could not release the lease; the standby takes over when it expires");
+        }
+    }
+    info!("controllers stopped");
+    Ok(())
+}
+
+fn log_result<K: Resource, E: std::fmt::Display>(r: Result<(ObjectRef<K>, kube::runtime::controller::Action), E>)
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    if let Err(e) = r {
+        warn!(error = %e, "controller event");
+    }
+}

@@ -9,12 +9,17 @@ use crate::api::{DatasetLabelSet, ImageLabelSet, LabelSetSpec, LabelSetStatus};
 use crate::engine::{ResolvedSet, resolve_dataset, resolve_image};
 use crate::plan::SetId;
 
+use super::context::Ctx;
+use kube::runtime::reflector::ObjectRef;
+
 /// What the reconciler needs of either kind.
 pub trait LabelSetResource: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static {
     const KIND: &'static str;
     fn spec_view(&self) -> &dyn LabelSetSpec;
     fn resolve(&self, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>>;
     fn status(&self) -> Option<&LabelSetStatus>;
+    /// Queues a reconcile of another set of this kind.
+    fn wake(ctx: &Ctx, r: ObjectRef<Self>);
 
     /// Conflict order: creation time, then `namespace/name`.
     fn set_id(&self) -> SetId {
@@ -34,6 +39,10 @@ impl LabelSetResource for ImageLabelSet {
     fn status(&self) -> Option<&LabelSetStatus> {
         self.status.as_ref()
     }
+    fn wake(ctx: &Ctx, r: ObjectRef<Self>) {
+        // A closed channel means the controller is shutting down.
+        let _ = ctx.wake_images.send(r);
+    }
 }
 
 impl LabelSetResource for DatasetLabelSet {
@@ -46,5 +55,8 @@ impl LabelSetResource for DatasetLabelSet {
     }
     fn status(&self) -> Option<&LabelSetStatus> {
         self.status.as_ref()
+    }
+    fn wake(ctx: &Ctx, r: ObjectRef<Self>) {
+        let _ = ctx.wake_datasets.send(r);
     }
 }

@@ -1,0 +1,139 @@
+//! What every reconcile shares.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Client;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::fights::FightDetector;
+use super::index::ClaimIndex;
+use super::metrics::{CloudCallLabels, Metrics};
+use crate::api::{DatasetLabelSet, ImageLabelSet};
+use crate::engine::ResolvedSet;
+use crate::provider::{CallLimits, CloudError, LabelProvider, Labels, Target, WriteOutcome};
+
+/// Hands out cloud clients. Endpoints come from operator configuration only.
+pub trait CloudAccess: Send + Sync {
+    /// A provider for the set; `secret` is the data of its `credentialsRef`
+    /// Secret, `None` for the operator's default credentials.
+    fn provider_for(&self, set: &ResolvedSet, secret: Option<&BTreeMap<String, Vec<u8>>>) -> Result<Arc<dyn LabelProvider>, String>;
+
+    /// Total seconds cloud calls have waited for the rate limiter so far.
+    fn rate_limiter_wait_seconds(&self) -> f64 {
+        0.0
+    }
+}
+
+/// Knobs of the reconciler.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    pub default_region: String,
+    pub default_resync: Duration,
+    pub fight_threshold: usize,
+    pub fight_window: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            default_region: "cn-shanghai".into(),
+            default_resync: Duration::from_secs(600),
+            fight_threshold: 3,
+            fight_window: Duration::from_secs(3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Ctx {
+    pub client: Client,
+    pub clouds: Arc<dyn CloudAccess>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: ReconcileConfig,
+    pub index: ClaimIndex,
+    pub fights: FightDetector,
+    /// Consecutive failures per set, for exponential backoff (reset on success).
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// Owned-key counts per set, summed into the labels-managed gauge.
+    pub managed: Mutex<HashMap<String, (String, usize)>>,
+    /// Conflicting-key counts per set, summed into the conflicts gauge.
+    pub conflicting: Mutex<HashMap<String, (String, usize)>>,
+    pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
+    pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
+    pub image_store: Store<ImageLabelSet>,
+    pub dataset_store: Store<DatasetLabelSet>,
+    /// Set once the claim index holds every set the stores know.
+    pub primed: tokio::sync::OnceCell<()>,
+}
+
+impl Ctx {
+    /// Adds `count` under `set` in a per-set map and returns the sum for `kind`.
+    pub fn tally(map: &Mutex<HashMap<String, (String, usize)>>, set: &str, kind: &str, count: Option<usize>) -> usize {
+        let mut m = map.lock().expect("tally poisoned");
+        match count {
+            Some(c) => {
+                m.insert(set.to_string(), (kind.to_string(), c));
+            }
+            None => {
+                m.remove(set);
+            }
+        }
+        m.values().filter(|(k, _)| k == kind).map(|(_, c)| c).sum()
+    }
+}
+
+/// A provider that counts every call in the metrics.
+pub struct Metered {
+    pub inner: Arc<dyn LabelProvider>,
+    pub provider: &'static str,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    fn count<T>(&self, api: &str, result: &Result<T, CloudError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        self.metrics.cloud_calls.get_or_create(&CloudCallLabels { provider: self.provider.into(), api: api.into(), outcome: outcome.into() }).inc();
+    }
+}
+
+impl LabelProvider for Metered {
+    fn limits(&self, target: &Target) -> CallLimits {
+        self.inner.limits(target)
+    }
+
+    fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {
+        Box::pin(async move {
+            let r = self.inner.observe(target).await;
+            self.count("read", &r);
+            r
+        })
+    }
+
+    fn add<'a>(&'a self, target: &'a Target, labels: &'a [(String, String)]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+        Box::pin(async move {
+            let r = self.inner.add(target, labels).await;
+            self.count("add", &r);
+            r
+        })
+    }
+
+    fn remove<'a>(&'a self, target: &'a Target, keys: &'a [String]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+        Box::pin(async move {
+            let r = self.inner.remove(target, keys).await;
+            self.count("remove", &r);
+            r
+        })
+    }
+}

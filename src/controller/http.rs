@@ -1,0 +1,56 @@
+//! `/metrics`, `/healthz`, `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::context::CloudAccess;
+use super::metrics::Metrics;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    clouds: Arc<dyn CloudAccess>,
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    // The limiter keeps its own running total; publish the increase.
+    let total = s.clouds.rate_limiter_wait_seconds();
+    let seen = s.metrics.rate_limiter_wait.get();
+    if total > seen {
+        s.metrics.rate_limiter_wait.inc_by(total - seen);
+    }
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.ready.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
+}
+
+/// Binds and serves in the background; returns the bound address.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, clouds: Arc<dyn CloudAccess>) -> anyhow::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(self::metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, ready, clouds });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
