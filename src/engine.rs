@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::api::DeletionPolicy;
 use crate::api::validate::{FieldError, validate_dataset_spec, validate_image_spec};
 use crate::api::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, Provider};
-use crate::api::DeletionPolicy;
 use crate::plan::{Claim, KeyMatcher, Labels, Plan, PlanInput, SetId};
 use crate::provider::{CallLimits, CloudError, LabelProvider, Target};
 
@@ -38,18 +38,32 @@ impl ResolvedSet {
 }
 
 fn protected_keys(provider: Provider, policy: &Policy) -> Result<KeyMatcher, Vec<FieldError>> {
-    let patterns = reserved_patterns(provider).iter().map(|p| p.to_string()).chain(policy.ignore_keys.iter().cloned());
-    KeyMatcher::new(patterns).map_err(|e| vec![FieldError { field: "spec.ignoreKeys".into(), message: e.to_string() }])
+    let patterns = reserved_patterns(provider)
+        .iter()
+        .map(|p| p.to_string())
+        .chain(policy.ignore_keys.iter().cloned());
+    KeyMatcher::new(patterns).map_err(|e| {
+        vec![FieldError {
+            field: "spec.ignoreKeys".into(),
+            message: e.to_string(),
+        }]
+    })
 }
 
 fn region_of(spec: &dyn LabelSetSpec, default_region: &str) -> String {
     spec.region().unwrap_or(default_region).to_string()
 }
 
-pub fn resolve_image(spec: &ImageLabelSetSpec, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>> {
+pub fn resolve_image(
+    spec: &ImageLabelSetSpec,
+    default_region: &str,
+) -> Result<ResolvedSet, Vec<FieldError>> {
     validate_image_spec(spec)?;
     let target = match spec.provider {
-        Provider::Pai => Target::PaiImage { image_id: spec.image_id.clone(), workspace_id: spec.workspace_id.clone() },
+        Provider::Pai => Target::PaiImage {
+            image_id: spec.image_id.clone(),
+            workspace_id: spec.workspace_id.clone(),
+        },
         Provider::HuaweicloudIms => Target::ImsImage {
             // validate_image_spec guarantees the project id for ims.
             project_id: spec.project_id.clone().unwrap_or_default(),
@@ -66,11 +80,19 @@ pub fn resolve_image(spec: &ImageLabelSetSpec, default_region: &str) -> Result<R
     })
 }
 
-pub fn resolve_dataset(spec: &DatasetLabelSetSpec, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>> {
+pub fn resolve_dataset(
+    spec: &DatasetLabelSetSpec,
+    default_region: &str,
+) -> Result<ResolvedSet, Vec<FieldError>> {
     validate_dataset_spec(spec)?;
     let target = match &spec.version {
-        Some(version) => Target::PaiDatasetVersion { dataset_id: spec.dataset_id.clone(), version: version.clone() },
-        None => Target::PaiDataset { dataset_id: spec.dataset_id.clone() },
+        Some(version) => Target::PaiDatasetVersion {
+            dataset_id: spec.dataset_id.clone(),
+            version: version.clone(),
+        },
+        None => Target::PaiDataset {
+            dataset_id: spec.dataset_id.clone(),
+        },
     };
     Ok(ResolvedSet {
         provider: spec.provider,
@@ -98,13 +120,22 @@ pub enum Order {
 }
 
 /// Checks a plan against the object's label cap before any write.
-pub fn check_limits(observed: &Labels, plan: &Plan, limits: &CallLimits, provider: Provider) -> Result<Order, LimitExceeded> {
+pub fn check_limits(
+    observed: &Labels,
+    plan: &Plan,
+    limits: &CallLimits,
+    provider: Provider,
+) -> Result<Order, LimitExceeded> {
     let Some(max) = limits.max_labels_on_object else {
         return Ok(Order::AddsFirst);
     };
     let end = plan.result_of(observed).len();
     if end > max {
-        let new_keys = plan.add.keys().filter(|k| !observed.contains_key(*k)).count();
+        let new_keys = plan
+            .add
+            .keys()
+            .filter(|k| !observed.contains_key(*k))
+            .count();
         return Err(LimitExceeded(format!(
             "applying would leave {end} labels on the object ({} there now, {new_keys} new, {} removed); {provider} allows at most {max} — \
              drop keys from spec.labels or remove other labels from the object",
@@ -112,8 +143,17 @@ pub fn check_limits(observed: &Labels, plan: &Plan, limits: &CallLimits, provide
             plan.remove.len()
         )));
     }
-    let peak = observed.len() + plan.add.keys().filter(|k| !observed.contains_key(*k)).count();
-    Ok(if peak > max { Order::RemovesFirst } else { Order::AddsFirst })
+    let peak = observed.len()
+        + plan
+            .add
+            .keys()
+            .filter(|k| !observed.contains_key(*k))
+            .count();
+    Ok(if peak > max {
+        Order::RemovesFirst
+    } else {
+        Order::AddsFirst
+    })
 }
 
 /// What a plan execution did, also when it stopped half-way.
@@ -134,7 +174,12 @@ impl Applied {
 
 /// Carries out a plan: adds first (unless the cap forbids), batched by the
 /// provider's limits. Stops at the first failed call and reports what was done.
-pub async fn execute(provider: &dyn LabelProvider, target: &Target, plan: &Plan, order: Order) -> Applied {
+pub async fn execute(
+    provider: &dyn LabelProvider,
+    target: &Target,
+    plan: &Plan,
+    order: Order,
+) -> Applied {
     let limits = provider.limits(target);
     let mut applied = Applied::default();
     let steps: [bool; 2] = match order {
@@ -223,15 +268,26 @@ pub struct SyncReport {
 
 /// Reads the object and plans; writes nothing. Fails on a read error or when
 /// the plan would break the object's label cap.
-pub async fn observe_and_plan(provider: &dyn LabelProvider, req: &SyncRequest<'_>) -> Result<SyncReport, (SyncReport, SyncError)> {
-    let mut report = SyncReport { owned: req.owned.clone(), ..Default::default() };
+pub async fn observe_and_plan(
+    provider: &dyn LabelProvider,
+    req: &SyncRequest<'_>,
+) -> Result<SyncReport, (SyncReport, SyncError)> {
+    let mut report = SyncReport {
+        owned: req.owned.clone(),
+        ..Default::default()
+    };
     report.observed = match provider.observe(&req.set.target).await {
         Ok(o) => o,
         Err(e) => return Err((report, SyncError::Observe(e))),
     };
     report.plan = plan_for(req, &report.observed);
     report.labels_after = report.observed.clone();
-    if let Err(e) = check_limits(&report.observed, &report.plan, &provider.limits(&req.set.target), req.set.provider) {
+    if let Err(e) = check_limits(
+        &report.observed,
+        &report.plan,
+        &provider.limits(&req.set.target),
+        req.set.provider,
+    ) {
         return Err((report, e.into()));
     }
     Ok(report)
@@ -255,7 +311,12 @@ pub fn plan_for(req: &SyncRequest<'_>, observed: &Labels) -> Plan {
 
 /// Carries out a planned report: records write-ahead ownership through
 /// `record_ownership` before the first write, then writes.
-pub async fn carry_out<F, Fut>(provider: &dyn LabelProvider, set: &ResolvedSet, mut report: SyncReport, record_ownership: F) -> Result<SyncReport, (SyncReport, SyncError)>
+pub async fn carry_out<F, Fut>(
+    provider: &dyn LabelProvider,
+    set: &ResolvedSet,
+    mut report: SyncReport,
+    record_ownership: F,
+) -> Result<SyncReport, (SyncReport, SyncError)>
 where
     F: FnOnce(BTreeSet<String>) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -264,7 +325,12 @@ where
         report.owned = report.plan.owned_after.clone();
         return Ok(report);
     }
-    let order = match check_limits(&report.observed, &report.plan, &provider.limits(&set.target), set.provider) {
+    let order = match check_limits(
+        &report.observed,
+        &report.plan,
+        &provider.limits(&set.target),
+        set.provider,
+    ) {
         Ok(order) => order,
         Err(e) => return Err((report, e.into())),
     };
@@ -277,11 +343,19 @@ where
     for k in &applied.removed {
         report.labels_after.remove(k);
     }
-    report.labels_after.extend(applied.added.iter().map(|(k, v)| (k.clone(), v.clone())));
+    report
+        .labels_after
+        .extend(applied.added.iter().map(|(k, v)| (k.clone(), v.clone())));
     let error = applied.error.clone();
     report.owned = match error {
         None => report.plan.owned_after.clone(),
-        Some(_) => report.plan.owned_before_write.iter().filter(|k| !applied.removed.contains(*k)).cloned().collect(),
+        Some(_) => report
+            .plan
+            .owned_before_write
+            .iter()
+            .filter(|k| !applied.removed.contains(*k))
+            .cloned()
+            .collect(),
     };
     report.applied = Some(applied);
     match error {
@@ -291,7 +365,11 @@ where
 }
 
 /// One whole pass (the CLI's): observe, plan, and unless dry-run, write.
-pub async fn sync<F, Fut>(provider: &dyn LabelProvider, req: SyncRequest<'_>, record_ownership: F) -> Result<SyncReport, (SyncReport, SyncError)>
+pub async fn sync<F, Fut>(
+    provider: &dyn LabelProvider,
+    req: SyncRequest<'_>,
+    record_ownership: F,
+) -> Result<SyncReport, (SyncReport, SyncError)>
 where
     F: FnOnce(BTreeSet<String>) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -322,7 +400,12 @@ mod tests {
 
     impl Recorder {
         fn new(labels: Labels, limits: CallLimits) -> Self {
-            Recorder { labels: Mutex::new(labels), calls: Mutex::new(vec![]), fail_at: None, limits }
+            Recorder {
+                labels: Mutex::new(labels),
+                calls: Mutex::new(vec![]),
+                fail_at: None,
+                limits,
+            }
         }
         fn call(&self, what: String) -> Result<WriteOutcome, CloudError> {
             let mut calls = self.calls.lock().unwrap();
@@ -330,7 +413,9 @@ mod tests {
             if Some(calls.len()) == self.fail_at {
                 return Err(CloudError::new(ErrorKind::Server, "Test", "boom"));
             }
-            Ok(WriteOutcome { request_id: Some(format!("req-{}", calls.len())) })
+            Ok(WriteOutcome {
+                request_id: Some(format!("req-{}", calls.len())),
+            })
         }
     }
 
@@ -341,7 +426,11 @@ mod tests {
         fn observe<'a>(&'a self, _: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {
             Box::pin(async move { Ok(self.labels.lock().unwrap().clone()) })
         }
-        fn add<'a>(&'a self, _: &'a Target, labels: &'a [(String, String)]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+        fn add<'a>(
+            &'a self,
+            _: &'a Target,
+            labels: &'a [(String, String)],
+        ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
             Box::pin(async move {
                 let out = self.call(format!("add {}", labels.len()))?;
                 let mut l = self.labels.lock().unwrap();
@@ -351,7 +440,11 @@ mod tests {
                 Ok(out)
             })
         }
-        fn remove<'a>(&'a self, _: &'a Target, keys: &'a [String]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+        fn remove<'a>(
+            &'a self,
+            _: &'a Target,
+            keys: &'a [String],
+        ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
             Box::pin(async move {
                 let out = self.call(format!("remove {}", keys.len()))?;
                 let mut l = self.labels.lock().unwrap();
@@ -364,18 +457,28 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target::PaiImage { image_id: "image-1".into(), workspace_id: None }
+        Target::PaiImage {
+            image_id: "image-1".into(),
+            workspace_id: None,
+        }
     }
 
     fn plan_of(add: &[(&str, &str)], remove: &[&str]) -> Plan {
         Plan {
-            add: add.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            add: add
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             remove: remove.iter().map(|k| k.to_string()).collect(),
             ..Default::default()
         }
     }
 
-    const PAI: CallLimits = CallLimits { add_per_call: 2, remove_per_call: 1, max_labels_on_object: None };
+    const PAI: CallLimits = CallLimits {
+        add_per_call: 2,
+        remove_per_call: 1,
+        max_labels_on_object: None,
+    };
 
     #[tokio::test]
     async fn adds_go_first_in_batches() {
@@ -383,7 +486,10 @@ mod tests {
         let plan = plan_of(&[("a", "1"), ("b", "1"), ("c", "1")], &["x", "y"]);
         let applied = execute(&p, &target(), &plan, Order::AddsFirst).await;
         assert!(applied.is_complete());
-        assert_eq!(*p.calls.lock().unwrap(), vec!["add 2", "add 1", "remove 1", "remove 1"]);
+        assert_eq!(
+            *p.calls.lock().unwrap(),
+            vec!["add 2", "add 1", "remove 1", "remove 1"]
+        );
         assert_eq!(applied.last_request_id.as_deref(), Some("req-4"));
     }
 
@@ -400,17 +506,50 @@ mod tests {
 
     #[test]
     fn cap_is_checked_before_any_write() {
-        let ims = CallLimits { add_per_call: 10, remove_per_call: 10, max_labels_on_object: Some(3) };
-        let observed: Labels = [("a", "1"), ("b", "1"), ("c", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let err = check_limits(&observed, &plan_of(&[("d", "1")], &[]), &ims, Provider::HuaweicloudIms).unwrap_err();
+        let ims = CallLimits {
+            add_per_call: 10,
+            remove_per_call: 10,
+            max_labels_on_object: Some(3),
+        };
+        let observed: Labels = [("a", "1"), ("b", "1"), ("c", "1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let err = check_limits(
+            &observed,
+            &plan_of(&[("d", "1")], &[]),
+            &ims,
+            Provider::HuaweicloudIms,
+        )
+        .unwrap_err();
         assert!(err.0.contains("at most 3"), "{}", err.0);
-        assert_eq!(check_limits(&observed, &plan_of(&[("d", "1")], &["a"]), &ims, Provider::HuaweicloudIms), Ok(Order::RemovesFirst));
-        assert_eq!(check_limits(&observed, &plan_of(&[("a", "2")], &[]), &ims, Provider::HuaweicloudIms), Ok(Order::AddsFirst));
+        assert_eq!(
+            check_limits(
+                &observed,
+                &plan_of(&[("d", "1")], &["a"]),
+                &ims,
+                Provider::HuaweicloudIms
+            ),
+            Ok(Order::RemovesFirst)
+        );
+        assert_eq!(
+            check_limits(
+                &observed,
+                &plan_of(&[("a", "2")], &[]),
+                &ims,
+                Provider::HuaweicloudIms
+            ),
+            Ok(Order::AddsFirst)
+        );
     }
 
     #[test]
     fn resolve_names_every_bad_field() {
-        let spec = ImageLabelSetSpec { image_id: "".into(), labels: [("team".to_string(), "x".to_string())].into(), ..Default::default() };
+        let spec = ImageLabelSetSpec {
+            image_id: "".into(),
+            labels: [("team".to_string(), "x".to_string())].into(),
+            ..Default::default()
+        };
         let errs = resolve_image(&spec, "cn-shanghai").unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"spec.imageId"));
@@ -419,7 +558,10 @@ mod tests {
 
     #[test]
     fn resolve_adds_reserved_patterns() {
-        let spec = ImageLabelSetSpec { image_id: "image-1".into(), ..Default::default() };
+        let spec = ImageLabelSetSpec {
+            image_id: "image-1".into(),
+            ..Default::default()
+        };
         let set = resolve_image(&spec, "cn-hangzhou").unwrap();
         assert!(set.protected.matches("acs:ack"));
         assert_eq!(set.region, "cn-hangzhou");

@@ -11,8 +11,16 @@ fn crd_schemas() -> Vec<(String, Value)> {
     docs.into_iter()
         .filter(|d| !d.is_null())
         .map(|crd| {
-            let kind = crd.pointer("/spec/names/kind").unwrap().as_str().unwrap().to_string();
-            let schema = crd.pointer("/spec/versions/0/schema/openAPIV3Schema").unwrap().clone();
+            let kind = crd
+                .pointer("/spec/names/kind")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string();
+            let schema = crd
+                .pointer("/spec/versions/0/schema/openAPIV3Schema")
+                .unwrap()
+                .clone();
             (kind, schema)
         })
         .collect()
@@ -20,7 +28,10 @@ fn crd_schemas() -> Vec<(String, Value)> {
 
 /// Fills in `default`s the way the API server does before validating.
 fn apply_defaults(schema: &Value, value: &mut Value) {
-    let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), value.as_object_mut()) else {
+    let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        value.as_object_mut(),
+    ) else {
         return;
     };
     for (name, sub) in props {
@@ -38,17 +49,27 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
 /// Validates like admission: OpenAPI constraints, then CEL rules. Returns the messages.
 fn admit(doc: &Value) -> Result<(), Vec<String>> {
     let kind = doc["kind"].as_str().unwrap();
-    let (_, schema) = crd_schemas().into_iter().find(|(k, _)| k == kind).expect("known kind");
+    let (_, schema) = crd_schemas()
+        .into_iter()
+        .find(|(k, _)| k == kind)
+        .expect("known kind");
     let mut doc = doc.clone();
     apply_defaults(&schema, &mut doc);
     let validator = jsonschema::draft4::new(&schema).expect("schema compiles");
-    let mut errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{}: {}", e.instance_path(), e)).collect();
+    let mut errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{}: {}", e.instance_path(), e))
+        .collect();
     if errors.is_empty()
         && let Err(cel) = kube::core::cel::Validator::new().validate(&schema, &doc, None)
     {
         errors.extend(cel.iter().map(|e| e.to_string()));
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn read_doc(path: &Path) -> Value {
@@ -62,14 +83,20 @@ fn repo(rel: &str) -> PathBuf {
 #[test]
 fn committed_crds_match_the_generated_ones() {
     let committed = std::fs::read_to_string(repo("crds/imagelabel.io.yaml")).unwrap();
-    assert!(committed == imagelabel::api::crds_yaml(), "crds/imagelabel.io.yaml is stale: run `cargo run -- crd > crds/imagelabel.io.yaml`");
+    assert!(
+        committed == imagelabel::api::crds_yaml(),
+        "crds/imagelabel.io.yaml is stale: run `cargo run -- crd > crds/imagelabel.io.yaml`"
+    );
 }
 
 #[test]
 fn chart_crds_match_the_generated_ones() {
     let chart = repo("deploy/helm/imagelabel-operator/crds/imagelabel.io.yaml");
     if chart.exists() {
-        assert!(std::fs::read_to_string(chart).unwrap() == imagelabel::api::crds_yaml(), "the chart's crds/ is stale: copy crds/imagelabel.io.yaml");
+        assert!(
+            std::fs::read_to_string(chart).unwrap() == imagelabel::api::crds_yaml(),
+            "the chart's crds/ is stale: copy crds/imagelabel.io.yaml"
+        );
     }
 }
 
@@ -86,7 +113,10 @@ fn schema_rejects_the_invalid_manifests_naming_the_problem() {
     for (file, needle) in expectations {
         let doc = read_doc(&repo(&format!("tests/manifests/invalid/{file}")));
         let errors = admit(&doc).expect_err(file);
-        assert!(errors.iter().any(|e| e.contains(needle)), "{file}: expected an error containing {needle:?}, got {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{file}: expected an error containing {needle:?}, got {errors:?}"
+        );
     }
 }
 
@@ -103,7 +133,12 @@ fn cli_rejects_the_same_manifests_naming_the_field() {
     for (file, field) in expectations {
         let path = repo(&format!("tests/manifests/invalid/{file}"));
         let errors = imagelabel::cli::manifest::load(&[path], "cn-shanghai").expect_err(file);
-        assert!(errors.iter().any(|e| e.field == field && e.source.ends_with(file)), "{file}: expected field {field}, got {errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field == field && e.source.ends_with(file)),
+            "{file}: expected field {field}, got {errors:?}"
+        );
     }
 }
 
@@ -111,12 +146,19 @@ fn cli_rejects_the_same_manifests_naming_the_field() {
 fn schema_and_cli_accept_every_example() {
     let mut seen = 0;
     for path in imagelabel::cli::manifest::expand(&[repo("examples")]).unwrap() {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for doc in docs.iter().filter(|d| d.get("apiVersion").and_then(Value::as_str) == Some("imagelabel.io/v1alpha1")) {
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for doc in docs.iter().filter(|d| {
+            d.get("apiVersion").and_then(Value::as_str) == Some("imagelabel.io/v1alpha1")
+        }) {
             admit(doc).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
             seen += 1;
         }
-        imagelabel::cli::manifest::load(std::slice::from_ref(&path), "cn-shanghai").unwrap_or_else(|e| panic!("{e:?}"));
+        imagelabel::cli::manifest::load(std::slice::from_ref(&path), "cn-shanghai")
+            .unwrap_or_else(|e| panic!("{e:?}"));
     }
-    assert!(seen >= 3, "expected the examples to hold at least 3 sets, found {seen}");
+    assert!(
+        seen >= 3,
+        "expected the examples to hold at least 3 sets, found {seen}"
+    );
 }

@@ -10,8 +10,20 @@ use serde::{Deserialize, Serialize};
 use super::status::LabelSetStatus;
 
 /// Which cloud API manages the target.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[derive(schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Provider {
     /// Alibaba Cloud PAI AIWorkSpace (images, datasets, dataset versions).
     #[default]
@@ -38,7 +50,9 @@ impl std::fmt::Display for Provider {
 }
 
 /// Which keys the set may remove.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Prune {
     /// Remove keys this set applied that the spec no longer lists; never touch others.
     #[default]
@@ -51,7 +65,9 @@ pub enum Prune {
 }
 
 /// What happens to owned keys when the resource is deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Remove the keys this set owns (unless another live set desires them).
     #[default]
@@ -61,7 +77,9 @@ pub enum DeletionPolicy {
 }
 
 /// Whether the set writes to the cloud.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Mode {
     /// Make the cloud match the spec.
     #[default]

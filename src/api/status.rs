@@ -136,12 +136,21 @@ impl LabelSetStatus {
 }
 
 impl Condition {
-    pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Self {
+    pub fn new(
+        type_: &str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+        generation: Option<i64>,
+    ) -> Self {
         Condition {
             type_: type_.to_string(),
             status: if status { "True" } else { "False" }.to_string(),
             observed_generation: generation,
-            last_transition_time: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string(),
+            last_transition_time: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_else(|_| jiff::Timestamp::now())
+                .to_string(),
             reason: reason.to_string(),
             message: message.into(),
         }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::spec::{LabelSetSpec, DatasetLabelSetSpec, ImageLabelSetSpec, Policy, Provider};
+use super::spec::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, Provider};
 
 /// One problem, with the field it concerns and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +74,10 @@ pub fn rules_for_image(provider: Provider) -> LabelRules {
 }
 
 fn err(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(FieldError { field: field.into(), message: message.into() });
+    errors.push(FieldError {
+        field: field.into(),
+        message: message.into(),
+    });
 }
 
 fn charset_ok(s: &str, extra: Option<&str>) -> bool {
@@ -85,23 +88,43 @@ fn charset_ok(s: &str, extra: Option<&str>) -> bool {
 }
 
 /// Checks one label map against a provider's rules.
-pub fn validate_labels(labels: &BTreeMap<String, String>, rules: &LabelRules, provider: Provider, errors: &mut Vec<FieldError>) {
+pub fn validate_labels(
+    labels: &BTreeMap<String, String>,
+    rules: &LabelRules,
+    provider: Provider,
+    errors: &mut Vec<FieldError>,
+) {
     if labels.len() > rules.max_labels {
         err(
             errors,
             "spec.labels",
-            format!("{} labels declared; {provider} allows at most {} — split the labels or drop some", labels.len(), rules.max_labels),
+            format!(
+                "{} labels declared; {provider} allows at most {} — split the labels or drop some",
+                labels.len(),
+                rules.max_labels
+            ),
         );
     }
     for (key, value) in labels {
         let field = format!("spec.labels[{key:?}]");
         let key_len = key.chars().count();
         if key.is_empty() {
-            err(errors, "spec.labels", "a label key is empty; every key needs at least one character");
+            err(
+                errors,
+                "spec.labels",
+                "a label key is empty; every key needs at least one character",
+            );
             continue;
         }
         if key_len > rules.max_key_chars {
-            err(errors, &field, format!("key is {key_len} characters; {provider} allows at most {}", rules.max_key_chars));
+            err(
+                errors,
+                &field,
+                format!(
+                    "key is {key_len} characters; {provider} allows at most {}",
+                    rules.max_key_chars
+                ),
+            );
         }
         if key.trim() != key {
             err(errors, &field, "key must not start or end with white space");
@@ -109,22 +132,59 @@ pub fn validate_labels(labels: &BTreeMap<String, String>, rules: &LabelRules, pr
         if let Some(prefix) = rules.required_prefix
             && !key.starts_with(prefix)
         {
-            err(errors, &field, format!("{provider} image label keys must start with {prefix:?} (for example {prefix}chipType)"));
+            err(
+                errors,
+                &field,
+                format!(
+                    "{provider} image label keys must start with {prefix:?} (for example {prefix}chipType)"
+                ),
+            );
         }
-        if let Some(reserved) = rules.reserved_prefixes.iter().find(|p| key.starts_with(**p)) {
-            err(errors, &field, format!("keys starting with {reserved:?} are reserved by the cloud"));
+        if let Some(reserved) = rules
+            .reserved_prefixes
+            .iter()
+            .find(|p| key.starts_with(**p))
+        {
+            err(
+                errors,
+                &field,
+                format!("keys starting with {reserved:?} are reserved by the cloud"),
+            );
         }
         if !charset_ok(key, rules.key_charset) {
-            let allowed = rules.key_charset.map_or("printable characters".to_string(), |c| format!("letters, digits and {c:?}"));
-            err(errors, &field, format!("key has characters {provider} does not accept; allowed: {allowed}"));
+            let allowed = rules
+                .key_charset
+                .map_or("printable characters".to_string(), |c| {
+                    format!("letters, digits and {c:?}")
+                });
+            err(
+                errors,
+                &field,
+                format!("key has characters {provider} does not accept; allowed: {allowed}"),
+            );
         }
         let value_len = value.chars().count();
         if value_len > rules.max_value_chars {
-            err(errors, &field, format!("value is {value_len} characters; {provider} allows at most {}", rules.max_value_chars));
+            err(
+                errors,
+                &field,
+                format!(
+                    "value is {value_len} characters; {provider} allows at most {}",
+                    rules.max_value_chars
+                ),
+            );
         }
         if !charset_ok(value, rules.value_charset) {
-            let allowed = rules.value_charset.map_or("printable characters".to_string(), |c| format!("letters, digits and {c:?}"));
-            err(errors, &field, format!("value has characters {provider} does not accept; allowed: {allowed}"));
+            let allowed = rules
+                .value_charset
+                .map_or("printable characters".to_string(), |c| {
+                    format!("letters, digits and {c:?}")
+                });
+            err(
+                errors,
+                &field,
+                format!("value has characters {provider} does not accept; allowed: {allowed}"),
+            );
         }
     }
 }
@@ -133,8 +193,16 @@ fn validate_policy(policy: &Policy, errors: &mut Vec<FieldError>) {
     if let Some(interval) = &policy.resync_interval {
         match parse_duration(interval) {
             Some(d) if d >= std::time::Duration::from_secs(10) => {}
-            Some(_) => err(errors, "spec.resyncInterval", format!("{interval:?} is shorter than the minimum of 10s")),
-            None => err(errors, "spec.resyncInterval", format!("{interval:?} is not a duration like 30s, 10m or 1h30m")),
+            Some(_) => err(
+                errors,
+                "spec.resyncInterval",
+                format!("{interval:?} is shorter than the minimum of 10s"),
+            ),
+            None => err(
+                errors,
+                "spec.resyncInterval",
+                format!("{interval:?} is not a duration like 30s, 10m or 1h30m"),
+            ),
         }
     }
     if policy.ignore_keys.len() > 32 {
@@ -142,13 +210,21 @@ fn validate_policy(policy: &Policy, errors: &mut Vec<FieldError>) {
     }
     for (i, pattern) in policy.ignore_keys.iter().enumerate() {
         if let Err(e) = globset::Glob::new(pattern) {
-            err(errors, format!("spec.ignoreKeys[{i}]"), format!("{pattern:?} is not a valid glob: {e}"));
+            err(
+                errors,
+                format!("spec.ignoreKeys[{i}]"),
+                format!("{pattern:?} is not a valid glob: {e}"),
+            );
         }
     }
     if let Some(secret) = &policy.credentials_ref
         && secret.name.is_empty()
     {
-        err(errors, "spec.credentialsRef.name", "must name a Secret in the same namespace");
+        err(
+            errors,
+            "spec.credentialsRef.name",
+            "must name a Secret in the same namespace",
+        );
     }
 }
 
@@ -156,7 +232,11 @@ fn require_id(value: &str, field: &str, errors: &mut Vec<FieldError>) {
     if value.trim().is_empty() {
         err(errors, field, "is required");
     } else if value.contains('/') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        err(errors, field, format!("{value:?} is not a valid ID (no spaces or '/')"));
+        err(
+            errors,
+            field,
+            format!("{value:?} is not a valid ID (no spaces or '/')"),
+        );
     }
 }
 
@@ -166,38 +246,71 @@ pub fn validate_image_spec(spec: &ImageLabelSetSpec) -> Result<(), Vec<FieldErro
     match spec.provider {
         Provider::Pai => {
             if spec.project_id.is_some() {
-                err(&mut errors, "spec.projectId", "only valid with provider huaweicloud-ims; remove it");
+                err(
+                    &mut errors,
+                    "spec.projectId",
+                    "only valid with provider huaweicloud-ims; remove it",
+                );
             }
         }
         Provider::HuaweicloudIms => {
             match &spec.project_id {
-                None => err(&mut errors, "spec.projectId", "is required when spec.provider is huaweicloud-ims"),
+                None => err(
+                    &mut errors,
+                    "spec.projectId",
+                    "is required when spec.provider is huaweicloud-ims",
+                ),
                 Some(p) => require_id(p, "spec.projectId", &mut errors),
             }
             if spec.workspace_id.is_some() {
-                err(&mut errors, "spec.workspaceId", "only valid with provider pai; remove it");
+                err(
+                    &mut errors,
+                    "spec.workspaceId",
+                    "only valid with provider pai; remove it",
+                );
             }
         }
     }
-    validate_labels(&spec.labels, &rules_for_image(spec.provider), spec.provider, &mut errors);
+    validate_labels(
+        &spec.labels,
+        &rules_for_image(spec.provider),
+        spec.provider,
+        &mut errors,
+    );
     validate_policy(&spec.policy(), &mut errors);
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 pub fn validate_dataset_spec(spec: &DatasetLabelSetSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     require_id(&spec.dataset_id, "spec.datasetId", &mut errors);
     if spec.provider != Provider::Pai {
-        err(&mut errors, "spec.provider", "DatasetLabelSet supports only provider pai");
+        err(
+            &mut errors,
+            "spec.provider",
+            "DatasetLabelSet supports only provider pai",
+        );
     }
     if let Some(v) = &spec.version
         && v.trim().is_empty()
     {
-        err(&mut errors, "spec.version", "must not be empty; omit it to label the dataset itself");
+        err(
+            &mut errors,
+            "spec.version",
+            "must not be empty; omit it to label the dataset itself",
+        );
     }
     validate_labels(&spec.labels, &PAI_DATASET_RULES, spec.provider, &mut errors);
     validate_policy(&spec.policy(), &mut errors);
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Parses `1h30m`, `10m`, `45s`, `500ms`.
@@ -238,14 +351,20 @@ mod tests {
     fn image(labels: &[(&str, &str)]) -> ImageLabelSetSpec {
         ImageLabelSetSpec {
             image_id: "image-abc".into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
 
     #[test]
     fn accepts_a_good_pai_spec() {
-        assert_eq!(validate_image_spec(&image(&[("system.chipType", "GPU")])), Ok(()));
+        assert_eq!(
+            validate_image_spec(&image(&[("system.chipType", "GPU")])),
+            Ok(())
+        );
     }
 
     #[test]
@@ -257,11 +376,16 @@ mod tests {
 
     #[test]
     fn rejects_101_labels_and_empty_key_and_missing_image() {
-        let many: Vec<(String, String)> = (0..101).map(|i| (format!("system.k{i}"), "v".to_string())).collect();
+        let many: Vec<(String, String)> = (0..101)
+            .map(|i| (format!("system.k{i}"), "v".to_string()))
+            .collect();
         let mut spec = image(&[]);
         spec.labels = many.into_iter().collect();
         let errs = validate_image_spec(&spec).unwrap_err();
-        assert!(errs.iter().any(|e| e.field == "spec.labels" && e.message.contains("at most 100")));
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "spec.labels" && e.message.contains("at most 100"))
+        );
 
         let errs = validate_image_spec(&image(&[("", "x")])).unwrap_err();
         assert!(errs.iter().any(|e| e.message.contains("empty")));
@@ -283,8 +407,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("1h30m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Some(std::time::Duration::from_millis(500))
+        );
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration(""), None);

@@ -13,7 +13,8 @@ use crate::plan::{Claim, Labels};
 use crate::provider::LabelProvider;
 
 /// Hands out a provider for a resolved set (the operator's configured clouds).
-pub type ProviderLookup<'a> = dyn Fn(&ResolvedSet) -> Result<Arc<dyn LabelProvider>, String> + Send + Sync + 'a;
+pub type ProviderLookup<'a> =
+    dyn Fn(&ResolvedSet) -> Result<Arc<dyn LabelProvider>, String> + Send + Sync + 'a;
 
 /// Ownership between CLI runs. Without it the CLI owns nothing, so
 /// `prune: Owned` removes nothing — the safe reading of "never remove a label
@@ -27,7 +28,8 @@ pub struct StateFile {
 impl StateFile {
     pub fn load(path: &Path) -> Result<Self, String> {
         match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: not a state file: {e}", path.display())),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a state file: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
@@ -37,7 +39,9 @@ impl StateFile {
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -86,27 +90,60 @@ impl SetResult {
 
 /// Plans (and with `apply`, carries out) every set. Sets on the same object
 /// see each other's claims, so conflicts resolve exactly as in the cluster.
-pub async fn run(sets: &[Located], default_region: &str, providers: &ProviderLookup<'_>, apply: bool, state_path: Option<&PathBuf>) -> Result<Vec<SetResult>, String> {
+pub async fn run(
+    sets: &[Located],
+    default_region: &str,
+    providers: &ProviderLookup<'_>,
+    apply: bool,
+    state_path: Option<&PathBuf>,
+) -> Result<Vec<SetResult>, String> {
     let mut state = match state_path {
         Some(p) => StateFile::load(p)?,
         None => StateFile::default(),
     };
     let resolved: Vec<(ResolvedSet, &Located)> = sets
         .iter()
-        .map(|l| l.manifest.resolve(default_region).map(|r| (r, l)).map_err(|e| format!("{}: {}", l.source, e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))))
+        .map(|l| {
+            l.manifest
+                .resolve(default_region)
+                .map(|r| (r, l))
+                .map_err(|e| {
+                    format!(
+                        "{}: {}",
+                        l.source,
+                        e.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                })
+        })
         .collect::<Result<_, _>>()?;
     let mut results = Vec::new();
     for (set, located) in &resolved {
         let id = located.manifest.set_id();
         let claims: Vec<Claim> = resolved
             .iter()
-            .filter(|(other, l)| other.object_key() == set.object_key() && l.manifest.set_id() != id)
-            .map(|(other, l)| Claim { set: l.manifest.set_id(), labels: other.desired.clone() })
+            .filter(|(other, l)| {
+                other.object_key() == set.object_key() && l.manifest.set_id() != id
+            })
+            .map(|(other, l)| Claim {
+                set: l.manifest.set_id(),
+                labels: other.desired.clone(),
+            })
             .collect();
         let owned = state.owned.get(&id.name).cloned().unwrap_or_default();
         let held = BTreeSet::new();
         let provider = providers(set)?;
-        let req = SyncRequest { set, id: &id, owned: &owned, claims: &claims, held: &held, deleting: None, dry_run: !apply };
+        let req = SyncRequest {
+            set,
+            id: &id,
+            owned: &owned,
+            claims: &claims,
+            held: &held,
+            deleting: None,
+            dry_run: !apply,
+        };
         // The write-ahead record goes to the state file before the first write.
         let outcome = sync(provider.as_ref(), req, |owned_ahead| {
             let record = state_path.map(|p| {
@@ -137,13 +174,25 @@ pub async fn run(sets: &[Located], default_region: &str, providers: &ProviderLoo
     Ok(results)
 }
 
-fn result_of(set: &ResolvedSet, located: &Located, report: &SyncReport, error: Option<&SyncError>, apply: bool) -> SetResult {
+fn result_of(
+    set: &ResolvedSet,
+    located: &Located,
+    report: &SyncReport,
+    error: Option<&SyncError>,
+    apply: bool,
+) -> SetResult {
     let mut add = Labels::new();
     let mut change = BTreeMap::new();
     for (k, v) in &report.plan.add {
         match report.observed.get(k) {
             Some(old) => {
-                change.insert(k.clone(), Change { from: old.clone(), to: v.clone() });
+                change.insert(
+                    k.clone(),
+                    Change {
+                        from: old.clone(),
+                        to: v.clone(),
+                    },
+                );
             }
             None => {
                 add.insert(k.clone(), v.clone());
@@ -164,11 +213,19 @@ fn result_of(set: &ResolvedSet, located: &Located, report: &SyncReport, error: O
             .plan
             .conflicts
             .iter()
-            .map(|c| ConflictOut { key: c.key.clone(), value: c.ours.clone(), winner: c.winner.name.clone(), winner_value: c.theirs.clone() })
+            .map(|c| ConflictOut {
+                key: c.key.clone(),
+                value: c.ours.clone(),
+                winner: c.winner.name.clone(),
+                winner_value: c.theirs.clone(),
+            })
             .collect(),
         applied: apply && error.is_none() && report.applied.is_some(),
         error: error.map(ToString::to_string),
-        request_id: report.applied.as_ref().and_then(|a| a.last_request_id.clone()),
+        request_id: report
+            .applied
+            .as_ref()
+            .and_then(|a| a.last_request_id.clone()),
         labels_after: report.labels_after.clone(),
     }
 }
@@ -187,7 +244,10 @@ pub fn render_table(results: &[SetResult], apply: bool) -> String {
         } else {
             "will change"
         };
-        out.push_str(&format!("{} {} ({} {}, {}) — {verb}\n", r.kind, r.name, r.provider, r.target, r.region));
+        out.push_str(&format!(
+            "{} {} ({} {}, {}) — {verb}\n",
+            r.kind, r.name, r.provider, r.target, r.region
+        ));
         for (k, v) in &r.add {
             out.push_str(&format!("  + {k} = {v:?}\n"));
         }
@@ -198,7 +258,13 @@ pub fn render_table(results: &[SetResult], apply: bool) -> String {
             out.push_str(&format!("  - {k}\n"));
         }
         for c in &r.conflicts {
-            out.push_str(&format!("  ! {k}: wants {v:?}, but {w} (older) declares {wv:?}; not written\n", k = c.key, v = c.value, w = c.winner, wv = c.winner_value));
+            out.push_str(&format!(
+                "  ! {k}: wants {v:?}, but {w} (older) declares {wv:?}; not written\n",
+                k = c.key,
+                v = c.value,
+                w = c.winner,
+                wv = c.winner_value
+            ));
         }
         if let Some(e) = &r.error {
             out.push_str(&format!("  error: {e}\n"));

@@ -67,7 +67,11 @@ pub struct ManifestError {
 
 impl std::fmt::Display for ManifestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() { write!(f, "{}: {}", self.source, self.message) } else { write!(f, "{}: {}: {}", self.source, self.field, self.message) }
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.source, self.field, self.message)
+        }
     }
 }
 
@@ -76,13 +80,27 @@ impl std::fmt::Display for ManifestError {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
     let mut out = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| ManifestError { source: path.display().to_string(), field: String::new(), message: e.to_string() })?;
+        let meta = std::fs::metadata(path).map_err(|e| ManifestError {
+            source: path.display().to_string(),
+            field: String::new(),
+            message: e.to_string(),
+        })?;
         if meta.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| ManifestError { source: path.display().to_string(), field: String::new(), message: e.to_string() })?
+                .map_err(|e| ManifestError {
+                    source: path.display().to_string(),
+                    field: String::new(),
+                    message: e.to_string(),
+                })?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(
+                            p.extension().and_then(|e| e.to_str()),
+                            Some("yaml" | "yml" | "json")
+                        )
+                })
                 .collect();
             files.sort();
             out.extend(files);
@@ -101,48 +119,107 @@ pub fn load(paths: &[PathBuf], default_region: &str) -> Result<Vec<Located>, Vec
     for file in files {
         match std::fs::read_to_string(&file) {
             Ok(text) => parse_text(&file, &text, default_region, &mut found, &mut errors),
-            Err(e) => errors.push(ManifestError { source: file.display().to_string(), field: String::new(), message: e.to_string() }),
+            Err(e) => errors.push(ManifestError {
+                source: file.display().to_string(),
+                field: String::new(),
+                message: e.to_string(),
+            }),
         }
     }
     if found.is_empty() && errors.is_empty() {
-        errors.push(ManifestError { source: paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), field: String::new(), message: "no ImageLabelSet or DatasetLabelSet found".into() });
+        errors.push(ManifestError {
+            source: paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            field: String::new(),
+            message: "no ImageLabelSet or DatasetLabelSet found".into(),
+        });
     }
-    if errors.is_empty() { Ok(found) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Parses one file's text (also used for manifests embedded in the binary).
-pub fn parse_text(file: &Path, text: &str, default_region: &str, found: &mut Vec<Located>, errors: &mut Vec<ManifestError>) {
+pub fn parse_text(
+    file: &Path,
+    text: &str,
+    default_region: &str,
+    found: &mut Vec<Located>,
+    errors: &mut Vec<ManifestError>,
+) {
     let docs: Vec<Value> = match serde_saphyr::from_multiple::<Value>(text) {
         Ok(d) => d,
         Err(e) => {
-            errors.push(ManifestError { source: file.display().to_string(), field: String::new(), message: format!("not valid YAML: {e}") });
+            errors.push(ManifestError {
+                source: file.display().to_string(),
+                field: String::new(),
+                message: format!("not valid YAML: {e}"),
+            });
             return;
         }
     };
     let many = docs.iter().filter(|d| !d.is_null()).count() > 1;
     for (i, doc) in docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()) {
-        let source = if many { format!("{} (document {})", file.display(), i + 1) } else { file.display().to_string() };
+        let source = if many {
+            format!("{} (document {})", file.display(), i + 1)
+        } else {
+            file.display().to_string()
+        };
         match parse_doc(doc, default_region) {
             Ok(manifest) => found.push(Located { source, manifest }),
-            Err(errs) => errors.extend(errs.into_iter().map(|e| ManifestError { source: source.clone(), field: e.field, message: e.message })),
+            Err(errs) => errors.extend(errs.into_iter().map(|e| ManifestError {
+                source: source.clone(),
+                field: e.field,
+                message: e.message,
+            })),
         }
     }
 }
 
 fn parse_doc(doc: Value, default_region: &str) -> Result<Manifest, Vec<FieldError>> {
-    let one = |field: &str, message: String| vec![FieldError { field: field.into(), message }];
-    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let one = |field: &str, message: String| {
+        vec![FieldError {
+            field: field.into(),
+            message,
+        }]
+    };
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if api_version != "imagelabel.io/v1alpha1" {
-        return Err(one("apiVersion", format!("{api_version:?} is not imagelabel.io/v1alpha1")));
+        return Err(one(
+            "apiVersion",
+            format!("{api_version:?} is not imagelabel.io/v1alpha1"),
+        ));
     }
-    if doc.pointer("/metadata/name").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         return Err(one("metadata.name", "is required".into()));
     }
     let manifest = match kind.as_str() {
         "ImageLabelSet" => Manifest::Image(typed(doc)?),
         "DatasetLabelSet" => Manifest::Dataset(typed(doc)?),
-        other => return Err(one("kind", format!("{other:?} is not ImageLabelSet or DatasetLabelSet"))),
+        other => {
+            return Err(one(
+                "kind",
+                format!("{other:?} is not ImageLabelSet or DatasetLabelSet"),
+            ));
+        }
     };
     manifest.resolve(default_region)?;
     Ok(manifest)
@@ -153,12 +230,18 @@ fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, Vec<FieldError
         let path = e.path().to_string();
         let message = e.inner().to_string();
         // serde reports a missing field at its parent; name the field itself.
-        let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
             Some(missing) if path == "." => missing.to_string(),
             Some(missing) => format!("{path}.{missing}"),
             None => path,
         };
-        vec![FieldError { field, message: message.replace('`', "") }]
+        vec![FieldError {
+            field,
+            message: message.replace('`', ""),
+        }]
     })
 }
 
@@ -169,7 +252,13 @@ mod tests {
     fn parse(text: &str) -> (Vec<Located>, Vec<ManifestError>) {
         let mut found = vec![];
         let mut errors = vec![];
-        parse_text(Path::new("m.yaml"), text, "cn-shanghai", &mut found, &mut errors);
+        parse_text(
+            Path::new("m.yaml"),
+            text,
+            "cn-shanghai",
+            &mut found,
+            &mut errors,
+        );
         (found, errors)
     }
 
@@ -188,20 +277,25 @@ mod tests {
 
     #[test]
     fn missing_image_id_names_the_field() {
-        let (_, errors) = parse("apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: a}\nspec: {labels: {}}\n");
+        let (_, errors) = parse(
+            "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: a}\nspec: {labels: {}}\n",
+        );
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "spec.imageId");
     }
 
     #[test]
     fn bad_enum_names_the_field() {
-        let (_, errors) = parse("apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: a}\nspec: {imageId: i, prune: Some}\n");
+        let (_, errors) = parse(
+            "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: a}\nspec: {imageId: i, prune: Some}\n",
+        );
         assert_eq!(errors[0].field, "spec.prune", "{errors:?}");
     }
 
     #[test]
     fn wrong_kind_and_yaml_errors_are_reported() {
-        let (_, errors) = parse("apiVersion: imagelabel.io/v1alpha1\nkind: Other\nmetadata: {name: a}\n");
+        let (_, errors) =
+            parse("apiVersion: imagelabel.io/v1alpha1\nkind: Other\nmetadata: {name: a}\n");
         assert_eq!(errors[0].field, "kind");
         let (_, errors) = parse("a: [\n");
         assert!(errors[0].message.contains("YAML"));

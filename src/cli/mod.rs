@@ -1,3 +1,308 @@
-//! Command-line interface.
+//! The `imagelabel` binary's subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod clouds;
+pub mod demo;
 pub mod gitops;
 pub mod manifest;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagelabel",
+    version,
+    about = "Keeps the labels of cloud ML images and datasets equal to what ImageLabelSet / DatasetLabelSet declare"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level or tracing filter (for example `info`, `imagelabel=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "IMAGELABEL_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "IMAGELABEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (in cluster, or out of cluster with a kubeconfig).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Show the changes the manifests would make; exit 2 when there are any.
+    Plan(GitopsArgs),
+    /// Make the changes the manifests declare, directly against the cloud.
+    Apply(GitopsArgs),
+    /// Serve the cloud simulator.
+    Sim(SimArgs),
+    /// Run the simulator in-process, apply the bundled examples, show the result.
+    Demo(DemoArgs),
+}
+
+/// Where the clouds are and how hard we may call them. Endpoints come only
+/// from here, never from a custom resource.
+#[derive(Clone, Debug, Args)]
+pub struct CloudArgs {
+    /// Region for sets that do not name one.
+    #[arg(long, env = "IMAGELABEL_DEFAULT_REGION", default_value = "cn-shanghai")]
+    pub default_region: String,
+    /// Base URL replacing https://aiworkspace.<region>.aliyuncs.com (VPC endpoint, simulator).
+    #[arg(long, env = "IMAGELABEL_PAI_ENDPOINT")]
+    pub pai_endpoint: Option<String>,
+    /// Base URL replacing https://ims.<region>.myhuaweicloud.com.
+    #[arg(long, env = "IMAGELABEL_IMS_ENDPOINT")]
+    pub ims_endpoint: Option<String>,
+    /// Base URL of STS for RRSA (AssumeRoleWithOIDC).
+    #[arg(long, env = "IMAGELABEL_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// Cloud calls per second per account and region.
+    #[arg(long, env = "IMAGELABEL_QPS", default_value_t = 100)]
+    pub qps: u32,
+    /// Timeout of one cloud call.
+    #[arg(long, env = "IMAGELABEL_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
+    pub http_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Sets reconciled at once.
+    #[arg(long, env = "IMAGELABEL_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Drift-check period for sets without spec.resyncInterval (jittered ±20%).
+    #[arg(long, env = "IMAGELABEL_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration_arg)]
+    pub resync_interval: Duration,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "IMAGELABEL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Run only while holding the Lease, so two replicas never both write.
+    #[arg(long, env = "IMAGELABEL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    #[arg(
+        long,
+        env = "IMAGELABEL_LEASE_NAME",
+        default_value = "imagelabel-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// How long a lease holder that stopped renewing keeps the lease.
+    #[arg(long, env = "IMAGELABEL_LEASE_DURATION", default_value = "15s", value_parser = parse_duration_arg)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (defaults to the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Watch one namespace only (default: all).
+    #[arg(long, env = "IMAGELABEL_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Out-of-band changes of one key within --fight-window before the operator stops repairing it.
+    #[arg(long, default_value_t = 3)]
+    pub fight_threshold: usize,
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    pub fight_window: Duration,
+    /// Longest pause between retries of a failing set.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
+    pub backoff_cap: Duration,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct GitopsArgs {
+    /// Manifest files or directories (multi-document YAML; directories are not recursed).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// JSON file recording which keys each set owns between runs; without
+    /// it, `prune: Owned` removes nothing.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SimArgs {
+    /// Seed file (YAML); the embedded demo seed when omitted.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Apply these manifests instead of the bundled examples.
+    #[arg(short = 'f', long = "filename")]
+    pub paths: Vec<PathBuf>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::api::validate::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 10m or 1h30m"))
+}
+
+/// Installs the tracing subscriber (JSON for clusters, text for people).
+pub fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs a parsed command line; the exit code follows the CLI contract
+/// (0 ok, 1 error, 2 `plan` found changes).
+pub async fn main(cli: Cli) -> ExitCode {
+    init_logging(&cli.log_level, cli.log_format);
+    let result = match cli.command {
+        Command::Crd => {
+            print!("{}", crate::api::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => gitops_command(args, false).await,
+        Command::Apply(args) => gitops_command(args, true).await,
+        Command::Run(args) => run_command(args).await,
+        Command::Sim(args) => demo::serve_sim(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCode> {
+    let sets = match manifest::load(&args.paths, &args.cloud.default_region) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "{} invalid manifest document(s); nothing was {}.",
+                errors.len(),
+                if apply { "applied" } else { "planned" }
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let clouds =
+        clouds::Clouds::from_args(&args.cloud, clouds::DefaultCredentials::FromEnvironment)?;
+    let results = gitops::run(
+        &sets,
+        &args.cloud.default_region,
+        &|set| clouds.lookup(set),
+        apply,
+        args.state.as_ref(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    match args.output {
+        Output::Table => print!("{}", gitops::render_table(&results, apply)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "apply": apply, "sets": results }))?
+        ),
+    }
+    let failed = results.iter().any(|r| r.error.is_some());
+    let changes = results.iter().any(gitops::SetResult::has_changes);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else if !apply && changes {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let client = kube::Client::try_default().await?;
+    let clouds =
+        clouds::Clouds::from_args(&args.cloud, clouds::DefaultCredentials::FromEnvironment)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            hostname(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    let cfg = crate::controller::RunConfig {
+        reconcile: crate::controller::context::ReconcileConfig {
+            default_region: args.cloud.default_region.clone(),
+            default_resync: args.resync_interval,
+            fight_threshold: args.fight_threshold,
+            fight_window: args.fight_window,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: args.backoff_cap,
+        },
+        concurrency: args.concurrency,
+        metrics_addr: args.metrics_addr,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        lease_duration: args.lease_duration,
+        identity,
+        watch_namespace: args.watch_namespace,
+    };
+    crate::controller::run(client, std::sync::Arc::new(clouds), cfg, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "imagelabel".into())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing in-flight reconciles");
+}

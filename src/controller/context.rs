@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Client;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::fights::FightDetector;
@@ -21,7 +21,11 @@ use crate::provider::{CallLimits, CloudError, LabelProvider, Labels, Target, Wri
 pub trait CloudAccess: Send + Sync {
     /// A provider for the set; `secret` is the data of its `credentialsRef`
     /// Secret, `None` for the operator's default credentials.
-    fn provider_for(&self, set: &ResolvedSet, secret: Option<&BTreeMap<String, Vec<u8>>>) -> Result<Arc<dyn LabelProvider>, String>;
+    fn provider_for(
+        &self,
+        set: &ResolvedSet,
+        secret: Option<&BTreeMap<String, Vec<u8>>>,
+    ) -> Result<Arc<dyn LabelProvider>, String>;
 
     /// Total seconds cloud calls have waited for the rate limiter so far.
     fn rate_limiter_wait_seconds(&self) -> f64 {
@@ -77,7 +81,12 @@ pub struct Ctx {
 
 impl Ctx {
     /// Adds `count` under `set` in a per-set map and returns the sum for `kind`.
-    pub fn tally(map: &Mutex<HashMap<String, (String, usize)>>, set: &str, kind: &str, count: Option<usize>) -> usize {
+    pub fn tally(
+        map: &Mutex<HashMap<String, (String, usize)>>,
+        set: &str,
+        kind: &str,
+        count: Option<usize>,
+    ) -> usize {
         let mut m = map.lock().expect("tally poisoned");
         match count {
             Some(c) => {
@@ -104,7 +113,14 @@ impl Metered {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
-        self.metrics.cloud_calls.get_or_create(&CloudCallLabels { provider: self.provider.into(), api: api.into(), outcome: outcome.into() }).inc();
+        self.metrics
+            .cloud_calls
+            .get_or_create(&CloudCallLabels {
+                provider: self.provider.into(),
+                api: api.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 }
 
@@ -121,7 +137,11 @@ impl LabelProvider for Metered {
         })
     }
 
-    fn add<'a>(&'a self, target: &'a Target, labels: &'a [(String, String)]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+    fn add<'a>(
+        &'a self,
+        target: &'a Target,
+        labels: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
         Box::pin(async move {
             let r = self.inner.add(target, labels).await;
             self.count("add", &r);
@@ -129,7 +149,11 @@ impl LabelProvider for Metered {
         })
     }
 
-    fn remove<'a>(&'a self, target: &'a Target, keys: &'a [String]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+    fn remove<'a>(
+        &'a self,
+        target: &'a Target,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
         Box::pin(async move {
             let r = self.inner.remove(target, keys).await;
             self.count("remove", &r);

@@ -13,7 +13,11 @@ pub struct FightDetector {
 
 impl FightDetector {
     pub fn new(threshold: usize, window: Duration) -> Self {
-        FightDetector { threshold: threshold.max(1), window, repairs: Mutex::new(HashMap::new()) }
+        FightDetector {
+            threshold: threshold.max(1),
+            window,
+            repairs: Mutex::new(HashMap::new()),
+        }
     }
 
     fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
@@ -45,7 +49,10 @@ impl FightDetector {
 
     /// Forgets a set's history (spec changed, resume requested, deleted).
     pub fn reset(&self, set: &str) {
-        self.repairs.lock().expect("fight detector poisoned").retain(|(s, _), _| s != set);
+        self.repairs
+            .lock()
+            .expect("fight detector poisoned")
+            .retain(|(s, _), _| s != set);
     }
 }
 
@@ -59,11 +66,17 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..3 {
             assert!(!d.is_fighting("s", "k", t0));
-            assert_eq!(d.record("s", "k", t0 + Duration::from_secs(i)), i as usize + 1);
+            assert_eq!(
+                d.record("s", "k", t0 + Duration::from_secs(i)),
+                i as usize + 1
+            );
         }
         assert!(d.is_fighting("s", "k", t0 + Duration::from_secs(10)));
         assert!(!d.is_fighting("s", "other", t0));
-        assert!(!d.is_fighting("s", "k", t0 + Duration::from_secs(3700)), "old repairs age out");
+        assert!(
+            !d.is_fighting("s", "k", t0 + Duration::from_secs(3700)),
+            "old repairs age out"
+        );
         d.record("s", "k", t0);
         d.reset("s");
         assert!(!d.is_fighting("s", "k", t0));

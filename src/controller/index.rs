@@ -27,7 +27,9 @@ impl ClaimIndex {
         let mut inner = self.inner.lock().expect("claim index poisoned");
         let mut touched = Vec::new();
         if let Some((old_object, old_id)) = inner.by_set.get(set_key).cloned() {
-            let unchanged = old_object == object && old_id == *id && inner.by_object.get(object).and_then(|m| m.get(id)) == Some(labels);
+            let unchanged = old_object == object
+                && old_id == *id
+                && inner.by_object.get(object).and_then(|m| m.get(id)) == Some(labels);
             if unchanged {
                 return touched;
             }
@@ -42,7 +44,9 @@ impl ClaimIndex {
         let m = inner.by_object.entry(object.to_string()).or_default();
         touched.extend(m.keys().filter(|k| *k != id).cloned());
         m.insert(id.clone(), labels.clone());
-        inner.by_set.insert(set_key.to_string(), (object.to_string(), id.clone()));
+        inner
+            .by_set
+            .insert(set_key.to_string(), (object.to_string(), id.clone()));
         touched.sort();
         touched.dedup();
         touched
@@ -68,7 +72,19 @@ impl ClaimIndex {
     /// Claims of every other set on the object.
     pub fn claims(&self, object: &str, except: &SetId) -> Vec<Claim> {
         let inner = self.inner.lock().expect("claim index poisoned");
-        inner.by_object.get(object).map(|m| m.iter().filter(|(id, _)| *id != except).map(|(id, labels)| Claim { set: id.clone(), labels: labels.clone() }).collect()).unwrap_or_default()
+        inner
+            .by_object
+            .get(object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(id, _)| *id != except)
+                    .map(|(id, labels)| Claim {
+                        set: id.clone(),
+                        labels: labels.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -86,11 +102,20 @@ mod tests {
         let a = SetId::new(1, "ns/a");
         let b = SetId::new(2, "ns/b");
         assert!(idx.upsert("I/ns/a", "obj1", &a, &l("k", "1")).is_empty());
-        assert_eq!(idx.upsert("I/ns/b", "obj1", &b, &l("k", "2")), vec![a.clone()]);
+        assert_eq!(
+            idx.upsert("I/ns/b", "obj1", &b, &l("k", "2")),
+            vec![a.clone()]
+        );
         assert_eq!(idx.claims("obj1", &b).len(), 1);
-        assert!(idx.upsert("I/ns/b", "obj1", &b, &l("k", "2")).is_empty(), "unchanged claim wakes nobody");
+        assert!(
+            idx.upsert("I/ns/b", "obj1", &b, &l("k", "2")).is_empty(),
+            "unchanged claim wakes nobody"
+        );
         // b moves to another object: a must be told.
-        assert_eq!(idx.upsert("I/ns/b", "obj2", &b, &l("k", "2")), vec![a.clone()]);
+        assert_eq!(
+            idx.upsert("I/ns/b", "obj2", &b, &l("k", "2")),
+            vec![a.clone()]
+        );
         assert!(idx.claims("obj1", &a).is_empty());
         assert_eq!(idx.remove("I/ns/a"), Vec::<SetId>::new());
         assert_eq!(idx.remove("I/ns/b"), Vec::<SetId>::new());

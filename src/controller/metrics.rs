@@ -44,24 +44,73 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("imagelabel");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by kind and result (success, error, stalled, paused)", reconciles.clone());
-        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result (success, error, stalled, paused)",
+            reconciles.clone(),
+        );
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
         let cloud_calls = Family::<CloudCallLabels, Counter>::default();
-        registry.register("cloud_calls", "Cloud API calls by provider, API and outcome", cloud_calls.clone());
+        registry.register(
+            "cloud_calls",
+            "Cloud API calls by provider, API and outcome",
+            cloud_calls.clone(),
+        );
         let drift_repaired = Family::<KindLabels, Counter>::default();
-        registry.register("drift_repaired", "Labels repaired after an out-of-band change", drift_repaired.clone());
+        registry.register(
+            "drift_repaired",
+            "Labels repaired after an out-of-band change",
+            drift_repaired.clone(),
+        );
         let labels_managed = Family::<KindLabels, Gauge>::default();
-        registry.register("labels_managed", "Label keys owned by all sets", labels_managed.clone());
+        registry.register(
+            "labels_managed",
+            "Label keys owned by all sets",
+            labels_managed.clone(),
+        );
         let conflicts = Family::<KindLabels, Gauge>::default();
-        registry.register("key_conflicts", "Keys declared by a set but won by an older set", conflicts.clone());
+        registry.register(
+            "key_conflicts",
+            "Keys declared by a set but won by an older set",
+            conflicts.clone(),
+        );
         let fights_detected = Family::<KindLabels, Counter>::default();
-        registry.register("fights_detected", "Keys the operator stopped repairing because something keeps changing them", fights_detected.clone());
+        registry.register(
+            "fights_detected",
+            "Keys the operator stopped repairing because something keeps changing them",
+            fights_detected.clone(),
+        );
         let rate_limiter_wait = Counter::<f64, AtomicU64>::default();
-        registry.register("rate_limiter_wait_seconds", "Time cloud calls waited for the rate limiter", rate_limiter_wait.clone());
+        registry.register(
+            "rate_limiter_wait_seconds",
+            "Time cloud calls waited for the rate limiter",
+            rate_limiter_wait.clone(),
+        );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Metrics { registry, reconciles, reconcile_duration, cloud_calls, drift_repaired, labels_managed, conflicts, fights_detected, rate_limiter_wait, leader }
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            cloud_calls,
+            drift_repaired,
+            labels_managed,
+            conflicts,
+            fights_detected,
+            rate_limiter_wait,
+            leader,
+        }
     }
 }
 
@@ -74,7 +123,9 @@ impl Metrics {
     }
 
     pub fn kind(kind: &str) -> KindLabels {
-        KindLabels { kind: kind.to_string() }
+        KindLabels {
+            kind: kind.to_string(),
+        }
     }
 }
 
@@ -85,12 +136,38 @@ mod tests {
     #[test]
     fn encodes_the_documented_names() {
         let m = Metrics::default();
-        m.reconciles.get_or_create(&ReconcileLabels { kind: "ImageLabelSet".into(), result: "success".into() }).inc();
-        m.cloud_calls.get_or_create(&CloudCallLabels { provider: "pai".into(), api: "observe".into(), outcome: "ok".into() }).inc();
-        m.reconcile_duration.get_or_create(&Metrics::kind("ImageLabelSet")).observe(0.01);
+        m.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: "ImageLabelSet".into(),
+                result: "success".into(),
+            })
+            .inc();
+        m.cloud_calls
+            .get_or_create(&CloudCallLabels {
+                provider: "pai".into(),
+                api: "observe".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.reconcile_duration
+            .get_or_create(&Metrics::kind("ImageLabelSet"))
+            .observe(0.01);
         let text = m.encode();
-        assert!(text.contains("imagelabel_reconciles_total{kind=\"ImageLabelSet\",result=\"success\"} 1"), "{text}");
-        assert!(text.contains("imagelabel_cloud_calls_total{provider=\"pai\",api=\"observe\",outcome=\"ok\"} 1"), "{text}");
-        assert!(text.contains("# TYPE imagelabel_reconcile_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains(
+                "imagelabel_reconciles_total{kind=\"ImageLabelSet\",result=\"success\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "imagelabel_cloud_calls_total{provider=\"pai\",api=\"observe\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE imagelabel_reconcile_duration_seconds histogram"),
+            "{text}"
+        );
     }
 }

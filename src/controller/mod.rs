@@ -57,7 +57,10 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     meta.generation.hash(&mut h);
     meta.finalizers.hash(&mut h);
-    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
     if let Some(a) = &meta.annotations {
         a.get(reconcile::PAUSED).hash(&mut h);
         a.get(reconcile::RECONCILE_REQUESTED_AT).hash(&mut h);
@@ -74,16 +77,29 @@ fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> 
 }
 
 /// A stream of wake-ups from the claim index.
-fn wakes<K: LabelSetResource>(rx: mpsc::UnboundedReceiver<ObjectRef<K>>) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+fn wakes<K: LabelSetResource>(
+    rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
 /// Runs the controllers until `shutdown` resolves (finishing in-flight
 /// reconciles) or leadership is lost (an error).
-pub async fn run(client: Client, clouds: Arc<dyn CloudAccess>, cfg: RunConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    clouds: Arc<dyn CloudAccess>,
+    cfg: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let server = http::serve(cfg.metrics_addr, metrics.clone(), ready.clone(), clouds.clone()).await?;
+    let server = http::serve(
+        cfg.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        clouds.clone(),
+    )
+    .await?;
     info!(addr = %server, "serving /metrics, /healthz, /readyz");
 
     let shutdown = shutdown.shared();
@@ -122,7 +138,10 @@ pub async fn run(client: Client, clouds: Arc<dyn CloudAccess>, cfg: RunConfig, s
     let (wake_datasets, datasets_rx) = mpsc::unbounded_channel();
     let (image_store, image_writer) = reflector::store::<ImageLabelSet>();
     let (dataset_store, dataset_writer) = reflector::store::<DatasetLabelSet>();
-    let reporter = Reporter { controller: "imagelabel-operator".into(), instance: Some(cfg.identity.clone()) };
+    let reporter = Reporter {
+        controller: "imagelabel-operator".into(),
+        instance: Some(cfg.identity.clone()),
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         clouds,
@@ -169,31 +188,47 @@ pub async fn run(client: Client, clouds: Arc<dyn CloudAccess>, cfg: RunConfig, s
         }
         .shared()
     };
-    let controller_config = ControllerConfig::default().concurrency(cfg.concurrency).debounce(Duration::from_millis(200));
+    let controller_config = ControllerConfig::default()
+        .concurrency(cfg.concurrency)
+        .debounce(Duration::from_millis(200));
     let wc = watcher::Config::default().timeout(240);
 
-    let images = watcher(api_for::<ImageLabelSet>(&client, &cfg.watch_namespace), wc.clone())
-        .default_backoff()
-        .reflect(image_writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
-    let datasets = watcher(api_for::<DatasetLabelSet>(&client, &cfg.watch_namespace), wc)
-        .default_backoff()
-        .reflect(dataset_writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
+    let images = watcher(
+        api_for::<ImageLabelSet>(&client, &cfg.watch_namespace),
+        wc.clone(),
+    )
+    .default_backoff()
+    .reflect(image_writer)
+    .applied_objects()
+    .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
+    let datasets = watcher(
+        api_for::<DatasetLabelSet>(&client, &cfg.watch_namespace),
+        wc,
+    )
+    .default_backoff()
+    .reflect(dataset_writer)
+    .applied_objects()
+    .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
 
     let image_ctl = Controller::for_stream(images, image_store)
         .with_config(controller_config.clone())
         .reconcile_on(wakes(images_rx))
         .graceful_shutdown_on(stop.clone())
-        .run(reconcile::reconcile::<ImageLabelSet>, reconcile::error_policy::<ImageLabelSet>, ctx.clone())
+        .run(
+            reconcile::reconcile::<ImageLabelSet>,
+            reconcile::error_policy::<ImageLabelSet>,
+            ctx.clone(),
+        )
         .for_each(|r| async move { log_result(r) });
     let dataset_ctl = Controller::for_stream(datasets, dataset_store)
         .with_config(controller_config)
         .reconcile_on(wakes(datasets_rx))
         .graceful_shutdown_on(stop.clone())
-        .run(reconcile::reconcile::<DatasetLabelSet>, reconcile::error_policy::<DatasetLabelSet>, ctx.clone())
+        .run(
+            reconcile::reconcile::<DatasetLabelSet>,
+            reconcile::error_policy::<DatasetLabelSet>,
+            ctx.clone(),
+        )
         .for_each(|r| async move { log_result(r) });
     info!(concurrency = cfg.concurrency, namespace = ?cfg.watch_namespace, "controllers started");
     tokio::join!(image_ctl, dataset_ctl);
@@ -206,7 +241,11 @@ pub async fn run(client: Client, clouds: Arc<dyn CloudAccess>, cfg: RunConfig, s
     if let Some(handle) = lease_watch {
         handle.abort();
         // Hand the lease over at once instead of letting it expire.
-        let release = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name).with_namespace(&cfg.lease_namespace).with_identity(&cfg.identity).build().await;
+        let release = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+            .with_namespace(&cfg.lease_namespace)
+            .with_identity(&cfg.identity)
+            .build()
+            .await;
         if let Ok(m) = release
             && let Err(e) = m.release().await
         {
@@ -217,8 +256,9 @@ pub async fn run(client: Client, clouds: Arc<dyn CloudAccess>, cfg: RunConfig, s
     Ok(())
 }
 
-fn log_result<K: Resource, E: std::fmt::Display>(r: Result<(ObjectRef<K>, kube::runtime::controller::Action), E>)
-where
+fn log_result<K: Resource, E: std::fmt::Display>(
+    r: Result<(ObjectRef<K>, kube::runtime::controller::Action), E>,
+) where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     if let Err(e) = r {

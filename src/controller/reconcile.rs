@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
@@ -21,8 +21,13 @@ use super::metrics::{Metrics, ReconcileLabels};
 use super::resource::LabelSetResource;
 use crate::api::status::reason;
 use crate::api::validate::parse_duration;
-use crate::api::{Condition, ConflictEntry, DeletionPolicy, DriftEntry, FightEntry, LabelSetStatus, Mode, READY, RECONCILING, STALLED};
-use crate::engine::{ResolvedSet, SyncError, SyncReport, SyncRequest, carry_out, observe_and_plan, plan_for};
+use crate::api::{
+    Condition, ConflictEntry, DeletionPolicy, DriftEntry, FightEntry, LabelSetStatus, Mode, READY,
+    RECONCILING, STALLED,
+};
+use crate::engine::{
+    ResolvedSet, SyncError, SyncReport, SyncRequest, carry_out, observe_and_plan, plan_for,
+};
 use crate::provider::{ErrorKind, LabelProvider};
 
 pub const FINALIZER: &str = "imagelabel.io/finalizer";
@@ -43,7 +48,12 @@ pub enum Error {
 
 /// `Kind/namespace/name`, the set's key in every per-set map.
 pub fn set_key<K: LabelSetResource>(obj: &K) -> String {
-    format!("{}/{}/{}", K::KIND, obj.namespace().unwrap_or_default(), obj.name_any())
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
 /// The entry point the `Controller` calls.
@@ -59,12 +69,19 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
-    ctx.metrics.reconcile_duration.get_or_create(&Metrics::kind(K::KIND)).observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&Metrics::kind(K::KIND))
+        .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.failures.lock().expect("failures poisoned").remove(&set_key(&*obj));
+        ctx.failures
+            .lock()
+            .expect("failures poisoned")
+            .remove(&set_key(&*obj));
     }
     result
 }
@@ -78,7 +95,13 @@ pub fn error_policy<K: LabelSetResource>(obj: Arc<K>, error: &Error, ctx: Arc<Ct
         *n = n.saturating_add(1);
         *n
     };
-    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { kind: K::KIND.into(), result: "error".into() }).inc();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            kind: K::KIND.into(),
+            result: "error".into(),
+        })
+        .inc();
     let delay = backoff_delay(ctx.config.backoff_base, ctx.config.backoff_cap, n);
     warn!(set = %key, attempt = n, retry_in_ms = delay.as_millis() as u64, error = %error, "reconcile failed; backing off");
     Action::requeue(delay)
@@ -117,7 +140,12 @@ fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate::plan::SetI
         return ctx.index.remove(&set_key(obj));
     }
     match obj.resolve(&ctx.config.default_region) {
-        Ok(set) => ctx.index.upsert(&set_key(obj), &set.object_key(), &obj.set_id(), &set.desired),
+        Ok(set) => ctx.index.upsert(
+            &set_key(obj),
+            &set.object_key(),
+            &obj.set_id(),
+            &set.desired,
+        ),
         Err(_) => ctx.index.remove(&set_key(obj)),
     }
 }
@@ -142,38 +170,82 @@ struct StatusWriter<'a, K: LabelSetResource> {
 impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
     fn new(obj: &'a K, ctx: &'a Ctx) -> Self {
         let status = obj.status().cloned().unwrap_or_default();
-        StatusWriter { obj, ctx, generation: obj.meta().generation, status }
+        StatusWriter {
+            obj,
+            ctx,
+            generation: obj.meta().generation,
+            status,
+        }
     }
 
-    fn conditions(&mut self, ready: (bool, &str, String), reconciling: Option<(&str, String)>, stalled: Option<(&str, String)>) {
+    fn conditions(
+        &mut self,
+        ready: (bool, &str, String),
+        reconciling: Option<(&str, String)>,
+        stalled: Option<(&str, String)>,
+    ) {
         let g = self.generation;
-        self.status.set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
+        self.status
+            .set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
         match reconciling {
-            Some((r, m)) => self.status.set_condition(Condition::new(RECONCILING, true, r, m, g)),
-            None => self.status.set_condition(Condition::new(RECONCILING, false, reason::IN_SYNC, "", g)),
+            Some((r, m)) => self
+                .status
+                .set_condition(Condition::new(RECONCILING, true, r, m, g)),
+            None => self.status.set_condition(Condition::new(
+                RECONCILING,
+                false,
+                reason::IN_SYNC,
+                "",
+                g,
+            )),
         }
         match stalled {
-            Some((r, m)) => self.status.set_condition(Condition::new(STALLED, true, r, m, g)),
-            None => self.status.set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g)),
+            Some((r, m)) => self
+                .status
+                .set_condition(Condition::new(STALLED, true, r, m, g)),
+            None => {
+                self.status
+                    .set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g))
+            }
         }
     }
 
     /// Server-side apply of the whole status; the operator owns every field in it.
     async fn write(&mut self) -> Result<(), kube::Error> {
         self.status.observed_generation = self.generation;
-        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), &self.obj.namespace().unwrap_or_default());
+        let api: Api<K> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.obj.namespace().unwrap_or_default(),
+        );
         let body = json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "status": self.status,
         });
-        api.patch_status(&self.obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+        api.patch_status(
+            &self.obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
         Ok(())
     }
 }
 
-async fn event<K: LabelSetResource>(ctx: &Ctx, obj: &K, type_: EventType, reason: &str, note: String) {
-    let ev = Event { type_, reason: reason.into(), note: Some(truncate(&note, 1000)), action: "Reconcile".into(), secondary: None };
+async fn event<K: LabelSetResource>(
+    ctx: &Ctx,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
         warn!(set = %set_key(obj), error = %e, "could not publish event");
     }
@@ -191,31 +263,63 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn count<K: LabelSetResource>(ctx: &Ctx, result: &str) {
-    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { kind: K::KIND.into(), result: result.into() }).inc();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            kind: K::KIND.into(),
+            result: result.into(),
+        })
+        .inc();
 }
 
 fn resync_of(set_interval: Option<&str>, ctx: &Ctx) -> Duration {
-    set_interval.and_then(parse_duration).unwrap_or(ctx.config.default_resync)
+    set_interval
+        .and_then(parse_duration)
+        .unwrap_or(ctx.config.default_resync)
 }
 
 /// Reads the `credentialsRef` Secret, in the set's own namespace only.
-async fn secret_data<K: LabelSetResource>(obj: &K, set: &ResolvedSet, ctx: &Ctx) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+async fn secret_data<K: LabelSetResource>(
+    obj: &K,
+    set: &ResolvedSet,
+    ctx: &Ctx,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
     let Some(r) = &set.policy.credentials_ref else {
         return Ok(None);
     };
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     match api.get_opt(&r.name).await {
-        Ok(Some(s)) => Ok(Some(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())),
-        Ok(None) => Err(format!("Secret {ns}/{} (spec.credentialsRef) not found; create it with accessKeyId/accessKeySecret (pai) or ak/sk (huaweicloud-ims)", r.name)),
-        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!("the operator may not read Secret {ns}/{}: {}", r.name, e.message)),
+        Ok(Some(s)) => Ok(Some(
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        )),
+        Ok(None) => Err(format!(
+            "Secret {ns}/{} (spec.credentialsRef) not found; create it with accessKeyId/accessKeySecret (pai) or ak/sk (huaweicloud-ims)",
+            r.name
+        )),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!(
+            "the operator may not read Secret {ns}/{}: {}",
+            r.name, e.message
+        )),
         Err(e) => Err(format!("reading Secret {ns}/{}: {e}", r.name)),
     }
 }
 
-fn provider_for<K: LabelSetResource>(set: &ResolvedSet, secret: Option<&BTreeMap<String, Vec<u8>>>, ctx: &Ctx) -> Result<Arc<dyn LabelProvider>, String> {
+fn provider_for(
+    set: &ResolvedSet,
+    secret: Option<&BTreeMap<String, Vec<u8>>>,
+    ctx: &Ctx,
+) -> Result<Arc<dyn LabelProvider>, String> {
     let inner = ctx.clouds.provider_for(set, secret)?;
-    Ok(Arc::new(Metered { inner, provider: set.provider.as_str(), metrics: ctx.metrics.clone() }))
+    Ok(Arc::new(Metered {
+        inner,
+        provider: set.provider.as_str(),
+        metrics: ctx.metrics.clone(),
+    }))
 }
 
 /// Whether a cloud error needs a person (spec, permission, credentials) rather than time.
@@ -235,7 +339,15 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     let annotations = obj.annotations();
 
     if annotations.get(PAUSED).map(String::as_str) == Some("true") {
-        w.conditions((false, reason::PAUSED, format!("annotation {PAUSED}=true: no cloud calls until it is removed")), None, None);
+        w.conditions(
+            (
+                false,
+                reason::PAUSED,
+                format!("annotation {PAUSED}=true: no cloud calls until it is removed"),
+            ),
+            None,
+            None,
+        );
         w.write().await?;
         count::<K>(ctx, "paused");
         return Ok(Action::await_change());
@@ -244,9 +356,17 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     let set = match obj.resolve(&ctx.config.default_region) {
         Ok(s) => s,
         Err(errors) => {
-            let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let msg = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             wake_others::<K>(ctx.index.remove(&key), ctx);
-            w.conditions((false, reason::INVALID_SPEC, msg.clone()), None, Some((reason::INVALID_SPEC, msg.clone())));
+            w.conditions(
+                (false, reason::INVALID_SPEC, msg.clone()),
+                None,
+                Some((reason::INVALID_SPEC, msg.clone())),
+            );
             w.write().await?;
             event(ctx, &*obj, EventType::Warning, reason::INVALID_SPEC, msg).await;
             count::<K>(ctx, "stalled");
@@ -259,7 +379,8 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
 
     // A spec change or an explicit resume (annotation) forgets fight history.
     let resume = annotations.get(RECONCILE_REQUESTED_AT).cloned();
-    if w.status.observed_generation != w.generation || w.status.last_handled_reconcile_at != resume {
+    if w.status.observed_generation != w.generation || w.status.last_handled_reconcile_at != resume
+    {
         ctx.fights.reset(&key);
         w.status.fights.clear();
     }
@@ -269,7 +390,7 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         Ok(s) => s,
         Err(msg) => return stall(w, ctx, &*obj, reason::INVALID_CREDENTIALS, msg, resync).await,
     };
-    let provider = match provider_for::<K>(&set, secret.as_ref(), ctx) {
+    let provider = match provider_for(&set, secret.as_ref(), ctx) {
         Ok(p) => p,
         Err(msg) => return stall(w, ctx, &*obj, reason::INVALID_CREDENTIALS, msg, resync).await,
     };
@@ -277,28 +398,57 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     let owned: BTreeSet<String> = w.status.owned_keys.iter().cloned().collect();
     let held: BTreeSet<String> = w.status.fights.iter().map(|f| f.key.clone()).collect();
     let claims = ctx.index.claims(&set.object_key(), &id);
-    let req = SyncRequest { set: &set, id: &id, owned: &owned, claims: &claims, held: &held, deleting: None, dry_run: false };
+    let req = SyncRequest {
+        set: &set,
+        id: &id,
+        owned: &owned,
+        claims: &claims,
+        held: &held,
+        deleting: None,
+        dry_run: false,
+    };
     let mut report = match observe_and_plan(provider.as_ref(), &req).await {
         Ok(r) => r,
         Err((_, e)) => return failed(w, ctx, &*obj, e, resync).await,
     };
 
     // Drift: the spec is what we last synced, yet the cloud differs.
-    let was_synced = w.status.observed_generation == w.generation && w.status.last_sync_time.is_some();
-    let drifted: Vec<String> = if was_synced && set.policy.mode == Mode::Sync { report.plan.add.keys().chain(report.plan.remove.iter()).cloned().collect() } else { vec![] };
+    let was_synced =
+        w.status.observed_generation == w.generation && w.status.last_sync_time.is_some();
+    let drifted: Vec<String> = if was_synced && set.policy.mode == Mode::Sync {
+        report
+            .plan
+            .add
+            .keys()
+            .chain(report.plan.remove.iter())
+            .cloned()
+            .collect()
+    } else {
+        vec![]
+    };
     let now = Instant::now();
     let mut new_fights = Vec::new();
     let mut more_held = held.clone();
     for k in &drifted {
         if ctx.fights.is_fighting(&key, k, now) {
             more_held.insert(k.clone());
-            new_fights.push(FightEntry { key: k.clone(), last_seen: report.observed.get(k).cloned(), repairs: ctx.config.fight_threshold as u32 });
+            new_fights.push(FightEntry {
+                key: k.clone(),
+                last_seen: report.observed.get(k).cloned(),
+                repairs: ctx.config.fight_threshold as u32,
+            });
         }
     }
     if !new_fights.is_empty() {
-        let req = SyncRequest { held: &more_held, ..req };
+        let req = SyncRequest {
+            held: &more_held,
+            ..req
+        };
         report.plan = plan_for(&req, &report.observed);
-        ctx.metrics.fights_detected.get_or_create(&Metrics::kind(K::KIND)).inc_by(new_fights.len() as u64);
+        ctx.metrics
+            .fights_detected
+            .get_or_create(&Metrics::kind(K::KIND))
+            .inc_by(new_fights.len() as u64);
         for f in &new_fights {
             event(
                 ctx,
@@ -316,7 +466,11 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     }
 
     if set.policy.mode == Mode::Sync && !report.plan.is_empty() {
-        w.conditions((false, reason::APPLYING, "applying label changes".into()), Some((reason::APPLYING, describe(&report))), None);
+        w.conditions(
+            (false, reason::APPLYING, "applying label changes".into()),
+            Some((reason::APPLYING, describe(&report))),
+            None,
+        );
     }
     let writer = &mut w;
     let outcome = carry_out(provider.as_ref(), &set, report, |ahead| async move {
@@ -333,12 +487,18 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         }
     };
 
-    let repaired: Vec<&String> = drifted.iter().filter(|k| report.plan.add.contains_key(*k) || report.plan.remove.contains(*k)).collect();
+    let repaired: Vec<&String> = drifted
+        .iter()
+        .filter(|k| report.plan.add.contains_key(*k) || report.plan.remove.contains(*k))
+        .collect();
     for k in &repaired {
         ctx.fights.record(&key, k, now);
     }
     if !repaired.is_empty() {
-        ctx.metrics.drift_repaired.get_or_create(&Metrics::kind(K::KIND)).inc_by(repaired.len() as u64);
+        ctx.metrics
+            .drift_repaired
+            .get_or_create(&Metrics::kind(K::KIND))
+            .inc_by(repaired.len() as u64);
     }
     finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
     Ok(Action::requeue(jittered(resync)))
@@ -357,53 +517,169 @@ fn describe(report: &SyncReport) -> String {
 }
 
 /// Writes the outcome of a successful pass.
-async fn finish<K: LabelSetResource>(mut w: StatusWriter<'_, K>, ctx: &Ctx, obj: &K, set: &ResolvedSet, report: &SyncReport, repaired: bool) -> Result<(), Error> {
+async fn finish<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    ctx: &Ctx,
+    obj: &K,
+    set: &ResolvedSet,
+    report: &SyncReport,
+    repaired: bool,
+) -> Result<(), Error> {
     let key = set_key(obj);
     let plan = &report.plan;
     w.status.owned_keys = report.owned.iter().cloned().collect();
-    w.status.conflicts = plan.conflicts.iter().map(|c| ConflictEntry { key: c.key.clone(), value: c.ours.clone(), winner: c.winner.name.clone(), winner_value: c.theirs.clone() }).collect();
-    w.status.drift = if set.policy.mode == Mode::Observe { plan.drift.iter().map(|d| DriftEntry { key: d.key.clone(), desired: d.desired.clone(), actual: d.actual.clone() }).collect() } else { vec![] };
+    w.status.conflicts = plan
+        .conflicts
+        .iter()
+        .map(|c| ConflictEntry {
+            key: c.key.clone(),
+            value: c.ours.clone(),
+            winner: c.winner.name.clone(),
+            winner_value: c.theirs.clone(),
+        })
+        .collect();
+    w.status.drift = if set.policy.mode == Mode::Observe {
+        plan.drift
+            .iter()
+            .map(|d| DriftEntry {
+                key: d.key.clone(),
+                desired: d.desired.clone(),
+                actual: d.actual.clone(),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     w.status.label_count = Some(report.labels_after.len() as i64);
-    w.status.last_sync_time = Some(jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string());
-    if let Some(id) = report.applied.as_ref().and_then(|a| a.last_request_id.clone()) {
+    w.status.last_sync_time = Some(
+        jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .to_string(),
+    );
+    if let Some(id) = report
+        .applied
+        .as_ref()
+        .and_then(|a| a.last_request_id.clone())
+    {
         w.status.last_request_id = Some(id);
     }
 
     let (ready, stalled, result) = if !w.status.conflicts.is_empty() {
-        let msg = w.status.conflicts.iter().map(|c| format!("{} is declared by older set {} as {:?}", c.key, c.winner, c.winner_value)).collect::<Vec<_>>().join("; ");
-        ((false, reason::KEY_CONFLICT, msg.clone()), Some((reason::KEY_CONFLICT, msg)), "stalled")
+        let msg = w
+            .status
+            .conflicts
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} is declared by older set {} as {:?}",
+                    c.key, c.winner, c.winner_value
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            (false, reason::KEY_CONFLICT, msg.clone()),
+            Some((reason::KEY_CONFLICT, msg)),
+            "stalled",
+        )
     } else if !w.status.fights.is_empty() {
-        let msg = w.status.fights.iter().map(|f| format!("{} keeps being changed out of band (last seen {:?})", f.key, f.last_seen)).collect::<Vec<_>>().join("; ");
-        ((false, reason::FIGHT_DETECTED, msg.clone()), Some((reason::FIGHT_DETECTED, msg)), "stalled")
+        let msg = w
+            .status
+            .fights
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} keeps being changed out of band (last seen {:?})",
+                    f.key, f.last_seen
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            (false, reason::FIGHT_DETECTED, msg.clone()),
+            Some((reason::FIGHT_DETECTED, msg)),
+            "stalled",
+        )
     } else if !w.status.drift.is_empty() {
-        ((false, reason::DRIFT_DETECTED, format!("{} keys differ (mode Observe: not changed)", w.status.drift.len())), None, "success")
+        (
+            (
+                false,
+                reason::DRIFT_DETECTED,
+                format!(
+                    "{} keys differ (mode Observe: not changed)",
+                    w.status.drift.len()
+                ),
+            ),
+            None,
+            "success",
+        )
     } else {
-        ((true, reason::IN_SYNC, format!("{} labels match the spec", set.desired.len())), None, "success")
+        (
+            (
+                true,
+                reason::IN_SYNC,
+                format!("{} labels match the spec", set.desired.len()),
+            ),
+            None,
+            "success",
+        )
     };
     w.conditions(ready, None, stalled);
     w.write().await?;
 
     let kind = K::KIND;
     let managed = Ctx::tally(&ctx.managed, &key, kind, Some(report.owned.len()));
-    ctx.metrics.labels_managed.get_or_create(&Metrics::kind(kind)).set(managed as i64);
+    ctx.metrics
+        .labels_managed
+        .get_or_create(&Metrics::kind(kind))
+        .set(managed as i64);
     let conflicts = Ctx::tally(&ctx.conflicting, &key, kind, Some(plan.conflicts.len()));
-    ctx.metrics.conflicts.get_or_create(&Metrics::kind(kind)).set(conflicts as i64);
+    ctx.metrics
+        .conflicts
+        .get_or_create(&Metrics::kind(kind))
+        .set(conflicts as i64);
     count::<K>(ctx, result);
 
     if let Some(applied) = &report.applied {
         let what = describe(report);
         let rid = applied.last_request_id.clone().unwrap_or_default();
-        let reason_ = if repaired { "DriftRepaired" } else { "LabelsApplied" };
+        let reason_ = if repaired {
+            "DriftRepaired"
+        } else {
+            "LabelsApplied"
+        };
         info!(set = %key, target = %set.target, changes = %what, request_id = %rid, "labels applied");
-        event(ctx, obj, EventType::Normal, reason_, format!("{what} on {} (RequestId {rid})", set.target)).await;
+        event(
+            ctx,
+            obj,
+            EventType::Normal,
+            reason_,
+            format!("{what} on {} (RequestId {rid})", set.target),
+        )
+        .await;
     }
     Ok(())
 }
 
-async fn stall<K: LabelSetResource>(mut w: StatusWriter<'_, K>, ctx: &Ctx, obj: &K, reason_: &str, msg: String, resync: Duration) -> Result<Action, Error> {
+async fn stall<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    ctx: &Ctx,
+    obj: &K,
+    reason_: &str,
+    msg: String,
+    resync: Duration,
+) -> Result<Action, Error> {
     warn!(set = %set_key(obj), reason = reason_, message = %msg, "stalled");
-    let changed = w.status.condition(STALLED).is_none_or(|c| c.reason != reason_ || c.message != msg || c.status != "True");
-    w.conditions((false, reason_, msg.clone()), None, Some((reason_, msg.clone())));
+    let changed = w
+        .status
+        .condition(STALLED)
+        .is_none_or(|c| c.reason != reason_ || c.message != msg || c.status != "True");
+    w.conditions(
+        (false, reason_, msg.clone()),
+        None,
+        Some((reason_, msg.clone())),
+    );
     w.write().await?;
     if changed {
         event(ctx, obj, EventType::Warning, reason_, msg).await;
@@ -413,14 +689,26 @@ async fn stall<K: LabelSetResource>(mut w: StatusWriter<'_, K>, ctx: &Ctx, obj: 
     Ok(Action::requeue(jittered(resync)))
 }
 
-async fn failed<K: LabelSetResource>(mut w: StatusWriter<'_, K>, ctx: &Ctx, obj: &K, e: SyncError, resync: Duration) -> Result<Action, Error> {
+async fn failed<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    ctx: &Ctx,
+    obj: &K,
+    e: SyncError,
+    resync: Duration,
+) -> Result<Action, Error> {
     match &e {
-        SyncError::Limit(l) => stall(w, ctx, obj, reason::LIMIT_EXCEEDED, l.0.clone(), resync).await,
+        SyncError::Limit(l) => {
+            stall(w, ctx, obj, reason::LIMIT_EXCEEDED, l.0.clone(), resync).await
+        }
         SyncError::Ownership(m) => Err(Error::Transient(format!("recording ownership: {m}"))),
         SyncError::Observe(c) | SyncError::Write(c) => match stall_reason(c.kind) {
             Some(r) => stall(w, ctx, obj, r, e.to_string(), resync).await,
             None => {
-                w.conditions((false, reason::BACKING_OFF, e.to_string()), Some((reason::BACKING_OFF, e.to_string())), None);
+                w.conditions(
+                    (false, reason::BACKING_OFF, e.to_string()),
+                    Some((reason::BACKING_OFF, e.to_string())),
+                    None,
+                );
                 w.write().await?;
                 Err(Error::Transient(e.to_string()))
             }
@@ -433,8 +721,14 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     let others = ctx.index.remove(&key);
     ctx.fights.reset(&key);
     let kind = K::KIND;
-    ctx.metrics.labels_managed.get_or_create(&Metrics::kind(kind)).set(Ctx::tally(&ctx.managed, &key, kind, None) as i64);
-    ctx.metrics.conflicts.get_or_create(&Metrics::kind(kind)).set(Ctx::tally(&ctx.conflicting, &key, kind, None) as i64);
+    ctx.metrics
+        .labels_managed
+        .get_or_create(&Metrics::kind(kind))
+        .set(Ctx::tally(&ctx.managed, &key, kind, None) as i64);
+    ctx.metrics
+        .conflicts
+        .get_or_create(&Metrics::kind(kind))
+        .set(Ctx::tally(&ctx.conflicting, &key, kind, None) as i64);
     let release = |others| {
         wake_others::<K>(others, ctx);
         Ok(Action::await_change())
@@ -444,31 +738,70 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         return release(others);
     };
     let paused = obj.annotations().get(PAUSED).map(String::as_str) == Some("true");
-    if set.policy.deletion_policy == DeletionPolicy::Orphan || paused || set.policy.mode == Mode::Observe {
+    if set.policy.deletion_policy == DeletionPolicy::Orphan
+        || paused
+        || set.policy.mode == Mode::Observe
+    {
         if paused {
-            event(ctx, &*obj, EventType::Normal, reason::PAUSED, "deleted while paused: labels left in place".into()).await;
+            event(
+                ctx,
+                &*obj,
+                EventType::Normal,
+                reason::PAUSED,
+                "deleted while paused: labels left in place".into(),
+            )
+            .await;
         }
         return release(others);
     }
-    let owned: BTreeSet<String> = obj.status().map(|s| s.owned_keys.iter().cloned().collect()).unwrap_or_default();
+    let owned: BTreeSet<String> = obj
+        .status()
+        .map(|s| s.owned_keys.iter().cloned().collect())
+        .unwrap_or_default();
     if owned.is_empty() {
         return release(others);
     }
-    let secret = secret_data(&*obj, &set, ctx).await.map_err(Error::Transient)?;
-    let provider = provider_for::<K>(&set, secret.as_ref(), ctx).map_err(Error::Transient)?;
+    let secret = secret_data(&*obj, &set, ctx)
+        .await
+        .map_err(Error::Transient)?;
+    let provider = provider_for(&set, secret.as_ref(), ctx).map_err(Error::Transient)?;
     let id = obj.set_id();
     let claims = ctx.index.claims(&set.object_key(), &id);
     let held = BTreeSet::new();
-    let req = SyncRequest { set: &set, id: &id, owned: &owned, claims: &claims, held: &held, deleting: Some(DeletionPolicy::Delete), dry_run: false };
+    let req = SyncRequest {
+        set: &set,
+        id: &id,
+        owned: &owned,
+        claims: &claims,
+        held: &held,
+        deleting: Some(DeletionPolicy::Delete),
+        dry_run: false,
+    };
     let report = match observe_and_plan(provider.as_ref(), &req).await {
         Ok(r) => r,
         Err((_, SyncError::Observe(e))) if e.kind == ErrorKind::NotFound => return release(others),
         Err((_, e)) => return Err(Error::Transient(e.to_string())),
     };
-    let report = carry_out(provider.as_ref(), &set, report, |_| async { Ok(()) }).await.map_err(|(_, e)| Error::Transient(e.to_string()))?;
+    let report = carry_out(provider.as_ref(), &set, report, |_| async { Ok(()) })
+        .await
+        .map_err(|(_, e)| Error::Transient(e.to_string()))?;
     if !report.plan.remove.is_empty() {
-        let rid = report.applied.as_ref().and_then(|a| a.last_request_id.clone()).unwrap_or_default();
-        event(ctx, &*obj, EventType::Normal, "LabelsRemoved", format!("removed owned keys {:?} from {} on deletion (RequestId {rid})", report.plan.remove, set.target)).await;
+        let rid = report
+            .applied
+            .as_ref()
+            .and_then(|a| a.last_request_id.clone())
+            .unwrap_or_default();
+        event(
+            ctx,
+            &*obj,
+            EventType::Normal,
+            "LabelsRemoved",
+            format!(
+                "removed owned keys {:?} from {} on deletion (RequestId {rid})",
+                report.plan.remove, set.target
+            ),
+        )
+        .await;
     }
     release(others)
 }

@@ -13,7 +13,16 @@ use super::context::Ctx;
 use kube::runtime::reflector::ObjectRef;
 
 /// What the reconciler needs of either kind.
-pub trait LabelSetResource: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait LabelSetResource:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
     const KIND: &'static str;
     fn spec_view(&self) -> &dyn LabelSetSpec;
     fn resolve(&self, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>>;
@@ -23,8 +32,19 @@ pub trait LabelSetResource: Resource<DynamicType = (), Scope = kube::core::Names
 
     /// Conflict order: creation time, then `namespace/name`.
     fn set_id(&self) -> SetId {
-        let created = self.meta().creation_timestamp.as_ref().map_or(i64::MAX, |t| t.0.as_second());
-        SetId::new(created, format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any()))
+        let created = self
+            .meta()
+            .creation_timestamp
+            .as_ref()
+            .map_or(i64::MAX, |t| t.0.as_second());
+        SetId::new(
+            created,
+            format!(
+                "{}/{}",
+                self.namespace().unwrap_or_default(),
+                self.name_any()
+            ),
+        )
     }
 }
 

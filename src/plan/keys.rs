@@ -23,8 +23,15 @@ impl KeyMatcher {
             builder.add(Glob::new(p)?);
             kept.push(p.to_string());
         }
-        let set = if kept.is_empty() { None } else { Some(builder.build()?) };
-        Ok(KeyMatcher { patterns: kept, set })
+        let set = if kept.is_empty() {
+            None
+        } else {
+            Some(builder.build()?)
+        };
+        Ok(KeyMatcher {
+            patterns: kept,
+            set,
+        })
     }
 
     pub fn matches(&self, key: &str) -> bool {

@@ -6,15 +6,29 @@ use proptest::prelude::*;
 
 use super::*;
 
-const KEYS: &[&str] = &["system.a", "system.b", "system.c", "system.d", "system.dsw.os", "acs:x"];
+const KEYS: &[&str] = &[
+    "system.a",
+    "system.b",
+    "system.c",
+    "system.d",
+    "system.dsw.os",
+    "acs:x",
+];
 const VALUES: &[&str] = &["1", "2", "3"];
 
 fn labels_strategy() -> impl Strategy<Value = Labels> {
-    proptest::collection::btree_map(proptest::sample::select(KEYS).prop_map(String::from), proptest::sample::select(VALUES).prop_map(String::from), 0..KEYS.len())
+    proptest::collection::btree_map(
+        proptest::sample::select(KEYS).prop_map(String::from),
+        proptest::sample::select(VALUES).prop_map(String::from),
+        0..KEYS.len(),
+    )
 }
 
 fn keys_strategy() -> impl Strategy<Value = BTreeSet<String>> {
-    proptest::collection::btree_set(proptest::sample::select(KEYS).prop_map(String::from), 0..KEYS.len())
+    proptest::collection::btree_set(
+        proptest::sample::select(KEYS).prop_map(String::from),
+        0..KEYS.len(),
+    )
 }
 
 fn prune_strategy() -> impl Strategy<Value = Prune> {
@@ -48,20 +62,33 @@ fn state_strategy() -> impl Strategy<Value = State> {
         keys_strategy(),
         any::<bool>(),
     )
-        .prop_map(|(desired, observed, owned, prune, deleting, claims, held, protect_dsw)| State {
-            desired,
-            observed,
-            owned,
-            prune,
-            deleting,
-            claims: claims.into_iter().enumerate().map(|(i, (created, labels))| Claim { set: SetId::new(created, format!("ns/other{i}")), labels }).collect(),
-            held,
-            protect_dsw,
-        })
+        .prop_map(
+            |(desired, observed, owned, prune, deleting, claims, held, protect_dsw)| State {
+                desired,
+                observed,
+                owned,
+                prune,
+                deleting,
+                claims: claims
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (created, labels))| Claim {
+                        set: SetId::new(created, format!("ns/other{i}")),
+                        labels,
+                    })
+                    .collect(),
+                held,
+                protect_dsw,
+            },
+        )
 }
 
 fn protected(s: &State) -> KeyMatcher {
-    if s.protect_dsw { KeyMatcher::new(["system.dsw.*", "acs:*"]).unwrap() } else { KeyMatcher::new(["acs:*"]).unwrap() }
+    if s.protect_dsw {
+        KeyMatcher::new(["system.dsw.*", "acs:*"]).unwrap()
+    } else {
+        KeyMatcher::new(["acs:*"]).unwrap()
+    }
 }
 
 fn run(s: &State, mode: Mode) -> Plan {

@@ -17,10 +17,21 @@ pub mod retry;
 /// What a set points at, with everything the cloud call needs to find it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
-    PaiImage { image_id: String, workspace_id: Option<String> },
-    PaiDataset { dataset_id: String },
-    PaiDatasetVersion { dataset_id: String, version: String },
-    ImsImage { project_id: String, image_id: String },
+    PaiImage {
+        image_id: String,
+        workspace_id: Option<String>,
+    },
+    PaiDataset {
+        dataset_id: String,
+    },
+    PaiDatasetVersion {
+        dataset_id: String,
+        version: String,
+    },
+    ImsImage {
+        project_id: String,
+        image_id: String,
+    },
 }
 
 impl Target {
@@ -30,8 +41,14 @@ impl Target {
         match self {
             Target::PaiImage { image_id, .. } => format!("pai/{region}/image/{image_id}"),
             Target::PaiDataset { dataset_id } => format!("pai/{region}/dataset/{dataset_id}"),
-            Target::PaiDatasetVersion { dataset_id, version } => format!("pai/{region}/dataset/{dataset_id}/version/{version}"),
-            Target::ImsImage { project_id, image_id } => format!("huaweicloud-ims/{region}/{project_id}/image/{image_id}"),
+            Target::PaiDatasetVersion {
+                dataset_id,
+                version,
+            } => format!("pai/{region}/dataset/{dataset_id}/version/{version}"),
+            Target::ImsImage {
+                project_id,
+                image_id,
+            } => format!("huaweicloud-ims/{region}/{project_id}/image/{image_id}"),
         }
     }
 }
@@ -41,7 +58,10 @@ impl fmt::Display for Target {
         match self {
             Target::PaiImage { image_id, .. } => write!(f, "image {image_id}"),
             Target::PaiDataset { dataset_id } => write!(f, "dataset {dataset_id}"),
-            Target::PaiDatasetVersion { dataset_id, version } => write!(f, "dataset {dataset_id} version {version}"),
+            Target::PaiDatasetVersion {
+                dataset_id,
+                version,
+            } => write!(f, "dataset {dataset_id} version {version}"),
             Target::ImsImage { image_id, .. } => write!(f, "image {image_id}"),
         }
     }
@@ -90,7 +110,10 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Throttled | ErrorKind::Server | ErrorKind::Network)
+        matches!(
+            self,
+            ErrorKind::Throttled | ErrorKind::Server | ErrorKind::Network
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -144,7 +167,15 @@ impl fmt::Display for CloudError {
 
 impl CloudError {
     pub fn new(kind: ErrorKind, api: &'static str, message: impl Into<String>) -> Self {
-        CloudError { kind, code: String::new(), message: message.into(), request_id: None, http_status: None, retry_after: None, api }
+        CloudError {
+            kind,
+            code: String::new(),
+            message: message.into(),
+            request_id: None,
+            http_status: None,
+            retry_after: None,
+            api,
+        }
     }
 }
 
@@ -157,8 +188,16 @@ pub trait LabelProvider: Send + Sync {
     fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>>;
 
     /// Adds or overwrites labels; `labels.len() <= limits().add_per_call`.
-    fn add<'a>(&'a self, target: &'a Target, labels: &'a [(String, String)]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
+    fn add<'a>(
+        &'a self,
+        target: &'a Target,
+        labels: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
 
     /// Removes keys; `keys.len() <= limits().remove_per_call`. Removing a missing key succeeds.
-    fn remove<'a>(&'a self, target: &'a Target, keys: &'a [String]) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
+    fn remove<'a>(
+        &'a self,
+        target: &'a Target,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
 }
