@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
+use crate::sign::{self, RequestParts, SignError, acs3, sdk};
+
 use super::seed::{CredentialsSeed, ImsCredential};
 use super::wire::{AcsError, ApiRequest, HwError};
 
@@ -96,10 +98,6 @@ pub struct Auth {
     nonces: Mutex<NonceCache>,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
 /// Equal in time independent of where the strings differ.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -122,65 +120,29 @@ fn skew_ok(date: Timestamp) -> bool {
     diff <= MAX_CLOCK_SKEW
 }
 
-/// Parses `ACS3-HMAC-SHA256 Credential=..,SignedHeaders=..,Signature=..`.
-fn parse_acs3(value: &str) -> Option<(String, Vec<String>, String)> {
-    let rest = value.strip_prefix("ACS3-HMAC-SHA256")?.trim_start();
-    let (mut cred, mut signed, mut sig) = (None, None, None);
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        match k {
-            "Credential" => cred = Some(v.to_string()),
-            "SignedHeaders" => signed = Some(v.split(';').map(str::to_string).collect::<Vec<_>>()),
-            "Signature" => sig = Some(v.to_string()),
-            _ => {}
-        }
+/// The request as the shared signing code sees it.
+fn parts<'a>(
+    req: &'a ApiRequest,
+    headers: &'a [(String, String)],
+    payload_hash: &'a str,
+) -> RequestParts<'a> {
+    RequestParts {
+        method: req.method.as_str(),
+        path: &req.path,
+        query: &req.query,
+        headers,
+        payload_hash,
     }
-    Some((cred?, signed?, sig?))
 }
 
-/// Parses `SDK-HMAC-SHA256 Access=.., SignedHeaders=.., Signature=..`.
-fn parse_sdk(value: &str) -> Option<(String, Vec<String>, String)> {
-    let rest = value.strip_prefix("SDK-HMAC-SHA256")?.trim_start();
-    let (mut ak, mut signed, mut sig) = (None, None, None);
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        match k {
-            "Access" => ak = Some(v.to_string()),
-            "SignedHeaders" => signed = Some(v.split(';').map(str::to_string).collect::<Vec<_>>()),
-            "Signature" => sig = Some(v.to_string()),
-            _ => {}
-        }
-    }
-    Some((ak?, signed?, sig?))
-}
-
-/// The signed headers as (lower-case name, trimmed value), in the order the
-/// client listed them; `Err(name)` for one the request does not carry.
-fn signed_header_values(
-    req: &ApiRequest,
-    names: &[String],
-) -> Result<Vec<(String, String)>, String> {
-    names
+/// Every header that is valid text, for canonicalization by name.
+fn header_pairs(req: &ApiRequest) -> Vec<(String, String)> {
+    req.headers
         .iter()
-        .map(|name| {
-            let lower = name.to_ascii_lowercase();
-            let values: Vec<&str> = req
-                .headers
-                .get_all(lower.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            if values.is_empty() {
-                return Err(lower);
-            }
-            Ok((
-                lower,
-                values
-                    .iter()
-                    .map(|v| v.trim())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ))
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_string(), v.to_string()))
         })
         .collect()
 }
@@ -251,7 +213,13 @@ impl Auth {
         if let Some(token) = authorization.strip_prefix("Bearer ") {
             return self.bearer(token.trim());
         }
-        let (ak, signed, signature) = parse_acs3(authorization).ok_or_else(|| incomplete("Authorization is not ACS3-HMAC-SHA256 Credential=...,SignedHeaders=...,Signature=..."))?;
+        let auth = acs3::Authorization::parse(authorization).map_err(|e| match e {
+            SignError::UnsupportedAlgorithm => {
+                incomplete("the signature algorithm is not ACS3-HMAC-SHA256")
+            }
+            other => incomplete(&other.to_string()),
+        })?;
+        let ak = auth.access_key_id.clone();
 
         let (secret, token_rule) = {
             let keys = self.pai.lock().unwrap_or_else(|e| e.into_inner());
@@ -293,7 +261,7 @@ impl Auth {
         };
         token_rule?;
 
-        let lower_signed: Vec<String> = signed.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let lower_signed = sign::normalize_signed_headers(&auth.signed_headers);
         for required in [
             "host",
             "x-acs-date",
@@ -311,11 +279,8 @@ impl Auth {
         {
             return Err(incomplete("x-acs-security-token must be signed"));
         }
-        let headers = signed_header_values(req, &signed)
-            .map_err(|name| incomplete(&format!("signed header {name} is not in the request")))?;
-
         let payload_hash = req.header("x-acs-content-sha256").unwrap_or_default();
-        if !payload_hash.eq_ignore_ascii_case(&sha256_hex(&req.body)) {
+        if !payload_hash.eq_ignore_ascii_case(&sign::sha256_hex(&req.body)) {
             return Err(AcsError::new(
                 400,
                 "SignatureDoesNotMatch",
@@ -324,7 +289,7 @@ impl Auth {
         }
 
         let date = req.header("x-acs-date").unwrap_or_default();
-        let date: Timestamp = date.parse().map_err(|_| {
+        let date = acs3::parse_date(date).ok_or_else(|| {
             AcsError::new(
                 400,
                 "InvalidTimeStamp.Format",
@@ -339,8 +304,16 @@ impl Auth {
             ));
         }
 
-        let (string_to_sign, expected) = acs3_expected(req, &headers, payload_hash, &secret);
-        if !same(&expected, &signature.to_ascii_lowercase()) {
+        let headers = header_pairs(req);
+        let request = parts(req, &headers, payload_hash);
+        let canonical = acs3::canonical_request(&request, &auth.signed_headers)
+            .map_err(|e| incomplete(&e.to_string()))?;
+        let string_to_sign = acs3::string_to_sign(&canonical);
+        if !sign::verify_hmac_sha256_hex(
+            secret.as_bytes(),
+            string_to_sign.as_bytes(),
+            &auth.signature,
+        ) {
             return Err(AcsError::new(
                 400,
                 "SignatureDoesNotMatch",
@@ -383,11 +356,9 @@ impl Auth {
         let authorization = req
             .header("authorization")
             .ok_or_else(|| HwError::unauthenticated("the Authorization header is missing"))?;
-        let (ak, signed, signature) = parse_sdk(authorization).ok_or_else(|| {
-            HwError::unauthenticated(
-                "Authorization is not SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...",
-            )
-        })?;
+        let auth = sdk::Authorization::parse(authorization)
+            .map_err(|e| HwError::unauthenticated(&e.to_string()))?;
+        let ak = auth.access_key.clone();
         let cred = self.ims.get(&ak).ok_or_else(|| {
             HwError::unauthenticated(&format!("Get secretKey failed,ak:{ak},err:ak not exist"))
         })?;
@@ -398,7 +369,7 @@ impl Auth {
         {
             return Err(HwError::unauthenticated("verify security token fail"));
         }
-        let lower_signed: Vec<String> = signed.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let lower_signed = sign::normalize_signed_headers(&auth.signed_headers);
         for required in ["host", "x-sdk-date"] {
             if !lower_signed.iter().any(|s| s == required) {
                 return Err(HwError::unauthenticated(&format!(
@@ -406,22 +377,20 @@ impl Auth {
                 )));
             }
         }
-        let headers = signed_header_values(req, &signed).map_err(|name| {
-            HwError::unauthenticated(&format!("signed header {name} is not in the request"))
-        })?;
         let date = req.header("x-sdk-date").unwrap_or_default();
-        let parsed = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", date)
-            .ok()
-            .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
-            .map(|z| z.timestamp())
+        let parsed = sdk::parse_date(date.trim())
             .ok_or_else(|| HwError::unauthenticated("x-sdk-date is not YYYYMMDDTHHMMSSZ"))?;
         if !skew_ok(parsed) {
             return Err(HwError::unauthenticated(
                 "x-sdk-date is more than 15 minutes from the server time",
             ));
         }
-        let expected = sdk_expected(req, &headers, date, &cred.sk);
-        if !same(&expected, &signature.to_ascii_lowercase()) {
+        // IMS has no content-hash header: the body is hashed as received.
+        let payload_hash = sign::sha256_hex(&req.body);
+        let headers = header_pairs(req);
+        let verified = sdk::verify(&parts(req, &headers, &payload_hash), &auth, &cred.sk)
+            .map_err(|e| HwError::unauthenticated(&e.to_string()))?;
+        if !verified {
             return Err(HwError::unauthenticated("verify aksk signature fail"));
         }
         Ok(ImsPrincipal {
@@ -429,24 +398,4 @@ impl Auth {
             project_id: cred.project_id.clone(),
         })
     }
-}
-
-// Awaiting `crate::sign` (branch `clients`): these two rebuild the canonical
-// request and compute the signature with the shared canonicalization.
-fn acs3_expected(
-    _req: &ApiRequest,
-    _headers: &[(String, String)],
-    _payload_hash: &str,
-    _secret: &str,
-) -> (String, String) {
-    (String::new(), String::new())
-}
-
-fn sdk_expected(
-    _req: &ApiRequest,
-    _headers: &[(String, String)],
-    _date: &str,
-    _sk: &str,
-) -> String {
-    String::new()
 }

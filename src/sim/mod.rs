@@ -365,4 +365,6 @@ async fn shutdown_signal() {
 }
 
 #[cfg(test)]
+mod signature_tests;
+#[cfg(test)]
 mod tests;

@@ -27,7 +27,7 @@ pai:
   images:
     - {id: img-a, name: a, workspaceId: "1", labels: {system.chipType: GPU}}
   datasets:
-    - {id: d-1, labels: {team: ml}, versions: [{name: v1}]}
+    - {id: d-1, labels: {team: ml}, versions: [{name: v1}, {name: "v 1/β", labels: {a~b*c: x}}]}
 ims:
   images:
     - {id: ims-1, projectId: p1, tags: {env: prod}}

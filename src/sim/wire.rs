@@ -24,8 +24,6 @@ pub struct ApiRequest {
     pub method: Method,
     /// The path exactly as sent (still percent-encoded).
     pub path: String,
-    /// The query exactly as sent.
-    pub raw_query: String,
     /// The query, form-decoded (`+` and `%20` both become a space).
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
@@ -42,13 +40,10 @@ impl ApiRequest {
         body: Bytes,
         request_id: String,
     ) -> Self {
-        let query = form_urlencoded::parse(raw_query.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+        let query = crate::sign::decode_query(&raw_query);
         ApiRequest {
             method,
             path,
-            raw_query,
             query,
             headers,
             body,
