@@ -69,12 +69,12 @@ def test_add_list_remove_image_labels_with_access_key(sim):
     assert none.body.labels == [] and none.body.total_count == 0
 
     # One key per call; `/` and spaces in the key are percent-encoded in the path.
-    c.remove_image_labels(IMAGE, "system.team ml/ops")
-    c.remove_image_labels(IMAGE, "system.chipType")
+    c.remove_image_labels(IMAGE, "system.team ml/ops", ws.RemoveImageLabelsRequest())
+    c.remove_image_labels(IMAGE, "system.chipType", ws.RemoveImageLabelsRequest())
     assert "system.team ml/ops" not in labels_of(sim)
     assert "system.chipType" not in labels_of(sim)
     # Removing a missing key succeeds.
-    c.remove_image_labels(IMAGE, "system.chipType")
+    c.remove_image_labels(IMAGE, "system.chipType", ws.RemoveImageLabelsRequest())
 
 
 def test_get_image_and_list_images(sim):
@@ -92,21 +92,21 @@ def test_dataset_labels(sim):
         DATASET,
         ws.CreateDatasetLabelsRequest(labels=[ws.Label(key="team", value="ml ops"), ws.Label(key="stage", value="raw")]),
     )
-    got = c.get_dataset(DATASET)
+    got = c.get_dataset(DATASET, ws.GetDatasetRequest())
     assert {l.key: l.value for l in got.body.labels} == {"team": "ml ops", "stage": "raw", "owner": "seed"}
     c.delete_dataset_labels(DATASET, ws.DeleteDatasetLabelsRequest(label_keys="team,stage,never-there"))
-    got = c.get_dataset(DATASET)
+    got = c.get_dataset(DATASET, ws.GetDatasetRequest())
     assert {l.key: l.value for l in got.body.labels} == {"owner": "seed"}
 
 
 def test_dataset_version_labels(sim):
     c = ak_client()
     c.create_dataset_version_labels(DATASET, VERSION, ws.CreateDatasetVersionLabelsRequest(labels=[ws.Label(key="quality", value="gold")]))
-    got = c.get_dataset_version(DATASET, VERSION)
+    got = c.get_dataset_version(DATASET, VERSION, ws.GetDatasetVersionRequest())
     assert {l.key: l.value for l in got.body.labels} == {"quality": "gold"}
     assert sim.state()["paiDatasets"][DATASET]["versions"][VERSION] == {"quality": "gold"}
     c.delete_dataset_version_labels(DATASET, VERSION, ws.DeleteDatasetVersionLabelsRequest(keys="quality"))
-    assert c.get_dataset_version(DATASET, VERSION).body.labels == []
+    assert c.get_dataset_version(DATASET, VERSION, ws.GetDatasetVersionRequest()).body.labels == []
 
 
 def test_sts_security_token():
@@ -153,7 +153,7 @@ def test_rule_errors_and_not_found():
         c.add_image_labels(IMAGE, ws.AddImageLabelsRequest(labels=too_many))
     assert e.value.code == "InvalidParameter"
     with pytest.raises(openapi_errors.ClientException) as e:
-        c.get_dataset("d-missing")
+        c.get_dataset("d-missing", ws.GetDatasetRequest())
     assert (e.value.status_code, e.value.code) == (404, "Dataset.NotFound")
     with pytest.raises(openapi_errors.ClientException) as e:
         c.list_image_labels(ws.ListImageLabelsRequest(image_id="image-missing"))
