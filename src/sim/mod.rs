@@ -14,14 +14,34 @@
 //! ```
 //! As a server: [`serve_from_file`] (what `imagelabel sim` runs).
 //!
+//! Endpoints: one listener serves all three APIs. Point the PAI client at
+//! `127.0.0.1:PORT` over http (the Alibaba SDK's `endpoint` is host:port),
+//! the IMS client at `http://127.0.0.1:PORT`, STS at the same address.
+//!
+//! Seed (YAML, camelCase; see [`SeedConfig`] and `examples/sim-seed.yaml`):
+//! `credentials` (`pai` AccessKey pairs with optional `securityToken`,
+//! `bearerTokens`, `ims` AK/SK with optional `securityToken` and `projectId`,
+//! `oidc` for STS), `qps` (per account, default 100, 0 = off), `faults`
+//! ([`FaultConfig`]), `pai.images`, `pai.datasets` (with `versions`), `ims.images`.
+//!
 //! Admin endpoints (no auth, loopback callers only), under `/_sim`:
-//! `GET healthz`, `GET counters`, `POST reset-counters`, `GET state`,
-//! `GET|PUT faults` (a [`FaultConfig`] as JSON), `GET|PUT qps` (`{"qps": n}`),
-//! and out-of-band label changes that are not counted as API calls:
+//! `GET healthz`, `GET counters` ([`CounterSnapshot`]), `POST reset-counters`,
+//! `GET state` (every object and its labels), `GET|PUT faults` (a
+//! [`FaultConfig`] as JSON), `GET|PUT qps` (`{"qps": n}`), and out-of-band
+//! label changes that are not counted as API calls:
 //! `PUT|DELETE pai/images/{id}/labels/{key}`,
 //! `PUT|DELETE pai/datasets/{id}/labels/{key}`,
 //! `PUT|DELETE pai/datasets/{id}/versions/{version}/labels/{key}`,
 //! `PUT|DELETE ims/{projectId}/images/{id}/tags/{key}`; PUT takes `{"value": "..."}`.
+//!
+//! Behaviour where the clouds document nothing is the simulator's choice,
+//! listed where it is implemented: label rules in `store`, PAI codes in
+//! `pai`, IMS codes in `ims`, authentication codes in `auth`, STS in `sts`.
+//! Throttling: PAI answers 400 `Throttling.User` with `x-acs-retry-after`
+//! (milliseconds); IMS answers the gateway's 429 `APIGW.0308`. One token
+//! bucket per account covers all APIs. Request bodies are capped at
+//! [`MAX_BODY_BYTES`] (413). Fault injection applies to PAI and IMS calls,
+//! never to STS or the admin endpoints.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -541,4 +541,14 @@ async fn ims_signatures_projects_and_tokens() {
         ..Ims::new(Method::POST, "/v2/p1/images/ims-1/tags/action")
     };
     assert_eq!(bad.send(&h).await.1["error"]["code"], "IMG.0001");
+
+    // The gateway's flow control, per AK.
+    h.set_qps(1);
+    assert_eq!(Ims::new(Method::GET, tags).send(&h).await.0, 200);
+    let (status, body) = Ims::new(Method::GET, tags).send(&h).await;
+    assert_eq!(
+        (status, body["error_code"].as_str().unwrap()),
+        (429, "APIGW.0308")
+    );
+    assert_eq!(h.counters().api("ListImageTags").throttled, 1);
 }

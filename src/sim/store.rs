@@ -297,25 +297,33 @@ impl Store {
 
     /// Images matching the query, in id order.
     pub fn find_images(&self, q: &ImageQuery) -> Result<Vec<(&String, &PaiImage)>, StoreError> {
+        let matches = |img: &PaiImage| {
+            q.workspace_id
+                .as_ref()
+                .is_none_or(|w| img.workspace_id.as_ref() == Some(w))
+                && q.label_filter
+                    .iter()
+                    .all(|(k, v)| img.labels.get(k) == Some(v))
+        };
         if let Some(id) = &q.image_id {
             // A named image that does not exist is an error rather than an
             // empty list, so a caller can tell "no labels" from "no image".
-            self.pai_image(id)?;
+            // Looked up directly: the operator always names the image, and a
+            // scan would make a 10,000-image benchmark quadratic.
+            let (key, img) = self
+                .pai_images
+                .get_key_value(id)
+                .ok_or_else(|| StoreError::ImageNotFound(id.clone()))?;
+            return Ok(if matches(img) {
+                vec![(key, img)]
+            } else {
+                vec![]
+            });
         }
         Ok(self
             .pai_images
             .iter()
-            .filter(|(id, _)| q.image_id.as_ref().is_none_or(|want| want == *id))
-            .filter(|(_, img)| {
-                q.workspace_id
-                    .as_ref()
-                    .is_none_or(|w| img.workspace_id.as_ref() == Some(w))
-            })
-            .filter(|(_, img)| {
-                q.label_filter
-                    .iter()
-                    .all(|(k, v)| img.labels.get(k) == Some(v))
-            })
+            .filter(|(_, img)| matches(img))
             .collect())
     }
 
