@@ -5,6 +5,9 @@
 //! 404 `Image.NotFound`, `Dataset.NotFound`, `DatasetVersion.NotFound`;
 //! 404 `InvalidAction.NotFound` for a path or method no API answers;
 //! 400 `InvalidAction.Mismatch` when `x-acs-action` names another API than the path.
+//! 400 `InvalidVersion` when `x-acs-version` is not 2021-02-04. ListImageLabels
+//! with an `ImageId` that does not exist answers 404 `Image.NotFound` rather
+//! than an empty list, so a caller can tell a missing image from a bare one.
 
 use std::sync::Mutex;
 

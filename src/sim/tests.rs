@@ -151,10 +151,10 @@ async fn seed_documented_forms_with_authorization_bearer() {
 #[tokio::test]
 async fn qps_limit_answers_throttling_with_retry_after_per_account() {
     let h = start().await;
-    h.set_qps(3);
-    for _ in 0..3 {
-        assert_eq!(list(&h, "sk-one").await.status(), 200);
-    }
+    // One request a second: the second call comes well inside that second
+    // even on a loaded machine.
+    h.set_qps(1);
+    assert_eq!(list(&h, "sk-one").await.status(), 200);
     let resp = list(&h, "sk-one").await;
     assert_eq!(resp.status(), 400);
     let retry_after: u64 = resp.headers()["x-acs-retry-after"]
@@ -172,7 +172,7 @@ async fn qps_limit_answers_throttling_with_retry_after_per_account() {
     // Another account is not affected.
     assert_eq!(list(&h, "sk-two").await.status(), 200);
     let c = h.counters().api("ListImageLabels");
-    assert_eq!((c.ok, c.throttled), (4, 1));
+    assert_eq!((c.ok, c.throttled), (2, 1));
 }
 
 #[tokio::test]
