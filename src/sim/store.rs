@@ -1,0 +1,779 @@
+//! The simulated clouds' objects and their label rules. Every mutating call
+//! checks all its input first and then applies it whole, as the real APIs
+//! answer a request with one status.
+//!
+//! Rules and the simulator's choices where the clouds document none:
+//! - PAI image labels: 1–100 labels per AddImageLabels; keys start with
+//!   `system.`, 1–128 characters; values 0–256 characters; an existing key
+//!   is overwritten; removing a missing key succeeds.
+//! - PAI dataset and dataset-version labels: same lengths and per-call count,
+//!   any key except the cloud-reserved prefixes `acs:` and `aliyun`;
+//!   deleting missing keys succeeds.
+//! - IMS tags (WIRE.md): key 1–36, value 0–43 characters (present, may be
+//!   empty), letters, digits, space and `_ . : = + - @` (values also `/`),
+//!   keys starting with `_sys_` are the cloud's; at most 10 tags per image
+//!   after the request; keys unique in one batch; batch delete checks only
+//!   key ≤ 127 and value ≤ 255 and removes by key.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::seed::{DatasetSeed, ImsImageSeed, PaiImageSeed, SeedConfig};
+
+pub type Labels = BTreeMap<String, String>;
+
+pub const PAI_MAX_LABELS_PER_CALL: usize = 100;
+pub const PAI_MAX_KEY_CHARS: usize = 128;
+pub const PAI_MAX_VALUE_CHARS: usize = 256;
+pub const PAI_IMAGE_KEY_PREFIX: &str = "system.";
+pub const PAI_DATASET_RESERVED_PREFIXES: [&str; 2] = ["acs:", "aliyun"];
+
+pub const IMS_MAX_TAGS: usize = 10;
+pub const IMS_MAX_KEY_CHARS: usize = 36;
+pub const IMS_MAX_VALUE_CHARS: usize = 43;
+pub const IMS_DELETE_MAX_KEY_CHARS: usize = 127;
+pub const IMS_DELETE_MAX_VALUE_CHARS: usize = 255;
+const IMS_KEY_EXTRA: &str = " _.:=+-@";
+const IMS_VALUE_EXTRA: &str = " _.:=+-@/";
+
+/// Why a store call failed; the API modules turn it into their wire errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    ImageNotFound(String),
+    DatasetNotFound(String),
+    VersionNotFound {
+        dataset_id: String,
+        version: String,
+    },
+    ImsImageNotFound(String),
+    /// A parameter broke a rule; the message names it.
+    Invalid(String),
+    /// IMS: the image would hold more than 10 tags.
+    TooManyTags(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaiImage {
+    pub name: String,
+    pub workspace_id: Option<String>,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dataset {
+    pub name: String,
+    pub workspace_id: Option<String>,
+    pub labels: Labels,
+    pub versions: BTreeMap<String, Labels>,
+}
+
+/// The whole state; also the JSON of `GET /_sim/state`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Store {
+    pub pai_images: BTreeMap<String, PaiImage>,
+    pub pai_datasets: BTreeMap<String, Dataset>,
+    /// project id → image id → tags.
+    pub ims_images: BTreeMap<String, BTreeMap<String, Labels>>,
+}
+
+/// Filters of ListImageLabels / ListImages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageQuery {
+    pub image_id: Option<String>,
+    pub workspace_id: Option<String>,
+    /// Only these keys are returned (ListImageLabels `LabelKeys`).
+    pub label_keys: Option<Vec<String>>,
+    /// Only images carrying all of these pairs.
+    pub label_filter: Vec<(String, String)>,
+}
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Parses `k=v,k2=v2` (LabelFilter, ListImages `Labels`). A pair without `=`
+/// is a parameter error, not silently a key-only filter.
+pub fn parse_label_filter(raw: &str) -> Result<Vec<(String, String)>, StoreError> {
+    raw.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(StoreError::Invalid(format!(
+                "LabelFilter: {pair:?} is not key=value"
+            ))),
+        })
+        .collect()
+}
+
+/// Splits a comma-separated key list, dropping empty items.
+pub fn split_keys(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_pai_labels(labels: &[(String, String)], image: bool) -> Result<(), StoreError> {
+    if labels.is_empty() {
+        return Err(StoreError::Invalid(
+            "Labels: at least one label is required".into(),
+        ));
+    }
+    if labels.len() > PAI_MAX_LABELS_PER_CALL {
+        return Err(StoreError::Invalid(format!(
+            "Labels: at most {PAI_MAX_LABELS_PER_CALL} labels per request, got {}",
+            labels.len()
+        )));
+    }
+    for (key, value) in labels {
+        if key.is_empty() {
+            return Err(StoreError::Invalid("Labels.Key: must not be empty".into()));
+        }
+        if chars(key) > PAI_MAX_KEY_CHARS {
+            return Err(StoreError::Invalid(format!(
+                "Labels.Key: {key:?} is longer than {PAI_MAX_KEY_CHARS} characters"
+            )));
+        }
+        if chars(value) > PAI_MAX_VALUE_CHARS {
+            return Err(StoreError::Invalid(format!(
+                "Labels.Value: the value of {key:?} is longer than {PAI_MAX_VALUE_CHARS} characters"
+            )));
+        }
+        if key.chars().any(char::is_control) || value.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(format!(
+                "Labels: {key:?} holds control characters"
+            )));
+        }
+        if image && !key.starts_with(PAI_IMAGE_KEY_PREFIX) {
+            return Err(StoreError::Invalid(format!(
+                "Labels.Key: image label keys must start with {PAI_IMAGE_KEY_PREFIX:?}, got {key:?}"
+            )));
+        }
+        if !image
+            && let Some(p) = PAI_DATASET_RESERVED_PREFIXES
+                .iter()
+                .find(|p| key.starts_with(**p))
+        {
+            return Err(StoreError::Invalid(format!(
+                "Labels.Key: keys starting with {p:?} are reserved, got {key:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_keys(keys: &[String], field: &str) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "{field}: at least one key is required"
+        )));
+    }
+    if keys.len() > PAI_MAX_LABELS_PER_CALL {
+        return Err(StoreError::Invalid(format!(
+            "{field}: at most {PAI_MAX_LABELS_PER_CALL} keys per request, got {}",
+            keys.len()
+        )));
+    }
+    Ok(())
+}
+
+fn ims_charset_ok(s: &str, extra: &str) -> bool {
+    s.chars().all(|c| c.is_alphanumeric() || extra.contains(c))
+}
+
+/// One tag of an IMS create request; `None` value means the field was absent.
+pub type ImsTagInput = (String, Option<String>);
+
+fn check_ims_create(tags: &[ImsTagInput]) -> Result<(), StoreError> {
+    if tags.is_empty() {
+        return Err(StoreError::Invalid(
+            "tags: at least one tag is required".into(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, value) in tags {
+        if key.is_empty() || chars(key) > IMS_MAX_KEY_CHARS {
+            return Err(StoreError::Invalid(format!(
+                "tag key {key:?} must be 1 to {IMS_MAX_KEY_CHARS} characters"
+            )));
+        }
+        if !ims_charset_ok(key, IMS_KEY_EXTRA) || key.starts_with("_sys_") {
+            return Err(StoreError::Invalid(format!(
+                "tag key {key:?} has characters that are not allowed or a reserved prefix"
+            )));
+        }
+        let Some(value) = value else {
+            return Err(StoreError::Invalid(format!(
+                "tag {key:?}: value is required (it may be empty)"
+            )));
+        };
+        if chars(value) > IMS_MAX_VALUE_CHARS {
+            return Err(StoreError::Invalid(format!(
+                "tag {key:?}: value must be at most {IMS_MAX_VALUE_CHARS} characters"
+            )));
+        }
+        if !ims_charset_ok(value, IMS_VALUE_EXTRA) {
+            return Err(StoreError::Invalid(format!(
+                "tag {key:?}: value has characters that are not allowed"
+            )));
+        }
+        if !seen.insert(key.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "tag key {key:?} appears twice in the request"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    pub fn from_seed(seed: &SeedConfig) -> Store {
+        let mut store = Store::default();
+        for image in &seed.pai.images {
+            store.add_pai_image(image.clone());
+        }
+        for dataset in &seed.pai.datasets {
+            store.add_dataset(dataset.clone());
+        }
+        for image in &seed.ims.images {
+            store.add_ims_image(image.clone());
+        }
+        store
+    }
+
+    /// Adds or replaces an image.
+    pub fn add_pai_image(&mut self, seed: PaiImageSeed) {
+        self.pai_images.insert(
+            seed.id,
+            PaiImage {
+                name: seed.name,
+                workspace_id: seed.workspace_id,
+                labels: seed.labels,
+            },
+        );
+    }
+
+    pub fn add_dataset(&mut self, seed: DatasetSeed) {
+        let versions = seed
+            .versions
+            .into_iter()
+            .map(|v| (v.name, v.labels))
+            .collect();
+        self.pai_datasets.insert(
+            seed.id,
+            Dataset {
+                name: seed.name,
+                workspace_id: seed.workspace_id,
+                labels: seed.labels,
+                versions,
+            },
+        );
+    }
+
+    pub fn add_ims_image(&mut self, seed: ImsImageSeed) {
+        self.ims_images
+            .entry(seed.project_id)
+            .or_default()
+            .insert(seed.id, seed.tags);
+    }
+
+    // ---- PAI images ----
+
+    pub fn pai_image(&self, id: &str) -> Result<&PaiImage, StoreError> {
+        self.pai_images
+            .get(id)
+            .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
+    }
+
+    fn pai_image_mut(&mut self, id: &str) -> Result<&mut PaiImage, StoreError> {
+        self.pai_images
+            .get_mut(id)
+            .ok_or_else(|| StoreError::ImageNotFound(id.to_string()))
+    }
+
+    /// Images matching the query, in id order.
+    pub fn find_images(&self, q: &ImageQuery) -> Result<Vec<(&String, &PaiImage)>, StoreError> {
+        let matches = |img: &PaiImage| {
+            q.workspace_id
+                .as_ref()
+                .is_none_or(|w| img.workspace_id.as_ref() == Some(w))
+                && q.label_filter
+                    .iter()
+                    .all(|(k, v)| img.labels.get(k) == Some(v))
+        };
+        if let Some(id) = &q.image_id {
+            // A named image that does not exist is an error rather than an
+            // empty list, so a caller can tell "no labels" from "no image".
+            // Looked up directly: the operator always names the image, and a
+            // scan would make a 10,000-image benchmark quadratic.
+            let (key, img) = self
+                .pai_images
+                .get_key_value(id)
+                .ok_or_else(|| StoreError::ImageNotFound(id.clone()))?;
+            return Ok(if matches(img) {
+                vec![(key, img)]
+            } else {
+                vec![]
+            });
+        }
+        Ok(self
+            .pai_images
+            .iter()
+            .filter(|(_, img)| matches(img))
+            .collect())
+    }
+
+    /// ListImageLabels: the distinct (key, value) pairs of the matching
+    /// images, sorted, restricted to `label_keys` when given.
+    pub fn list_image_labels(&self, q: &ImageQuery) -> Result<Vec<(String, String)>, StoreError> {
+        let mut pairs = std::collections::BTreeSet::new();
+        for (_, img) in self.find_images(q)? {
+            for (k, v) in &img.labels {
+                if q.label_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|want| want == k))
+                {
+                    pairs.insert((k.clone(), v.clone()));
+                }
+            }
+        }
+        Ok(pairs.into_iter().collect())
+    }
+
+    pub fn add_image_labels(
+        &mut self,
+        id: &str,
+        labels: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.pai_image(id)?;
+        check_pai_labels(labels, true)?;
+        let img = self.pai_image_mut(id)?;
+        for (k, v) in labels {
+            img.labels.insert(k.clone(), v.clone());
+        }
+        Ok(())
+    }
+
+    pub fn remove_image_label(&mut self, id: &str, key: &str) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::Invalid("LabelKey: must not be empty".into()));
+        }
+        self.pai_image_mut(id)?.labels.remove(key);
+        Ok(())
+    }
+
+    // ---- PAI datasets ----
+
+    pub fn dataset(&self, id: &str) -> Result<&Dataset, StoreError> {
+        self.pai_datasets
+            .get(id)
+            .ok_or_else(|| StoreError::DatasetNotFound(id.to_string()))
+    }
+
+    fn dataset_mut(&mut self, id: &str) -> Result<&mut Dataset, StoreError> {
+        self.pai_datasets
+            .get_mut(id)
+            .ok_or_else(|| StoreError::DatasetNotFound(id.to_string()))
+    }
+
+    pub fn dataset_version(&self, id: &str, version: &str) -> Result<&Labels, StoreError> {
+        self.dataset(id)?
+            .versions
+            .get(version)
+            .ok_or_else(|| StoreError::VersionNotFound {
+                dataset_id: id.to_string(),
+                version: version.to_string(),
+            })
+    }
+
+    fn dataset_version_mut(&mut self, id: &str, version: &str) -> Result<&mut Labels, StoreError> {
+        self.dataset_mut(id)?
+            .versions
+            .get_mut(version)
+            .ok_or_else(|| StoreError::VersionNotFound {
+                dataset_id: id.to_string(),
+                version: version.to_string(),
+            })
+    }
+
+    pub fn create_dataset_labels(
+        &mut self,
+        id: &str,
+        labels: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.dataset(id)?;
+        check_pai_labels(labels, false)?;
+        let ds = self.dataset_mut(id)?;
+        ds.labels.extend(labels.iter().cloned());
+        Ok(())
+    }
+
+    pub fn delete_dataset_labels(&mut self, id: &str, keys: &[String]) -> Result<(), StoreError> {
+        self.dataset(id)?;
+        check_keys(keys, "LabelKeys")?;
+        let ds = self.dataset_mut(id)?;
+        for k in keys {
+            ds.labels.remove(k);
+        }
+        Ok(())
+    }
+
+    pub fn create_version_labels(
+        &mut self,
+        id: &str,
+        version: &str,
+        labels: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        self.dataset_version(id, version)?;
+        check_pai_labels(labels, false)?;
+        self.dataset_version_mut(id, version)?
+            .extend(labels.iter().cloned());
+        Ok(())
+    }
+
+    pub fn delete_version_labels(
+        &mut self,
+        id: &str,
+        version: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        self.dataset_version(id, version)?;
+        check_keys(keys, "Keys")?;
+        let labels = self.dataset_version_mut(id, version)?;
+        for k in keys {
+            labels.remove(k);
+        }
+        Ok(())
+    }
+
+    // ---- IMS ----
+
+    pub fn ims_tags(&self, project: &str, image: &str) -> Result<&Labels, StoreError> {
+        self.ims_images
+            .get(project)
+            .and_then(|p| p.get(image))
+            .ok_or_else(|| StoreError::ImsImageNotFound(image.to_string()))
+    }
+
+    fn ims_tags_mut(&mut self, project: &str, image: &str) -> Result<&mut Labels, StoreError> {
+        self.ims_images
+            .get_mut(project)
+            .and_then(|p| p.get_mut(image))
+            .ok_or_else(|| StoreError::ImsImageNotFound(image.to_string()))
+    }
+
+    /// AddImageTag and BatchAddOrDeleteTags `create`.
+    pub fn ims_create_tags(
+        &mut self,
+        project: &str,
+        image: &str,
+        tags: &[ImsTagInput],
+    ) -> Result<(), StoreError> {
+        let current = self.ims_tags(project, image)?;
+        check_ims_create(tags)?;
+        let new_keys = tags
+            .iter()
+            .filter(|(k, _)| !current.contains_key(k))
+            .count();
+        if current.len() + new_keys > IMS_MAX_TAGS {
+            return Err(StoreError::TooManyTags(format!(
+                "an image holds at most {IMS_MAX_TAGS} tags; it has {} and the request adds {new_keys}",
+                current.len()
+            )));
+        }
+        let current = self.ims_tags_mut(project, image)?;
+        for (k, v) in tags {
+            current.insert(k.clone(), v.clone().unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// BatchAddOrDeleteTags `delete`: lengths only, missing tags are fine.
+    pub fn ims_delete_tags(
+        &mut self,
+        project: &str,
+        image: &str,
+        tags: &[ImsTagInput],
+    ) -> Result<(), StoreError> {
+        self.ims_tags(project, image)?;
+        if tags.is_empty() {
+            return Err(StoreError::Invalid(
+                "tags: at least one tag is required".into(),
+            ));
+        }
+        for (key, value) in tags {
+            if key.is_empty() || chars(key) > IMS_DELETE_MAX_KEY_CHARS {
+                return Err(StoreError::Invalid(format!(
+                    "tag key must be 1 to {IMS_DELETE_MAX_KEY_CHARS} characters"
+                )));
+            }
+            if value
+                .as_deref()
+                .is_some_and(|v| chars(v) > IMS_DELETE_MAX_VALUE_CHARS)
+            {
+                return Err(StoreError::Invalid(format!(
+                    "tag value must be at most {IMS_DELETE_MAX_VALUE_CHARS} characters"
+                )));
+            }
+        }
+        let current = self.ims_tags_mut(project, image)?;
+        for (k, _) in tags {
+            current.remove(k);
+        }
+        Ok(())
+    }
+
+    /// DeleteImageTag: deleting a missing tag succeeds.
+    pub fn ims_delete_tag(
+        &mut self,
+        project: &str,
+        image: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        self.ims_tags_mut(project, image)?.remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::from_seed(
+            &SeedConfig::from_yaml(
+                r#"
+pai:
+  images:
+    - {id: img-a, workspaceId: "1", labels: {system.chipType: GPU, system.official: "true"}}
+    - {id: img-b, workspaceId: "2", labels: {system.chipType: CPU}}
+  datasets:
+    - {id: d-1, labels: {team: ml}, versions: [{name: v1, labels: {stage: raw}}]}
+ims:
+  images:
+    - {id: ims-1, projectId: p1, tags: {env: prod}}
+"#,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn tags(pairs: &[(&str, Option<&str>)]) -> Vec<ImsTagInput> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect()
+    }
+
+    #[test]
+    fn list_filters_by_image_workspace_keys_and_label_filter() {
+        let s = store();
+        let q =
+            |image: Option<&str>, ws: Option<&str>, keys: Option<&str>, filter: &str| ImageQuery {
+                image_id: image.map(str::to_string),
+                workspace_id: ws.map(str::to_string),
+                label_keys: keys.map(split_keys),
+                label_filter: parse_label_filter(filter).unwrap(),
+            };
+        assert_eq!(
+            s.list_image_labels(&q(Some("img-a"), None, None, ""))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            s.list_image_labels(&q(Some("img-a"), None, Some("system.official"), ""))
+                .unwrap(),
+            kv(&[("system.official", "true")])
+        );
+        assert_eq!(
+            s.list_image_labels(&q(None, None, Some("system.chipType"), ""))
+                .unwrap(),
+            kv(&[("system.chipType", "CPU"), ("system.chipType", "GPU")])
+        );
+        assert_eq!(
+            s.list_image_labels(&q(None, Some("2"), None, "")).unwrap(),
+            kv(&[("system.chipType", "CPU")])
+        );
+        assert_eq!(
+            s.list_image_labels(&q(None, None, None, "system.official=true"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            s.list_image_labels(&q(Some("img-a"), Some("2"), None, ""))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.list_image_labels(&q(Some("nope"), None, None, "")),
+            Err(StoreError::ImageNotFound("nope".into()))
+        );
+        assert!(parse_label_filter("novalue").is_err());
+    }
+
+    #[test]
+    fn pai_image_label_rules() {
+        let mut s = store();
+        s.add_image_labels(
+            "img-a",
+            &kv(&[("system.chipType", "NPU"), ("system.new", "")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.pai_image("img-a").unwrap().labels["system.chipType"],
+            "NPU"
+        );
+        assert_eq!(s.pai_image("img-a").unwrap().labels["system.new"], "");
+        let bad = |s: &mut Store, labels: Vec<(String, String)>| {
+            matches!(
+                s.add_image_labels("img-a", &labels),
+                Err(StoreError::Invalid(_))
+            )
+        };
+        assert!(bad(&mut s, kv(&[("team", "x")])));
+        assert!(bad(&mut s, vec![]));
+        assert!(bad(
+            &mut s,
+            vec![(format!("system.{}", "k".repeat(122)), "v".into())]
+        ));
+        assert!(!bad(
+            &mut s,
+            vec![(format!("system.{}", "k".repeat(121)), "v".repeat(256))]
+        ));
+        assert!(bad(&mut s, vec![("system.v".into(), "v".repeat(257))]));
+        let many: Vec<_> = (0..101)
+            .map(|i| (format!("system.k{i}"), "v".to_string()))
+            .collect();
+        assert!(bad(&mut s, many.clone()));
+        assert!(!bad(&mut s, many[..100].to_vec()));
+        // A rejected request changes nothing.
+        let before = s.pai_image("img-a").unwrap().clone();
+        assert!(bad(&mut s, kv(&[("system.ok", "1"), ("nope", "2")])));
+        assert_eq!(s.pai_image("img-a").unwrap(), &before);
+        s.remove_image_label("img-a", "system.chipType").unwrap();
+        s.remove_image_label("img-a", "system.chipType").unwrap();
+        assert!(
+            !s.pai_image("img-a")
+                .unwrap()
+                .labels
+                .contains_key("system.chipType")
+        );
+        assert_eq!(
+            s.add_image_labels("zz", &kv(&[("system.a", "b")])),
+            Err(StoreError::ImageNotFound("zz".into()))
+        );
+    }
+
+    #[test]
+    fn dataset_and_version_labels() {
+        let mut s = store();
+        s.create_dataset_labels("d-1", &kv(&[("owner", "me"), ("team", "cv")]))
+            .unwrap();
+        assert_eq!(
+            s.dataset("d-1").unwrap().labels,
+            kv(&[("owner", "me"), ("team", "cv")]).into_iter().collect()
+        );
+        assert!(matches!(
+            s.create_dataset_labels("d-1", &kv(&[("acs:x", "1")])),
+            Err(StoreError::Invalid(_))
+        ));
+        s.delete_dataset_labels("d-1", &["owner".into(), "missing".into()])
+            .unwrap();
+        assert!(matches!(
+            s.delete_dataset_labels("d-1", &[]),
+            Err(StoreError::Invalid(_))
+        ));
+        s.create_version_labels("d-1", "v1", &kv(&[("stage", "clean")]))
+            .unwrap();
+        assert_eq!(s.dataset_version("d-1", "v1").unwrap()["stage"], "clean");
+        s.delete_version_labels("d-1", "v1", &["stage".into()])
+            .unwrap();
+        assert!(s.dataset_version("d-1", "v1").unwrap().is_empty());
+        assert_eq!(
+            s.create_version_labels("d-1", "v9", &kv(&[("a", "b")])),
+            Err(StoreError::VersionNotFound {
+                dataset_id: "d-1".into(),
+                version: "v9".into()
+            })
+        );
+        assert_eq!(
+            s.delete_dataset_labels("d-9", &["a".into()]),
+            Err(StoreError::DatasetNotFound("d-9".into()))
+        );
+    }
+
+    #[test]
+    fn ims_tag_rules() {
+        let mut s = store();
+        s.ims_create_tags("p1", "ims-1", &tags(&[("env", Some("prod"))]))
+            .unwrap();
+        s.ims_create_tags(
+            "p1",
+            "ims-1",
+            &tags(&[("env", Some("dev")), ("empty", Some(""))]),
+        )
+        .unwrap();
+        assert_eq!(s.ims_tags("p1", "ims-1").unwrap()["env"], "dev");
+        let invalid = |s: &mut Store, t: Vec<ImsTagInput>| {
+            matches!(
+                s.ims_create_tags("p1", "ims-1", &t),
+                Err(StoreError::Invalid(_))
+            )
+        };
+        assert!(invalid(&mut s, tags(&[("", Some("v"))])));
+        assert!(invalid(&mut s, tags(&[(&"k".repeat(37), Some("v"))])));
+        assert!(!invalid(
+            &mut s,
+            tags(&[(&"k".repeat(36), Some(&"v".repeat(43)))])
+        ));
+        assert!(invalid(&mut s, tags(&[("k", Some(&"v".repeat(44)))])));
+        assert!(invalid(&mut s, tags(&[("k", None)])));
+        assert!(invalid(&mut s, tags(&[("a", Some("1")), ("a", Some("2"))])));
+        assert!(invalid(&mut s, tags(&[("a/b", Some("1"))])));
+        assert!(invalid(&mut s, tags(&[("_sys_x", Some("1"))])));
+        assert!(!invalid(&mut s, tags(&[("team ml", Some("a/b"))])));
+        // 10 tags at most, counted after the request; overwrites are free.
+        let have = s.ims_tags("p1", "ims-1").unwrap().len();
+        let fill: Vec<ImsTagInput> = (have..10)
+            .map(|i| (format!("k{i}"), Some("v".to_string())))
+            .collect();
+        s.ims_create_tags("p1", "ims-1", &fill).unwrap();
+        assert_eq!(s.ims_tags("p1", "ims-1").unwrap().len(), 10);
+        assert!(matches!(
+            s.ims_create_tags("p1", "ims-1", &tags(&[("one-more", Some(""))])),
+            Err(StoreError::TooManyTags(_))
+        ));
+        s.ims_create_tags("p1", "ims-1", &tags(&[("env", Some("qa"))]))
+            .unwrap();
+        // Batch delete: lengths only, missing keys fine.
+        let long_key = "ü".repeat(127);
+        s.ims_delete_tags(
+            "p1",
+            "ims-1",
+            &tags(&[("env", None), ("nope", Some("x")), (&long_key, None)]),
+        )
+        .unwrap();
+        assert!(matches!(
+            s.ims_delete_tags("p1", "ims-1", &tags(&[(&"k".repeat(128), None)])),
+            Err(StoreError::Invalid(_))
+        ));
+        s.ims_delete_tag("p1", "ims-1", "missing").unwrap();
+        assert_eq!(
+            s.ims_tags("p2", "ims-1"),
+            Err(StoreError::ImsImageNotFound("ims-1".into()))
+        );
+    }
+}

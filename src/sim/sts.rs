@@ -1,0 +1,174 @@
+//! STS `AssumeRoleWithOIDC` (RPC style, unsigned): exchanges the seeded OIDC
+//! token for temporary PAI keys that the simulator then accepts with their
+//! security token. Error codes follow Alibaba Cloud's STS error table; the
+//! 404 `EntityNotExist.Role` for an unknown role ARN is the simulator's choice.
+
+use axum::response::Response;
+use jiff::{SignedDuration, Timestamp};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::json;
+
+use super::auth::Auth;
+use super::seed::OidcSeed;
+use super::wire::{AcsError, ApiRequest, acs_ok};
+
+pub const DEFAULT_DURATION_SECONDS: u64 = 3600;
+pub const MIN_DURATION_SECONDS: u64 = 900;
+pub const MAX_DURATION_SECONDS: u64 = 43_200;
+
+fn random(n: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+/// The request's parameters: the query, or a form body for POST.
+fn params(req: &ApiRequest) -> Vec<(String, String)> {
+    let mut params = req.query.clone();
+    if req.method == axum::http::Method::POST {
+        params.extend(
+            form_urlencoded::parse(&req.body).map(|(k, v)| (k.into_owned(), v.into_owned())),
+        );
+    }
+    params
+}
+
+fn valid_session_name(name: &str) -> bool {
+    (2..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".@-_".contains(c))
+}
+
+pub fn handle(
+    auth: &Auth,
+    oidc: Option<&OidcSeed>,
+    req: &ApiRequest,
+) -> Result<Response, AcsError> {
+    let params = params(req);
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    match get("Action") {
+        Some("AssumeRoleWithOIDC") => {}
+        other => {
+            return Err(AcsError::new(
+                404,
+                "InvalidAction.NotFound",
+                format!(
+                    "Specified api {other:?} is not found; the simulator's STS answers AssumeRoleWithOIDC."
+                ),
+            ));
+        }
+    }
+    if let Some(version) = get("Version")
+        && version != "2015-04-01"
+    {
+        return Err(AcsError::new(
+            400,
+            "InvalidVersion",
+            format!("Specified parameter Version {version:?} is not valid."),
+        ));
+    }
+    let role_arn = get("RoleArn").ok_or_else(|| AcsError::missing("RoleArn"))?;
+    let provider_arn =
+        get("OIDCProviderArn").ok_or_else(|| AcsError::missing("OIDCProviderArn"))?;
+    let token = get("OIDCToken").ok_or_else(|| {
+        AcsError::new(
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+            "The OIDCToken can not empty.",
+        )
+    })?;
+    let session = get("RoleSessionName").ok_or_else(|| AcsError::missing("RoleSessionName"))?;
+    if !valid_session_name(session) {
+        return Err(AcsError::new(
+            400,
+            "InvalidParameter.RoleSessionName",
+            "The parameter RoleSessionName is wrongly formed.",
+        ));
+    }
+    let duration = match get("DurationSeconds") {
+        None => DEFAULT_DURATION_SECONDS,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(d) if (MIN_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(&d) => d,
+            _ => {
+                return Err(AcsError::new(
+                    400,
+                    "InvalidParameter.DurationSeconds",
+                    format!(
+                        "The Min/Max value of DurationSeconds is {MIN_DURATION_SECONDS}/{MAX_DURATION_SECONDS} seconds, got {raw:?}."
+                    ),
+                ));
+            }
+        },
+    };
+    let oidc = oidc
+        .filter(|o| o.provider_arn == provider_arn)
+        .ok_or_else(|| {
+            AcsError::new(
+                401,
+                "AuthenticationFail.NoPermission",
+                "No such OIDC Provider registered.",
+            )
+        })?;
+    if oidc.role_arn != role_arn {
+        return Err(AcsError::new(
+            404,
+            "EntityNotExist.Role",
+            format!("The role not exists: {role_arn}."),
+        ));
+    }
+    if oidc.token != token {
+        return Err(AcsError::new(
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+            "The Jwt content is invalid that cannot be recognized.",
+        ));
+    }
+
+    let lifetime = oidc
+        .expiry_seconds
+        .map_or(duration, |cap| cap.min(duration));
+    let lifetime = i64::try_from(lifetime).unwrap_or(i64::MAX);
+    let expires = Timestamp::now()
+        .checked_add(SignedDuration::from_secs(lifetime))
+        .unwrap_or(Timestamp::MAX);
+    let access_key_id = oidc
+        .issued_access_key_id
+        .clone()
+        .unwrap_or_else(|| format!("STS.{}", random(24)));
+    let secret = oidc
+        .issued_access_key_secret
+        .clone()
+        .unwrap_or_else(|| random(40));
+    let security_token = format!("CAIS{}", random(96));
+    auth.issue_pai_key(&access_key_id, &secret, &security_token, expires);
+
+    let account = role_arn.split(':').nth(3).unwrap_or_default();
+    let role = role_arn.rsplit('/').next().unwrap_or_default();
+    Ok(acs_ok(
+        &req.request_id,
+        json!({
+            "Credentials": {
+                "AccessKeyId": access_key_id,
+                "AccessKeySecret": secret,
+                "SecurityToken": security_token,
+                // Whole seconds, as STS sends them.
+                "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            },
+            "AssumedRoleUser": {
+                "Arn": format!("acs:ram::{account}:assumed-role/{role}/{session}"),
+                "AssumedRoleId": format!("3{}:{session}", &random(16)),
+            },
+            "OIDCTokenInfo": {"Issuer": "https://oidc-ack.sim.aliyuncs.com", "Subject": "system:serviceaccount:sim"},
+        }),
+    ))
+}
