@@ -1,1 +1,3 @@
 //! Alibaba Cloud PAI AIWorkSpace client.
+
+pub mod error;
