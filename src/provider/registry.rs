@@ -67,3 +67,83 @@ fn describe(e: &reqwest::Error) -> String {
 pub(crate) fn transport_error(api: &'static str, e: &reqwest::Error) -> CloudError {
     CloudError::new(ErrorKind::Network, api, describe(e))
 }
+
+/// Where a client sends its calls: an origin, an optional path prefix, and
+/// the `host` header value that is signed and sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `scheme://authority`, no trailing `/`.
+    pub origin: String,
+    /// Path prefix of the base URL (empty, or starting with `/` and without a trailing `/`).
+    pub prefix: String,
+    /// `host[:port]` as sent in the `host` header.
+    pub host: String,
+}
+
+impl Endpoint {
+    /// The HTTPS endpoint of a cloud host name.
+    pub fn https(host: &str) -> Self {
+        Endpoint {
+            origin: format!("https://{host}"),
+            prefix: String::new(),
+            host: host.to_string(),
+        }
+    }
+
+    /// An operator-supplied base URL (`http://127.0.0.1:8080`,
+    /// `https://aiworkspace-vpc.cn-hangzhou.aliyuncs.com`). Query and
+    /// fragment are not allowed; a path is kept as a prefix.
+    pub fn parse(base: &str) -> Result<Self, String> {
+        let url =
+            reqwest::Url::parse(base.trim()).map_err(|e| format!("invalid endpoint URL: {e}"))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err("endpoint URL must be http or https".into());
+        }
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err("endpoint URL must not carry a query, fragment or user info".into());
+        }
+        let host_name = url.host_str().ok_or("endpoint URL has no host")?;
+        let host = match url.port() {
+            Some(p) => format!("{host_name}:{p}"),
+            None => host_name.to_string(),
+        };
+        Ok(Endpoint {
+            origin: format!("{}://{host}", url.scheme()),
+            prefix: url.path().trim_end_matches('/').to_string(),
+            host,
+        })
+    }
+
+    /// The URL of an already-encoded `path` and wire `query` (may be empty).
+    pub fn url(&self, path: &str, query: &str) -> String {
+        if query.is_empty() {
+            format!("{}{}{path}", self.origin, self.prefix)
+        } else {
+            format!("{}{}{path}?{query}", self.origin, self.prefix)
+        }
+    }
+}
+
+/// Regions come from custom resources and end up in host names: only
+/// lower-case letters, digits and inner dashes are allowed, so a tenant
+/// cannot steer the operator's credentials to another host.
+pub fn validate_region(region: &str) -> Result<(), String> {
+    let ok = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid region {region:?}: expected lower-case letters, digits and dashes"
+        ))
+    }
+}
