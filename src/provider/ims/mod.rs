@@ -165,6 +165,11 @@ impl ImsClient {
         &self.endpoint
     }
 
+    /// The shared rate limiter this client draws from.
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
     /// Every header of one attempt, the signature included.
     fn headers_for(
         &self,

@@ -221,6 +221,11 @@ impl PaiClient {
         &self.endpoint
     }
 
+    /// The shared rate limiter this client draws from.
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
     /// Every header of one attempt, the signature included. Pure, for tests.
     fn headers_for(
         &self,
