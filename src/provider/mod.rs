@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod ims;
 pub mod limiter;
 pub mod pai;
+pub mod registry;
 pub mod retry;
 
 /// What a set points at, with everything the cloud call needs to find it.

@@ -1,1 +1,668 @@
-//! Alibaba Cloud PAI AIWorkSpace client.
+//! Alibaba Cloud PAI AIWorkSpace client (API 2021-02-04, ROA style, JSON),
+//! signing with ACS3-HMAC-SHA256 or sending a bearer token.
+//!
+//! Every call goes through the shared rate limiter and the retry policy; each
+//! attempt is signed afresh (new date and nonce), because AIWorkSpace rejects
+//! a replayed nonce.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use reqwest::Method;
+use serde_json::Value;
+
+use super::credentials::{CredentialError, CredentialSource, Credentials};
+use super::limiter::RateLimiter;
+use super::registry::{Endpoint, transport_error, validate_region};
+use super::retry::RetryPolicy;
+use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
+use crate::sign::{self, RequestParts, acs3};
+
+pub mod error;
+#[cfg(test)]
+pub(crate) mod testsupport;
+
+pub const API_VERSION: &str = "2021-02-04";
+/// AddImageLabels accepts at most this many labels.
+pub const MAX_ADD_LABELS: usize = 100;
+/// Keys per DeleteDatasetLabels / DeleteDatasetVersionLabels call: they go
+/// in one comma-separated query value, and request paths are capped at 8192
+/// characters.
+pub const MAX_DATASET_REMOVE_KEYS: usize = 20;
+
+const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// The default endpoint of a region.
+pub fn default_host(region: &str) -> String {
+    format!("aiworkspace.{region}.aliyuncs.com")
+}
+
+/// One label as AIWorkSpace reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+/// Parameters of ListImageLabels; all optional, as in the API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListImageLabelsRequest {
+    pub image_id: Option<String>,
+    pub workspace_id: Option<String>,
+    /// Sent comma-separated as `LabelKeys`.
+    pub label_keys: Vec<String>,
+    /// Sent as is, e.g. `system.framework=XGBoost 1.6.0,system.official=true`.
+    pub label_filter: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListImageLabelsResponse {
+    pub request_id: Option<String>,
+    pub labels: Vec<Label>,
+    pub total_count: Option<u64>,
+}
+
+/// A JSON answer with its request id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub request_id: Option<String>,
+    pub body: Value,
+}
+
+/// A client for one account (credential source) in one region.
+pub struct PaiClient {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    region: String,
+    creds: Arc<dyn CredentialSource>,
+    limiter: Arc<RateLimiter>,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for PaiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaiClient")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("creds", &self.creds)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Call {
+    api: &'static str,
+    method: Method,
+    /// Already percent-encoded.
+    path: String,
+    query: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Call {
+    fn new(api: &'static str, method: Method, path: String) -> Self {
+        Call {
+            api,
+            method,
+            path,
+            query: Vec::new(),
+            body: None,
+        }
+    }
+    fn query(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.query.push((k.to_string(), v.into()));
+        self
+    }
+    fn json(mut self, v: &Value) -> Self {
+        self.body = Some(v.to_string().into_bytes());
+        self
+    }
+}
+
+fn labels_body(labels: &[(String, String)]) -> Value {
+    let list: Vec<Value> = labels
+        .iter()
+        .map(|(k, v)| serde_json::json!({"Key": k, "Value": v}))
+        .collect();
+    serde_json::json!({ "Labels": list })
+}
+
+/// `Labels` of an answer: `[{"Key","Value"}]`; entries without a key are
+/// skipped, a missing or null value reads as empty.
+pub fn parse_labels(v: Option<&Value>) -> Vec<Label> {
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let key = error::scalar(item.get("Key"))?;
+            Some(Label {
+                key,
+                value: error::scalar(item.get("Value")).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn to_map(labels: Vec<Label>) -> Labels {
+    labels.into_iter().map(|l| (l.key, l.value)).collect()
+}
+
+fn image_path(image_id: &str) -> String {
+    format!("/api/v1/images/{}", sign::encode(image_id))
+}
+
+fn dataset_path(dataset_id: &str) -> String {
+    format!("/api/v1/datasets/{}", sign::encode(dataset_id))
+}
+
+fn version_path(dataset_id: &str, version: &str) -> String {
+    format!(
+        "{}/versions/{}",
+        dataset_path(dataset_id),
+        sign::encode(version)
+    )
+}
+
+fn comma_joined(api: &'static str, keys: &[String]) -> Result<String, CloudError> {
+    // The API splits on commas: such a key cannot be expressed.
+    if let Some(k) = keys.iter().find(|k| k.contains(',')) {
+        return Err(CloudError::new(
+            ErrorKind::Invalid,
+            api,
+            format!("label key {k:?} contains a comma, which {api} cannot express"),
+        ));
+    }
+    Ok(keys.join(","))
+}
+
+fn wrong_target(api: &'static str, target: &Target) -> CloudError {
+    CloudError::new(
+        ErrorKind::Invalid,
+        api,
+        format!("the pai client cannot manage {target}"),
+    )
+}
+
+impl PaiClient {
+    /// A client for `region`; `endpoint` (operator configuration only)
+    /// replaces the region's default host.
+    pub fn new(
+        http: reqwest::Client,
+        region: &str,
+        endpoint: Option<&str>,
+        creds: Arc<dyn CredentialSource>,
+        limiter: Arc<RateLimiter>,
+        retry: RetryPolicy,
+    ) -> Result<Self, CloudError> {
+        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
+        let endpoint = match endpoint {
+            Some(base) => Endpoint::parse(base)
+                .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?,
+            None => Endpoint::https(&default_host(region)),
+        };
+        Ok(PaiClient {
+            http,
+            endpoint,
+            region: region.to_string(),
+            creds,
+            limiter,
+            retry,
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The shared rate limiter this client draws from.
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
+    /// Every header of one attempt, the signature included. Pure, for tests.
+    fn headers_for(
+        &self,
+        call: &Call,
+        creds: &Credentials,
+        date: Timestamp,
+        nonce: &str,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        let body = call.body.as_deref().unwrap_or_default();
+        let payload_hash = sign::sha256_hex(body);
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), self.endpoint.host.clone()),
+            ("x-acs-action".into(), call.api.into()),
+            ("x-acs-version".into(), API_VERSION.into()),
+            ("x-acs-date".into(), acs3::format_date(date)),
+            ("x-acs-signature-nonce".into(), nonce.into()),
+            ("accept".into(), "application/json".into()),
+            ("x-acs-content-sha256".into(), payload_hash.clone()),
+        ];
+        if call.body.is_some() {
+            headers.push(("content-type".into(), JSON_CONTENT_TYPE.into()));
+        }
+        match creds {
+            Credentials::AccessKey {
+                id,
+                secret,
+                security_token,
+            } => {
+                if let Some(token) = security_token {
+                    headers.push(("x-acs-accesskey-id".into(), id.clone()));
+                    headers.push(("x-acs-security-token".into(), token.clone()));
+                }
+                let signed = acs3::default_signed_headers(&headers);
+                let parts = RequestParts {
+                    method: call.method.as_str(),
+                    path: &format!("{}{}", self.endpoint.prefix, call.path),
+                    query: &call.query,
+                    headers: &headers,
+                    payload_hash: &payload_hash,
+                };
+                let s = acs3::sign(&parts, id, secret, &signed)
+                    .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
+                headers.push(("authorization".into(), s.authorization));
+            }
+            Credentials::Bearer(token) => {
+                headers.push(("x-acs-bearer-token".into(), token.clone()));
+                headers.push(("x-acs-signature-type".into(), "BEARERTOKEN".into()));
+            }
+            other => {
+                return Err(
+                    CredentialError::WrongKind(other.kind_name(), "pai").into_cloud(call.api)
+                );
+            }
+        }
+        Ok(headers)
+    }
+
+    async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
+        self.limiter.acquire().await;
+        let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let headers = self.headers_for(call, &creds, Timestamp::now(), &nonce)?;
+        let url = self
+            .endpoint
+            .url(&call.path, &acs3::canonical_query(&call.query));
+        let mut req = self.http.request(call.method.clone(), &url);
+        for (n, v) in &headers {
+            req = req.header(n.as_str(), v.as_str());
+        }
+        if let Some(body) = &call.body {
+            req = req.body(body.clone());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(call.api, &e))?;
+        let status = resp.status().as_u16();
+        let resp_headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(call.api, &e))?;
+        if !(200..300).contains(&status) {
+            let err = error::map_error(call.api, status, &resp_headers, &bytes);
+            tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "pai call failed");
+            return Err(err);
+        }
+        let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| CloudError {
+                http_status: Some(status),
+                ..CloudError::new(ErrorKind::Network, call.api, "answer is not JSON")
+            })?
+        };
+        let request_id = error::scalar(body.get("RequestId")).or_else(|| {
+            resp_headers
+                .get("x-acs-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+        tracing::debug!(
+            api = call.api,
+            attempt,
+            status,
+            request_id = request_id.as_deref().unwrap_or(""),
+            "pai call"
+        );
+        Ok(Answer { request_id, body })
+    }
+
+    async fn call(&self, call: Call) -> Result<Answer, CloudError> {
+        self.retry.run(|attempt| self.attempt(&call, attempt)).await
+    }
+
+    /// GetImage: the image's full description.
+    pub async fn get_image(
+        &self,
+        image_id: &str,
+        verbose: Option<bool>,
+    ) -> Result<Answer, CloudError> {
+        let mut call = Call::new("GetImage", Method::GET, image_path(image_id));
+        if let Some(v) = verbose {
+            call = call.query("Verbose", v.to_string());
+        }
+        self.call(call).await
+    }
+
+    /// ListImageLabels with any of its filters.
+    pub async fn list_image_labels(
+        &self,
+        req: &ListImageLabelsRequest,
+    ) -> Result<ListImageLabelsResponse, CloudError> {
+        let mut call = Call::new(
+            "ListImageLabels",
+            Method::GET,
+            "/api/v1/image/labels".into(),
+        );
+        if let Some(v) = &req.image_id {
+            call = call.query("ImageId", v.clone());
+        }
+        if let Some(v) = &req.workspace_id {
+            call = call.query("WorkspaceId", v.clone());
+        }
+        if !req.label_keys.is_empty() {
+            call = call.query("LabelKeys", req.label_keys.join(","));
+        }
+        if let Some(v) = &req.label_filter {
+            call = call.query("LabelFilter", v.clone());
+        }
+        if let Some(v) = &req.region {
+            call = call.query("Region", v.clone());
+        }
+        let a = self.call(call).await?;
+        Ok(ListImageLabelsResponse {
+            labels: parse_labels(a.body.get("Labels")),
+            total_count: a.body.get("TotalCount").and_then(Value::as_u64),
+            request_id: a.request_id,
+        })
+    }
+
+    /// AddImageLabels (at most [`MAX_ADD_LABELS`]).
+    pub async fn add_image_labels(
+        &self,
+        image_id: &str,
+        labels: &[(String, String)],
+    ) -> Result<WriteOutcome, CloudError> {
+        const API: &str = "AddImageLabels";
+        if labels.len() > MAX_ADD_LABELS {
+            return Err(CloudError::new(
+                ErrorKind::Invalid,
+                API,
+                format!(
+                    "{} labels in one call; the limit is {MAX_ADD_LABELS}",
+                    labels.len()
+                ),
+            ));
+        }
+        let call = Call::new(
+            API,
+            Method::POST,
+            format!("{}/labels", image_path(image_id)),
+        )
+        .json(&labels_body(labels));
+        Ok(WriteOutcome {
+            request_id: self.call(call).await?.request_id,
+        })
+    }
+
+    /// RemoveImageLabels: one key.
+    pub async fn remove_image_label(
+        &self,
+        image_id: &str,
+        key: &str,
+    ) -> Result<WriteOutcome, CloudError> {
+        let call = Call::new(
+            "RemoveImageLabels",
+            Method::DELETE,
+            format!("{}/labels/{}", image_path(image_id), sign::encode(key)),
+        );
+        Ok(WriteOutcome {
+            request_id: self.call(call).await?.request_id,
+        })
+    }
+
+    /// GetDataset: the dataset's description (its `Labels` among others).
+    pub async fn get_dataset(&self, dataset_id: &str) -> Result<Answer, CloudError> {
+        self.call(Call::new(
+            "GetDataset",
+            Method::GET,
+            dataset_path(dataset_id),
+        ))
+        .await
+    }
+
+    pub async fn create_dataset_labels(
+        &self,
+        dataset_id: &str,
+        labels: &[(String, String)],
+    ) -> Result<WriteOutcome, CloudError> {
+        let call = Call::new(
+            "CreateDatasetLabels",
+            Method::POST,
+            format!("{}/labels", dataset_path(dataset_id)),
+        )
+        .json(&labels_body(labels));
+        Ok(WriteOutcome {
+            request_id: self.call(call).await?.request_id,
+        })
+    }
+
+    pub async fn delete_dataset_labels(
+        &self,
+        dataset_id: &str,
+        keys: &[String],
+    ) -> Result<WriteOutcome, CloudError> {
+        const API: &str = "DeleteDatasetLabels";
+        let call = Call::new(
+            API,
+            Method::DELETE,
+            format!("{}/labels", dataset_path(dataset_id)),
+        )
+        .query("LabelKeys", comma_joined(API, keys)?);
+        Ok(WriteOutcome {
+            request_id: self.call(call).await?.request_id,
+        })
+    }
+
+    /// GetDatasetVersion: the version's description (its `Labels` among others).
+    pub async fn get_dataset_version(
+        &self,
+        dataset_id: &str,
+        version: &str,
+    ) -> Result<Answer, CloudError> {
+        self.call(Call::new(
+            "GetDatasetVersion",
+            Method::GET,
+            version_path(dataset_id, version),
+        ))
+        .await
+    }
+
+    pub async fn create_dataset_version_labels(
+        &self,
+        dataset_id: &str,
+        version: &str,
+        labels: &[(String, String)],
+    ) -> Result<WriteOutcome, CloudError> {
+        let call = Call::new(
+            "CreateDatasetVersionLabels",
+            Method::PUT,
+            format!("{}/labels", version_path(dataset_id, version)),
+        )
+        .json(&labels_body(labels));
+        Ok(WriteOutcome {
+            request_id: self.call(call).await?.request_id,
+        })
+    }
+
+    pub async fn delete_dataset_version_labels(
+        &self,
+        dataset_id: &str,
+        version: &str,
+        keys: &[String],
+    ) -> Result<WriteOutcome, CloudError> {
+        const API: &str = "DeleteDatasetVersionLabels";
+        let call = Call::new(
+            API,
+            Method::DELETE,
+            format!("{}/labels", version_path(dataset_id, version)),
+        )
+        .query("Keys", comma_joined(API, keys)?);
+        Ok(WriteOutcome {
+            request_id: self.call(call).await?.request_id,
+        })
+    }
+
+    async fn observe_target(&self, target: &Target) -> Result<Labels, CloudError> {
+        match target {
+            Target::PaiImage {
+                image_id,
+                workspace_id,
+            } => {
+                let req = ListImageLabelsRequest {
+                    image_id: Some(image_id.clone()),
+                    workspace_id: workspace_id.clone(),
+                    ..Default::default()
+                };
+                let resp = self.list_image_labels(&req).await?;
+                if resp.labels.is_empty() {
+                    // A filter on an unknown image may well answer with an
+                    // empty list; tell "no labels" from "no image".
+                    self.get_image(image_id, None).await?;
+                }
+                Ok(to_map(resp.labels))
+            }
+            Target::PaiDataset { dataset_id } => Ok(to_map(parse_labels(
+                self.get_dataset(dataset_id).await?.body.get("Labels"),
+            ))),
+            Target::PaiDatasetVersion {
+                dataset_id,
+                version,
+            } => Ok(to_map(parse_labels(
+                self.get_dataset_version(dataset_id, version)
+                    .await?
+                    .body
+                    .get("Labels"),
+            ))),
+            Target::ImsImage { .. } => Err(wrong_target("ListImageLabels", target)),
+        }
+    }
+
+    async fn add_target(
+        &self,
+        target: &Target,
+        labels: &[(String, String)],
+    ) -> Result<WriteOutcome, CloudError> {
+        let mut out = WriteOutcome::default();
+        // The engine batches by `limits`; chunking again keeps a larger
+        // batch from becoming an API error.
+        for chunk in labels.chunks(MAX_ADD_LABELS) {
+            out = match target {
+                Target::PaiImage { image_id, .. } => self.add_image_labels(image_id, chunk).await?,
+                Target::PaiDataset { dataset_id } => {
+                    self.create_dataset_labels(dataset_id, chunk).await?
+                }
+                Target::PaiDatasetVersion {
+                    dataset_id,
+                    version,
+                } => {
+                    self.create_dataset_version_labels(dataset_id, version, chunk)
+                        .await?
+                }
+                Target::ImsImage { .. } => return Err(wrong_target("AddImageLabels", target)),
+            };
+        }
+        Ok(out)
+    }
+
+    async fn remove_target(
+        &self,
+        target: &Target,
+        keys: &[String],
+    ) -> Result<WriteOutcome, CloudError> {
+        let mut out = WriteOutcome::default();
+        let chunk_size = if matches!(target, Target::PaiImage { .. }) {
+            1
+        } else {
+            MAX_DATASET_REMOVE_KEYS
+        };
+        for chunk in keys.chunks(chunk_size) {
+            let result = match target {
+                Target::PaiImage { image_id, .. } => {
+                    self.remove_image_label(image_id, &chunk[0]).await
+                }
+                Target::PaiDataset { dataset_id } => {
+                    self.delete_dataset_labels(dataset_id, chunk).await
+                }
+                Target::PaiDatasetVersion {
+                    dataset_id,
+                    version,
+                } => {
+                    self.delete_dataset_version_labels(dataset_id, version, chunk)
+                        .await
+                }
+                Target::ImsImage { .. } => return Err(wrong_target("RemoveImageLabels", target)),
+            };
+            out = match result {
+                Ok(o) => o,
+                // Removing what is not there (label or object) leaves the
+                // object without the key, which is what was asked.
+                Err(e) if e.kind == ErrorKind::NotFound => WriteOutcome {
+                    request_id: e.request_id,
+                },
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(out)
+    }
+}
+
+impl LabelProvider for PaiClient {
+    fn limits(&self, target: &Target) -> CallLimits {
+        match target {
+            Target::PaiImage { .. } => CallLimits {
+                add_per_call: MAX_ADD_LABELS,
+                remove_per_call: 1,
+                max_labels_on_object: None,
+            },
+            _ => CallLimits {
+                add_per_call: MAX_ADD_LABELS,
+                remove_per_call: MAX_DATASET_REMOVE_KEYS,
+                max_labels_on_object: None,
+            },
+        }
+    }
+
+    fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {
+        Box::pin(self.observe_target(target))
+    }
+
+    fn add<'a>(
+        &'a self,
+        target: &'a Target,
+        labels: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+        Box::pin(self.add_target(target, labels))
+    }
+
+    fn remove<'a>(
+        &'a self,
+        target: &'a Target,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
+        Box::pin(self.remove_target(target, keys))
+    }
+}
+
+#[cfg(test)]
+mod tests;

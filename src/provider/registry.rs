@@ -1,0 +1,623 @@
+//! Hands out cloud clients for (provider, region, credentials), built from
+//! the operator's configuration. The CLI and the controller go through
+//! [`Clouds`]: it caches clients, shares one HTTP connection pool, and shares
+//! one rate limiter per (provider, account, region) however many sets and
+//! credential objects point at that account.
+//!
+//! Endpoints come only from [`CloudConfig`] (operator flags), never from a
+//! custom resource: a tenant must not be able to send the operator's
+//! credentials to a host of its choosing. Regions, which do come from
+//! resources, are checked to be plain region names before they become part
+//! of a host name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error as _;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::credentials::{self, CredentialError, CredentialSource, EnvLookup, StaticSource};
+use super::ims::ImsClient;
+use super::limiter::{DEFAULT_QPS, Limiters};
+use super::pai::PaiClient;
+use super::retry::RetryPolicy;
+use super::{CloudError, ErrorKind, LabelProvider};
+use crate::api::Provider;
+
+/// Operator-level settings of the cloud clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudConfig {
+    /// Base URL replacing `https://aiworkspace.<region>.aliyuncs.com` (VPC endpoint, simulator).
+    pub pai_endpoint: Option<String>,
+    /// Base URL replacing `https://ims.<region>.myhuaweicloud.com`.
+    pub ims_endpoint: Option<String>,
+    /// Base URL of STS for RRSA, replacing `https://sts.aliyuncs.com` (or the regional one).
+    pub sts_endpoint: Option<String>,
+    /// Calls per second per (provider, account, region).
+    pub qps: NonZeroU32,
+    pub retry: RetryPolicy,
+    /// Whole-request timeout of one attempt.
+    pub http_timeout: Duration,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            pai_endpoint: None,
+            ims_endpoint: None,
+            sts_endpoint: None,
+            qps: DEFAULT_QPS,
+            retry: RetryPolicy::default(),
+            http_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl CloudConfig {
+    /// Every API (PAI, IMS and STS) at one base URL, as the simulator serves them.
+    pub fn with_base_url(base: &str) -> Self {
+        CloudConfig {
+            pai_endpoint: Some(base.to_string()),
+            ims_endpoint: Some(base.to_string()),
+            sts_endpoint: Some(base.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Checks the endpoint overrides, so a typo fails at start-up rather than
+    /// at the first reconcile.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, ep) in [
+            ("pai", &self.pai_endpoint),
+            ("huaweicloud-ims", &self.ims_endpoint),
+            ("sts", &self.sts_endpoint),
+        ] {
+            if let Some(ep) = ep {
+                Endpoint::parse(ep).map_err(|e| format!("{name} endpoint: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+enum Client {
+    Pai(Arc<PaiClient>),
+    Ims(Arc<ImsClient>),
+}
+
+/// Past this many cached clients the cache starts over (rotated Secrets
+/// leave stale entries behind); clients are cheap to rebuild and the rate
+/// limiters live on separately.
+const MAX_CACHED_CLIENTS: usize = 4096;
+
+/// The registry of cloud clients.
+pub struct Clouds {
+    config: CloudConfig,
+    http: reqwest::Client,
+    limiters: Limiters,
+    clients: Mutex<HashMap<(Provider, String, String), Client>>,
+    defaults: Mutex<HashMap<Provider, Arc<dyn CredentialSource>>>,
+}
+
+impl std::fmt::Debug for Clouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clouds")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clouds {
+    pub fn new(config: CloudConfig) -> Result<Self, CloudError> {
+        config
+            .validate()
+            .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
+        let http = http_client(config.http_timeout)?;
+        Ok(Clouds {
+            limiters: Limiters::new(config.qps),
+            config,
+            http,
+            clients: Mutex::new(HashMap::new()),
+            defaults: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &CloudConfig {
+        &self.config
+    }
+
+    /// The shared HTTP client (for callers that talk to the same endpoints).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The shared rate limiters (for the wait-time metric).
+    pub fn limiters(&self) -> &Limiters {
+        &self.limiters
+    }
+
+    fn client(
+        &self,
+        provider: Provider,
+        region: &str,
+        creds: Arc<dyn CredentialSource>,
+    ) -> Result<Client, CloudError> {
+        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
+        let key = (provider, region.to_string(), creds.fingerprint());
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let limiter = self
+            .limiters
+            .get(provider.as_str(), &creds.identity(), region);
+        let retry = self.config.retry.clone();
+        let client = match provider {
+            Provider::Pai => Client::Pai(Arc::new(PaiClient::new(
+                self.http.clone(),
+                region,
+                self.config.pai_endpoint.as_deref(),
+                creds,
+                limiter,
+                retry,
+            )?)),
+            Provider::HuaweicloudIms => Client::Ims(Arc::new(ImsClient::new(
+                self.http.clone(),
+                region,
+                self.config.ims_endpoint.as_deref(),
+                creds,
+                limiter,
+                retry,
+            )?)),
+        };
+        if cache.len() >= MAX_CACHED_CLIENTS {
+            cache.clear();
+        }
+        cache.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The client of `provider` in `region` acting with `creds`; the same
+    /// (provider, region, credentials) gets the same client back.
+    pub fn provider(
+        &self,
+        provider: Provider,
+        region: &str,
+        creds: Arc<dyn CredentialSource>,
+    ) -> Result<Arc<dyn LabelProvider>, CloudError> {
+        Ok(match self.client(provider, region, creds)? {
+            Client::Pai(c) => c,
+            Client::Ims(c) => c,
+        })
+    }
+
+    /// The PAI client itself, for its plain API methods (GetImage, filtered ListImageLabels, …).
+    pub fn pai(
+        &self,
+        region: &str,
+        creds: Arc<dyn CredentialSource>,
+    ) -> Result<Arc<PaiClient>, CloudError> {
+        match self.client(Provider::Pai, region, creds)? {
+            Client::Pai(c) => Ok(c),
+            Client::Ims(_) => Err(CloudError::new(
+                ErrorKind::Invalid,
+                "client",
+                "cached client of the wrong provider",
+            )),
+        }
+    }
+
+    /// The IMS client itself, for its plain API methods.
+    pub fn ims(
+        &self,
+        region: &str,
+        creds: Arc<dyn CredentialSource>,
+    ) -> Result<Arc<ImsClient>, CloudError> {
+        match self.client(Provider::HuaweicloudIms, region, creds)? {
+            Client::Ims(c) => Ok(c),
+            Client::Pai(_) => Err(CloudError::new(
+                ErrorKind::Invalid,
+                "client",
+                "cached client of the wrong provider",
+            )),
+        }
+    }
+
+    /// The operator's default credentials for `provider`, from the process
+    /// environment (see [`credentials::pai_default_chain`]); resolved once.
+    pub fn default_credentials(
+        &self,
+        provider: Provider,
+    ) -> Result<Arc<dyn CredentialSource>, CredentialError> {
+        self.default_credentials_with_env(provider, &credentials::process_env)
+    }
+
+    /// [`Clouds::default_credentials`] with an injectable environment.
+    pub fn default_credentials_with_env(
+        &self,
+        provider: Provider,
+        env: EnvLookup<'_>,
+    ) -> Result<Arc<dyn CredentialSource>, CredentialError> {
+        let mut defaults = self.defaults.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(src) = defaults.get(&provider) {
+            return Ok(src.clone());
+        }
+        let src = match provider {
+            Provider::Pai => credentials::pai_default_chain(
+                env,
+                self.http.clone(),
+                self.config.sts_endpoint.as_deref(),
+            )?,
+            Provider::HuaweicloudIms => credentials::ims_default_chain(env)?,
+        };
+        defaults.insert(provider, src.clone());
+        Ok(src)
+    }
+
+    /// Credentials from a set's Secret (`data` as the API server returns it).
+    pub fn credentials_from_secret(
+        provider: Provider,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Arc<dyn CredentialSource>, CredentialError> {
+        Ok(Arc::new(StaticSource(credentials::from_secret_data(
+            provider, data,
+        )?)))
+    }
+
+    /// Cumulative time calls waited on client-side rate limits.
+    pub fn limiter_wait_total(&self) -> Duration {
+        self.limiters.total_wait()
+    }
+}
+
+/// Installs the process-wide rustls crypto provider (ring) once; reqwest is
+/// built without one. A second install, by us or by kube, is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client for cloud calls. HTTP/1.1 only, as the official SDKs speak
+/// it, so the signed `host` header is exactly the one sent.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, CloudError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .http1_only()
+        // Signed requests must not be replayed at another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("imagelabel/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            CloudError::new(
+                ErrorKind::Network,
+                "client",
+                format!("building HTTP client: {}", describe(&e)),
+            )
+        })
+}
+
+/// Text of a reqwest error and its causes, without the URL (which may hold
+/// query parameters such as an OIDC token).
+fn describe(e: &reqwest::Error) -> String {
+    // reqwest's own Display names the URL, so the top level is rebuilt from
+    // the error's kind; the causes (hyper, io) carry no URL.
+    let mut out = String::from(if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else if e.is_redirect() {
+        "redirect refused"
+    } else if e.is_request() {
+        "sending the request failed"
+    } else {
+        "HTTP error"
+    });
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// A transport failure (no usable HTTP answer) as a retryable network error.
+pub(crate) fn transport_error(api: &'static str, e: &reqwest::Error) -> CloudError {
+    CloudError::new(ErrorKind::Network, api, describe(e))
+}
+
+/// Where a client sends its calls: an origin, an optional path prefix, and
+/// the `host` header value that is signed and sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `scheme://authority`, no trailing `/`.
+    pub origin: String,
+    /// Path prefix of the base URL (empty, or starting with `/` and without a trailing `/`).
+    pub prefix: String,
+    /// `host[:port]` as sent in the `host` header.
+    pub host: String,
+}
+
+impl Endpoint {
+    /// The HTTPS endpoint of a cloud host name.
+    pub fn https(host: &str) -> Self {
+        Endpoint {
+            origin: format!("https://{host}"),
+            prefix: String::new(),
+            host: host.to_string(),
+        }
+    }
+
+    /// An operator-supplied base URL (`http://127.0.0.1:8080`,
+    /// `https://aiworkspace-vpc.cn-hangzhou.aliyuncs.com`). Query and
+    /// fragment are not allowed; a path is kept as a prefix.
+    pub fn parse(base: &str) -> Result<Self, String> {
+        let url =
+            reqwest::Url::parse(base.trim()).map_err(|e| format!("invalid endpoint URL: {e}"))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err("endpoint URL must be http or https".into());
+        }
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err("endpoint URL must not carry a query, fragment or user info".into());
+        }
+        let host_name = url.host_str().ok_or("endpoint URL has no host")?;
+        let host = match url.port() {
+            Some(p) => format!("{host_name}:{p}"),
+            None => host_name.to_string(),
+        };
+        Ok(Endpoint {
+            origin: format!("{}://{host}", url.scheme()),
+            prefix: url.path().trim_end_matches('/').to_string(),
+            host,
+        })
+    }
+
+    /// The URL of an already-encoded `path` and wire `query` (may be empty).
+    pub fn url(&self, path: &str, query: &str) -> String {
+        if query.is_empty() {
+            format!("{}{}{path}", self.origin, self.prefix)
+        } else {
+            format!("{}{}{path}?{query}", self.origin, self.prefix)
+        }
+    }
+}
+
+/// Regions come from custom resources and end up in host names: only
+/// lower-case letters, digits and inner dashes are allowed, so a tenant
+/// cannot steer the operator's credentials to another host.
+pub fn validate_region(region: &str) -> Result<(), String> {
+    let ok = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid region {region:?}: expected lower-case letters, digits and dashes"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::provider::Target;
+    use crate::provider::credentials::Credentials;
+    use crate::provider::pai::testsupport::{Canned, TestServer};
+
+    fn src(id: &str, secret: &str) -> Arc<dyn CredentialSource> {
+        Arc::new(StaticSource(Credentials::AccessKey {
+            id: id.into(),
+            secret: secret.into(),
+            security_token: None,
+        }))
+    }
+
+    #[test]
+    fn regions() {
+        for ok in ["cn-hangzhou", "cn-north-4", "ap-southeast-1", "eu"] {
+            assert!(validate_region(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "cn_hangzhou",
+            "cn-hangzhou.",
+            "a/b",
+            "a:1",
+            "Cn",
+            "-a",
+            "a-",
+            &"a".repeat(65),
+        ] {
+            assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:8080").unwrap(),
+            Endpoint {
+                origin: "http://127.0.0.1:8080".into(),
+                prefix: String::new(),
+                host: "127.0.0.1:8080".into()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("https://h.example:443/").unwrap().host,
+            "h.example"
+        );
+        assert_eq!(
+            Endpoint::parse("http://[::1]:9/x/").unwrap(),
+            Endpoint {
+                origin: "http://[::1]:9".into(),
+                prefix: "/x".into(),
+                host: "[::1]:9".into()
+            }
+        );
+        for bad in [
+            "",
+            "127.0.0.1:8080",
+            "ftp://h",
+            "http://u:p@h",
+            "http://h/#f",
+            "http://h/?q=1",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Clouds::new(CloudConfig {
+                ims_endpoint: Some("nope".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn clients_are_cached_and_limiters_shared() {
+        let clouds = Clouds::new(CloudConfig::default()).unwrap();
+        let a = clouds.pai("cn-hangzhou", src("AK1", "s1")).unwrap();
+        let b = clouds.pai("cn-hangzhou", src("AK1", "s1")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // A rotated secret gets a new client but the same account limiter.
+        let c = clouds.pai("cn-hangzhou", src("AK1", "s2")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert!(Arc::ptr_eq(a.limiter(), c.limiter()));
+        let d = clouds.pai("cn-shanghai", src("AK1", "s1")).unwrap();
+        assert!(!Arc::ptr_eq(a.limiter(), d.limiter()));
+        let e = clouds.pai("cn-hangzhou", src("AK2", "s1")).unwrap();
+        assert!(!Arc::ptr_eq(a.limiter(), e.limiter()));
+        assert_eq!(a.endpoint().host, "aiworkspace.cn-hangzhou.aliyuncs.com");
+        let i = clouds.ims("cn-north-4", src("AK1", "s1")).unwrap();
+        assert_eq!(i.endpoint().host, "ims.cn-north-4.myhuaweicloud.com");
+        assert!(
+            clouds
+                .provider(Provider::Pai, "evil.com/", src("AK1", "s1"))
+                .is_err()
+        );
+        assert_eq!(a.limiter().qps(), DEFAULT_QPS);
+    }
+
+    #[test]
+    fn default_credentials_are_resolved_once() {
+        let clouds = Clouds::new(CloudConfig::default()).unwrap();
+        let env1 = |n: &str| {
+            (n == "HUAWEICLOUD_SDK_AK" || n == "HUAWEICLOUD_SDK_SK").then(|| "x".to_string())
+        };
+        let a = clouds
+            .default_credentials_with_env(Provider::HuaweicloudIms, &env1)
+            .unwrap();
+        let b = clouds
+            .default_credentials_with_env(Provider::HuaweicloudIms, &|_| None)
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(
+            clouds
+                .default_credentials_with_env(Provider::Pai, &|_| None)
+                .is_err()
+        );
+        let data = BTreeMap::from([("apiKey".to_string(), b"k".to_vec())]);
+        assert!(Clouds::credentials_from_secret(Provider::Pai, &data).is_ok());
+        assert!(Clouds::credentials_from_secret(Provider::HuaweicloudIms, &data).is_err());
+    }
+
+    /// PAI, IMS and STS on one base URL, as the simulator will serve them:
+    /// RRSA exchanges the token at `/?Action=AssumeRoleWithOIDC`, then PAI
+    /// calls are signed with the STS credentials.
+    #[tokio::test]
+    async fn one_base_url_for_pai_ims_and_sts() {
+        let s = TestServer::start(Canned::json(200, json!({"RequestId": "ok"}))).await;
+        let clouds = Clouds::new(CloudConfig {
+            retry: RetryPolicy::none(),
+            ..CloudConfig::with_base_url(&s.base)
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "oidc-token").unwrap();
+        let tf = token_file.display().to_string();
+        let env = move |n: &str| match n {
+            "ALIBABA_CLOUD_ROLE_ARN" => Some("acs:ram::1234:role/r".to_string()),
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN" => Some("acs:ram::1234:oidc-provider/p".to_string()),
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE" => Some(tf.clone()),
+            _ => None,
+        };
+        let creds = clouds
+            .default_credentials_with_env(Provider::Pai, &env)
+            .unwrap();
+        assert_eq!(creds.identity(), "1234");
+        let exp = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(3600))
+            .unwrap();
+        s.push(Canned::json(200, json!({"RequestId": "sts", "Credentials": {"AccessKeyId": "STS.x", "AccessKeySecret": "stsSecret", "SecurityToken": "stsToken", "Expiration": exp.to_string()}})));
+        s.push(Canned::json(
+            200,
+            json!({"RequestId": "g", "Labels": [{"Key": "a", "Value": "1"}]}),
+        ));
+        let pai = clouds
+            .provider(Provider::Pai, "cn-hangzhou", creds)
+            .unwrap();
+        let labels = pai
+            .observe(&Target::PaiDataset {
+                dataset_id: "d-1".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(labels.get("a").map(String::as_str), Some("1"));
+
+        s.push(Canned::json(
+            200,
+            json!({"tags": [{"key": "k", "value": "v"}]}),
+        ));
+        let ims_creds: Arc<dyn CredentialSource> = Arc::new(StaticSource(Credentials::AkSk {
+            ak: "hw".into(),
+            sk: "hwsk".into(),
+            security_token: None,
+        }));
+        let ims = clouds
+            .provider(Provider::HuaweicloudIms, "cn-north-4", ims_creds)
+            .unwrap();
+        let tags = ims
+            .observe(&Target::ImsImage {
+                project_id: "p".into(),
+                image_id: "i".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(tags.get("k").map(String::as_str), Some("v"));
+
+        let reqs = s.requests();
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(reqs[0].path, "/");
+        assert!(
+            reqs[0]
+                .decoded_query()
+                .contains(&("Action".to_string(), "AssumeRoleWithOIDC".to_string()))
+        );
+        assert_eq!(reqs[1].path, "/api/v1/datasets/d-1");
+        assert_eq!(reqs[1].header("x-acs-security-token"), Some("stsToken"));
+        let auth =
+            crate::sign::acs3::Authorization::parse(reqs[1].header("authorization").unwrap())
+                .unwrap();
+        assert_eq!(auth.access_key_id, "STS.x");
+        assert_eq!(reqs[2].path, "/v2/p/images/i/tags");
+    }
+}
