@@ -1,39 +1,78 @@
-//! The operator's clouds: provider clients built from operator configuration
-//! (endpoints, QPS, credentials), shared by the CLI and the controller.
+//! The operator's clouds as the CLI and the controller see them: the
+//! provider registry built from flags, with default credentials from the
+//! environment (or, for the demo, from a fixed map).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::CloudArgs;
 use crate::controller::context::CloudAccess;
 use crate::engine::ResolvedSet;
 use crate::provider::LabelProvider;
+use crate::provider::registry::{self, CloudConfig};
 
 /// Where default credentials (sets without `credentialsRef`) come from.
 #[derive(Clone, Debug)]
 pub enum DefaultCredentials {
     /// The environment chain of DESIGN.md §3.
     FromEnvironment,
+    /// The same chain read from this map instead of the process environment.
+    Fixed(HashMap<String, String>),
 }
 
-pub struct Clouds {}
+pub struct Clouds {
+    registry: registry::Clouds,
+    defaults: DefaultCredentials,
+}
 
 impl Clouds {
-    pub fn from_args(_args: &CloudArgs, _defaults: DefaultCredentials) -> anyhow::Result<Self> {
-        Ok(Clouds {})
+    pub fn from_args(args: &CloudArgs, defaults: DefaultCredentials) -> anyhow::Result<Self> {
+        let config = CloudConfig {
+            pai_endpoint: args.pai_endpoint.clone(),
+            ims_endpoint: args.ims_endpoint.clone(),
+            sts_endpoint: args.sts_endpoint.clone(),
+            qps: NonZeroU32::new(args.qps)
+                .ok_or_else(|| anyhow::anyhow!("--qps must be at least 1"))?,
+            http_timeout: args.http_timeout,
+            ..CloudConfig::default()
+        };
+        let registry = registry::Clouds::new(config)
+            .map_err(|e| anyhow::anyhow!("cloud configuration: {}", e.message))?;
+        Ok(Clouds { registry, defaults })
     }
 
     pub fn lookup(&self, set: &ResolvedSet) -> Result<Arc<dyn LabelProvider>, String> {
         self.provider_for(set, None)
+    }
+
+    pub fn registry(&self) -> &registry::Clouds {
+        &self.registry
     }
 }
 
 impl CloudAccess for Clouds {
     fn provider_for(
         &self,
-        _set: &ResolvedSet,
-        _secret: Option<&BTreeMap<String, Vec<u8>>>,
+        set: &ResolvedSet,
+        secret: Option<&BTreeMap<String, Vec<u8>>>,
     ) -> Result<Arc<dyn LabelProvider>, String> {
-        Err("cloud clients are not wired yet".into())
+        let creds = match (secret, &self.defaults) {
+            (Some(data), _) => registry::Clouds::credentials_from_secret(set.provider, data),
+            (None, DefaultCredentials::FromEnvironment) => {
+                self.registry.default_credentials(set.provider)
+            }
+            (None, DefaultCredentials::Fixed(map)) => self
+                .registry
+                .default_credentials_with_env(set.provider, &|k| map.get(k).cloned()),
+        }
+        .map_err(|e| e.to_string())?;
+        self.registry
+            .provider(set.provider, &set.region, creds)
+            .map_err(|e| e.to_string())
+    }
+
+    fn rate_limiter_wait_seconds(&self) -> f64 {
+        self.registry.limiter_wait_total().as_secs_f64()
     }
 }

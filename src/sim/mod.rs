@@ -18,7 +18,7 @@
 //! `127.0.0.1:PORT` over http (the Alibaba SDK's `endpoint` is host:port),
 //! the IMS client at `http://127.0.0.1:PORT`, STS at the same address.
 //!
-//! Seed (YAML, camelCase; see [`SeedConfig`] and `examples/sim-seed.yaml`):
+//! Seed (YAML, camelCase; see [`SeedConfig`] and `examples/sim/seed.yaml`):
 //! `credentials` (`pai` AccessKey pairs with optional `securityToken`,
 //! `bearerTokens`, `ims` AK/SK with optional `securityToken` and `projectId`,
 //! `oidc` for STS), `qps` (per account, default 100, 0 = off), `faults`

@@ -1,6 +1,6 @@
 //! The simulator's starting state and settings, read from YAML (camelCase)
 //! or built in code. `SeedConfig::demo()` is the embedded sample that
-//! `imagelabel demo` runs against; `examples/sim-seed.yaml` is the same file.
+//! `imagelabel demo` runs against; `examples/sim/seed.yaml` is the same file.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -229,8 +229,8 @@ fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
         .collect())
 }
 
-/// The seed `imagelabel demo` uses; also `examples/sim-seed.yaml`.
-pub const DEMO_SEED_YAML: &str = include_str!("../../examples/sim-seed.yaml");
+/// The seed `imagelabel demo` uses; also `examples/sim/seed.yaml`.
+pub const DEMO_SEED_YAML: &str = include_str!("../../examples/sim/seed.yaml");
 
 impl SeedConfig {
     /// Parses and checks a YAML seed.

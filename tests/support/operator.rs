@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use imagelabel::api::{DatasetLabelSet, ImageLabelSet, LabelSetStatus};
 use imagelabel::provider::Target;
-use imagelabel::sim::seed::SeedConfig;
+use imagelabel::sim::SeedConfig;
 use imagelabel::sim::{Sim, SimHandle};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
