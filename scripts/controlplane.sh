@@ -5,6 +5,7 @@
 #   scripts/controlplane.sh build   build unless cached; last stdout line = bin dir
 #   scripts/controlplane.sh path    print the bin dir without building
 #   scripts/controlplane.sh key     print the cache key
+#   scripts/controlplane.sh prune   remove cached builds other than the current one
 #
 # Environment:
 #   IMAGELABEL_CP_CACHE  cache root (default: $HOME/.cache/imagelabel/controlplane)
@@ -53,7 +54,10 @@ for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
 done
 etcd_ldflags="-s -w"
 # Static binaries, as the upstream release builds are.
-build_env=(CGO_ENABLED=0 GOFLAGS=-mod=readonly)
+build_env=(CGO_ENABLED=0)
+# -mod=readonly: fail on an incomplete go.sum instead of editing it.
+# -buildvcs=false: the binaries must not depend on this repository's state.
+build_flags=(-trimpath -mod=readonly -buildvcs=false)
 
 # Everything that changes the output goes into the key: versions, module
 # files, toolchain and the build recipe above.
@@ -65,7 +69,7 @@ cache_key() {
             for m in k8s etcd helm; do
                 cat "$modules/$m/go.mod" "$modules/$m/go.sum"
             done
-            printf '%s\n' "$go_version" "$k8s_ldflags" "$helm_ldflags" "$etcd_ldflags" "${build_env[*]}" -trimpath
+            printf '%s\n' "$go_version" "$k8s_ldflags" "$helm_ldflags" "$etcd_ldflags" "${build_env[*]}" "${build_flags[*]}"
         } | sha256sum | cut -c1-12
     )"
     printf 'k8s-%s_etcd-%s_helm-%s_%s_%s\n' "$k8s_version" "$etcd_version" "$helm_version" "$go_version" "$recipe_hash"
@@ -87,7 +91,7 @@ go_build() {
     log "building $* (module $module)"
     (cd "$modules/$module" &&
         env "${build_env[@]}" nice -n "${IMAGELABEL_CP_NICE:-10}" \
-            go build -trimpath -ldflags="$ldflags" -o "$out" "$@")
+            go build "${build_flags[@]}" -ldflags="$ldflags" -o "$out" "$@")
     log "built $* in $((SECONDS - start))s"
 }
 
@@ -139,12 +143,30 @@ build() {
     printf '%s\n' "$dir/bin"
 }
 
+# Not automatic: another worktree may be using an older key right now.
+prune() {
+    local keep entry
+    keep="$(cache_key)"
+    [[ -d "$cache_root" ]] || return 0
+    for entry in "$cache_root"/*; do
+        [[ -e "$entry" ]] || continue
+        case "$(basename "$entry")" in
+        "$keep" | "$keep.lock") ;;
+        *)
+            log "removing $entry"
+            rm -rf "$entry"
+            ;;
+        esac
+    done
+}
+
 case "${1:-}" in
 build) build ;;
+prune) prune ;;
 path) printf '%s\n' "$cache_root/$(cache_key)/bin" ;;
 key) cache_key ;;
 *)
-    printf 'usage: %s build|path|key\n' "$0" >&2
+    printf 'usage: %s build|path|key|prune\n' "$0" >&2
     exit 2
     ;;
 esac

@@ -391,9 +391,10 @@ impl TestCluster {
                     log_tail("etcd", &root.join("etcd.log"))
                 );
                 let port_clash = logs.contains("address already in use");
+                keep_if_requested(dir);
                 return Err(StartError {
                     port_clash,
-                    error: error.context(logs),
+                    error: anyhow!("{error:#}\n{logs}\n(IMAGELABEL_CP_KEEP=1 keeps the whole dir)"),
                 });
             }
         };
@@ -634,12 +635,8 @@ impl Drop for TestCluster {
             p.kill();
         }
         self.etcd.kill();
-        if let Some(dir) = self.dir.take()
-            && std::env::var_os("IMAGELABEL_CP_KEEP").is_some()
-        {
-            // Without an owner file the stale-dir sweep leaves it alone.
-            let _ = fs::remove_file(dir.path().join(OWNER_FILE));
-            eprintln!("IMAGELABEL_CP_KEEP: leaving {}", dir.keep().display());
+        if let Some(dir) = self.dir.take() {
+            keep_if_requested(dir);
         }
     }
 }
@@ -791,6 +788,15 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("write {}", path.display()))?;
     f.write_all(contents)?;
     Ok(())
+}
+
+/// Drops (removes) `dir` unless `IMAGELABEL_CP_KEEP` asks to keep it.
+fn keep_if_requested(dir: TempDir) {
+    if std::env::var_os("IMAGELABEL_CP_KEEP").is_some() {
+        // Without an owner file the stale-dir sweep leaves it alone.
+        let _ = fs::remove_file(dir.path().join(OWNER_FILE));
+        eprintln!("IMAGELABEL_CP_KEEP: leaving {}", dir.keep().display());
+    }
 }
 
 /// Removes cluster dirs left behind by test processes that were killed
