@@ -88,12 +88,12 @@ async fn next_event(
 }
 
 #[tokio::test]
-async fn crds_watch_status_ssa_and_cel_admission() {
+async fn crd_lifecycle_with_kubectl_and_helm() {
     let cluster = TestCluster::start().await;
     let client = cluster.client();
 
-    // The binaries carry real versions (ldflags); Helm's kubeVersion checks
-    // and /version depend on that.
+    // The binaries carry real versions (ldflags): /version, and Helm's
+    // kubeVersion checks and .Capabilities depend on them.
     let version = client.apiserver_version().await.expect("GET /version");
     assert_eq!(version.git_version, "v1.34.4");
     let helm_version = assert_success(
@@ -101,7 +101,48 @@ async fn crds_watch_status_ssa_and_cel_admission() {
         &cluster.helm(["version", "--template", "{{.Version}}"]),
     );
     assert_eq!(helm_version.trim(), "v3.19.5");
-    assert_success("helm list", &cluster.helm(["list", "--all-namespaces"]));
+    let chart = cluster.dir().join("probe-chart");
+    std::fs::create_dir_all(chart.join("templates")).expect("chart dir");
+    cluster.write_file(
+        "probe-chart/Chart.yaml",
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: \">=1.34.0-0\"\n",
+    );
+    cluster.write_file(
+        "probe-chart/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}\n",
+    );
+    let chart_arg = chart.to_str().expect("utf-8 temp path");
+    // Offline, helm assumes the Kubernetes version it was built for.
+    let rendered = assert_success(
+        "helm template",
+        &cluster.helm(["template", "probe", chart_arg]),
+    );
+    assert!(
+        rendered.contains("kubeVersion: \"v1.34.0\""),
+        "helm template rendered: {rendered}"
+    );
+    // Installed, it asks the API server.
+    assert_success(
+        "helm install",
+        &cluster.helm([
+            "install",
+            "probe",
+            chart_arg,
+            "--namespace",
+            "helm-probe",
+            "--create-namespace",
+        ]),
+    );
+    let installed = cluster.kubectl_ok([
+        "get",
+        "configmap",
+        "probe",
+        "-n",
+        "helm-probe",
+        "-o",
+        "jsonpath={.data.kubeVersion}",
+    ]);
+    assert_eq!(installed, "v1.34.4");
 
     // Install the CRDs the way users do.
     let crds = cluster.write_file("crds.yaml", imagelabel::api::crds_yaml());
