@@ -155,8 +155,9 @@ fn spawn_supervised(mut cmd: Command) -> io::Result<Child> {
 
     let parent = std::process::id();
     cmd.process_group(0);
-    // SAFETY: the closure only makes async-signal-safe syscalls (prctl,
-    // getppid) and allocates nothing, as required between fork and exec.
+    // SAFETY: between fork and exec only async-signal-safe calls are
+    // allowed: the closure makes two syscalls and builds errors from raw
+    // errno values, which does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(
@@ -171,7 +172,7 @@ fn spawn_supervised(mut cmd: Command) -> io::Result<Child> {
             }
             // The parent may have died before prctl took effect.
             if libc::getppid() as u32 != parent {
-                return Err(io::Error::other("test process exited during spawn"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -188,7 +189,6 @@ fn spawn_supervised(mut cmd: Command) -> io::Result<Child> {
 struct Proc {
     name: &'static str,
     child: Child,
-    log: PathBuf,
     reaped: bool,
 }
 
@@ -210,7 +210,6 @@ impl Proc {
         Ok(Proc {
             name,
             child,
-            log: log.to_path_buf(),
             reaped: false,
         })
     }
@@ -248,14 +247,16 @@ impl Proc {
     }
 
     /// SIGTERM, then SIGKILL when the process has not exited within `grace`.
-    fn terminate(&mut self, grace: Duration) {
+    /// Async so that tasks sharing the test's runtime (an operator under
+    /// test) keep running while the server drains.
+    async fn terminate(&mut self, grace: Duration) {
         self.signal_group(libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if self.reaped || self.exit_status().is_some() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!("{} did not stop within {grace:?}; killing it", self.name);
         self.kill();
@@ -558,14 +559,16 @@ impl TestCluster {
 
     /// Stops kube-apiserver gracefully (SIGTERM, then SIGKILL after a grace
     /// period). etcd keeps running.
-    pub fn stop_apiserver(&self) {
-        if let Some(mut p) = self
+    pub async fn stop_apiserver(&self) {
+        let running = self
             .apiserver
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            p.terminate(STOP_GRACE);
+            .take();
+        if let Some(mut p) = running {
+            let started = Instant::now();
+            p.terminate(STOP_GRACE).await;
+            eprintln!("kube-apiserver stopped in {:.1?}", started.elapsed());
         }
     }
 
@@ -617,7 +620,7 @@ impl TestCluster {
 
     /// Graceful stop followed by a start.
     pub async fn restart_apiserver(&self) {
-        self.stop_apiserver();
+        self.stop_apiserver().await;
         self.start_apiserver().await;
     }
 }
