@@ -379,8 +379,15 @@ impl TestCluster {
             "client-certificate": pki.admin_cert,
             "client-key": pki.admin_key,
         });
-        write_kubeconfig(&kubeconfig, &server, &pki.ca_cert, "admin", admin_user)
-            .map_err(StartError::from)?;
+        write_kubeconfig(
+            &kubeconfig,
+            &server,
+            &pki.ca_cert,
+            "admin",
+            admin_user,
+            "default",
+        )
+        .map_err(StartError::from)?;
 
         let mut apiserver = Some(apiserver);
         let client = match wait_ready(&kubeconfig, &mut apiserver, &mut etcd).await {
@@ -549,11 +556,10 @@ impl TestCluster {
             &self.ca_cert(),
             &user,
             serde_json::json!({ "token": token }),
+            // A ServiceAccount mostly works in its own namespace.
+            namespace,
         )
         .unwrap_or_else(|e| panic!("write {}: {e:#}", path.display()));
-        // The token is scoped to this namespace's objects, so default to it.
-        set_kubeconfig_namespace(&path, namespace)
-            .unwrap_or_else(|e| panic!("write {}: {e:#}", path.display()));
         path
     }
 
@@ -760,21 +766,16 @@ fn write_kubeconfig(
     ca_cert: &Path,
     user: &str,
     auth: serde_json::Value,
+    namespace: &str,
 ) -> Result<()> {
     let doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{ "name": "test", "cluster": { "server": server, "certificate-authority": ca_cert } }],
         "users": [{ "name": user, "user": auth }],
-        "contexts": [{ "name": "test", "context": { "cluster": "test", "user": user, "namespace": "default" } }],
+        "contexts": [{ "name": "test", "context": { "cluster": "test", "user": user, "namespace": namespace } }],
         "current-context": "test",
     });
-    write_private(path, &serde_json::to_vec_pretty(&doc)?)
-}
-
-fn set_kubeconfig_namespace(path: &Path, namespace: &str) -> Result<()> {
-    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(path)?)?;
-    doc["contexts"][0]["context"]["namespace"] = namespace.into();
     write_private(path, &serde_json::to_vec_pretty(&doc)?)
 }
 
