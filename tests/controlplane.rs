@@ -146,7 +146,15 @@ async fn crd_lifecycle_with_kubectl_and_helm() {
 
     // Install the CRDs the way users do.
     let crds = cluster.write_file("crds.yaml", imagelabel::api::crds_yaml());
-    let applied = cluster.kubectl_ok(["apply", "-f", crds.to_str().expect("utf-8 temp path")]);
+    let out = cluster.kubectl(["apply", "-f", crds.to_str().expect("utf-8 temp path")]);
+    let applied = assert_success("kubectl apply the CRDs", &out);
+    // The API server warns about questionable schemas (unknown formats,
+    // for example); the generated CRDs should have none.
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warnings.trim().is_empty(),
+        "kubectl apply of the CRDs warned: {warnings}"
+    );
     assert!(
         applied.contains(
             "customresourcedefinition.apiextensions.k8s.io/imagelabelsets.imagelabel.io created"
