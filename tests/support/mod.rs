@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests.
+
+// Every test binary compiles this module but uses only part of it.
+#![allow(dead_code)]
+
+pub mod cluster;
