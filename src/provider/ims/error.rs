@@ -44,7 +44,12 @@ pub fn map_error(api: &'static str, status: u16, headers: &HeaderMap, body: &[u8
         .as_ref()
         .map(code_and_message)
         .unwrap_or((None, None));
+    let gateway = code.as_deref().is_some_and(|c| c.starts_with("APIGW."));
     let kind = match status {
+        // The gateway's 404 means no such API at this endpoint: a
+        // configuration error, never a missing image (a removal must not
+        // count it as done).
+        404 if gateway => ErrorKind::Invalid,
         401 => ErrorKind::Unauthenticated,
         403 => ErrorKind::AccessDenied,
         404 => ErrorKind::NotFound,

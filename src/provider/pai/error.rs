@@ -24,6 +24,7 @@ fn is_auth_code(code: &str) -> bool {
     code == "SignatureDoesNotMatch"
         || code == "IncompleteSignature"
         || code == "InvalidApiKey"
+        || code == "MissingSecurityToken"
         || code.starts_with("InvalidAccessKeyId")
         || code.starts_with("InvalidSecurityToken")
         || code.starts_with("InvalidTimeStamp")
@@ -69,6 +70,10 @@ pub fn map_error(api: &'static str, status: u16, headers: &HeaderMap, body: &[u8
         ErrorKind::Unauthenticated
     } else if status == 403 || code.starts_with("Forbidden") || code == "NoPermission" {
         ErrorKind::AccessDenied
+    } else if code.starts_with("InvalidAction") || code.starts_with("InvalidVersion") {
+        // No such API at this endpoint: a configuration error, never a
+        // missing object (a removal must not count it as done).
+        ErrorKind::Invalid
     } else if status == 404 || is_not_found_code(&code) {
         ErrorKind::NotFound
     } else if status >= 500 {
@@ -125,6 +130,9 @@ mod tests {
             (403, "Forbidden.RAM", ErrorKind::AccessDenied),
             (403, "NoPermission", ErrorKind::AccessDenied),
             (404, "ImageNotFound", ErrorKind::NotFound),
+            (404, "Image.NotFound", ErrorKind::NotFound),
+            (404, "InvalidAction.NotFound", ErrorKind::Invalid),
+            (400, "MissingSecurityToken", ErrorKind::Unauthenticated),
             (400, "Dataset.NotExist", ErrorKind::NotFound),
             (400, "Throttling.User", ErrorKind::Throttled),
             (429, "TooMany", ErrorKind::Throttled),
