@@ -15,23 +15,39 @@ use support::operator::{Env, ready, reason, sum_metric};
 const WAIT: Duration = Duration::from_secs(90);
 
 fn pai_image(id: &str) -> Target {
-    Target::PaiImage { image_id: id.into(), workspace_id: None }
+    Target::PaiImage {
+        image_id: id.into(),
+        workspace_id: None,
+    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A seed with the demo credentials and the given PAI images.
 fn seed_with(images: &[(&str, &[(&str, &str)])]) -> SeedConfig {
     let mut seed = SeedConfig::demo();
-    seed.pai.images = images.iter().map(|(id, l)| PaiImageSeed { id: id.to_string(), name: id.to_string(), workspace_id: None, labels: labels(l) }).collect();
+    seed.pai.images = images
+        .iter()
+        .map(|(id, l)| PaiImageSeed {
+            id: id.to_string(),
+            name: id.to_string(),
+            workspace_id: None,
+            labels: labels(l),
+        })
+        .collect();
     seed
 }
 
 /// An ImageLabelSet manifest. `extra` is added under `spec` verbatim (indented by the caller).
 fn image_set(name: &str, image: &str, pairs: &[(&str, &str)], extra: &str) -> String {
-    let mut s = format!("apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata:\n  name: {name}\nspec:\n  imageId: {image}\n{extra}  labels:\n");
+    let mut s = format!(
+        "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata:\n  name: {name}\nspec:\n  imageId: {image}\n{extra}  labels:\n"
+    );
     if pairs.is_empty() {
         s = s.replace("  labels:\n", "  labels: {}\n");
     }
@@ -42,12 +58,22 @@ fn image_set(name: &str, image: &str, pairs: &[(&str, &str)], extra: &str) -> St
 }
 
 fn annotate_resume(env: &Env, kind: &str, name: &str) {
-    let stamp = format!("imagelabel.io/reconcile-requested-at={}", Instant::now().elapsed().as_nanos() + std::process::id() as u128 + rand_suffix());
-    assert_success("annotate", &env.cluster.kubectl(["annotate", "-n", &env.ns, kind, name, &stamp, "--overwrite"]));
+    let stamp = format!(
+        "imagelabel.io/reconcile-requested-at={}",
+        Instant::now().elapsed().as_nanos() + std::process::id() as u128 + rand_suffix()
+    );
+    assert_success(
+        "annotate",
+        &env.cluster
+            .kubectl(["annotate", "-n", &env.ns, kind, name, &stamp, "--overwrite"]),
+    );
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 fn repo(rel: &str) -> String {
@@ -58,52 +84,152 @@ fn repo(rel: &str) -> String {
 async fn examples_converge_and_edits_prune_and_observe_behave() {
     let env = Env::start("ml-platform", SeedConfig::demo()).await;
     let _op = env.operator("op", &[]);
-    assert_success("apply examples", &env.cluster.kubectl(["apply", "-f", &repo("examples")]));
+    assert_success(
+        "apply examples",
+        &env.cluster.kubectl(["apply", "-f", &repo("examples")]),
+    );
     for kind in ["imagelabelsets", "datasetlabelsets"] {
-        assert_success(&format!("wait {kind}"), &env.cluster.kubectl(["wait", "-n", "ml-platform", "--for=condition=Ready", kind, "--all", "--timeout=90s"]));
+        assert_success(
+            &format!("wait {kind}"),
+            &env.cluster.kubectl([
+                "wait",
+                "-n",
+                "ml-platform",
+                "--for=condition=Ready",
+                kind,
+                "--all",
+                "--timeout=90s",
+            ]),
+        );
     }
     // The cloud holds exactly what the manifests declare, plus keys nobody owns.
     let xgb = pai_image("image-4c62abc53uor");
-    assert_eq!(env.labels(&xgb), labels(&[("system.chipType", "GPU"), ("system.framework", "XGBoost 2.0.3"), ("system.pythonVersion", "3.11"), ("system.supported.dlc", "true")]));
+    assert_eq!(
+        env.labels(&xgb),
+        labels(&[
+            ("system.chipType", "GPU"),
+            ("system.framework", "XGBoost 2.0.3"),
+            ("system.pythonVersion", "3.11"),
+            ("system.supported.dlc", "true")
+        ])
+    );
     let ms = pai_image("image-9f1e2d3c4b5a");
-    assert_eq!(env.labels(&ms), labels(&[("system.chipType", "GPU"), ("system.dsw.os", "ubuntu22.04"), ("system.framework", "ModelScope 1.10"), ("system.supported.dsw", "true")]));
-    let ims = Target::ImsImage { project_id: "fd73a4a14a4a4dfb9771a8475e5198ea".into(), image_id: "67e17426-359e-49fb-aa12-0bd1756ec240".into() };
-    assert_eq!(env.labels(&ims), labels(&[("cuda", "12.4"), ("env", "prod"), ("owner", "ml-platform"), ("team", "ml-platform")]));
-    let v2 = Target::PaiDatasetVersion { dataset_id: "d-ml6k2q9h3v7x".into(), version: "v2".into() };
-    assert_eq!(env.labels(&v2), labels(&[("quality", "reviewed"), ("split", "train")]));
+    assert_eq!(
+        env.labels(&ms),
+        labels(&[
+            ("system.chipType", "GPU"),
+            ("system.dsw.os", "ubuntu22.04"),
+            ("system.framework", "ModelScope 1.10"),
+            ("system.supported.dsw", "true")
+        ])
+    );
+    let ims = Target::ImsImage {
+        project_id: "fd73a4a14a4a4dfb9771a8475e5198ea".into(),
+        image_id: "67e17426-359e-49fb-aa12-0bd1756ec240".into(),
+    };
+    assert_eq!(
+        env.labels(&ims),
+        labels(&[
+            ("cuda", "12.4"),
+            ("env", "prod"),
+            ("owner", "ml-platform"),
+            ("team", "ml-platform")
+        ])
+    );
+    let v2 = Target::PaiDatasetVersion {
+        dataset_id: "d-ml6k2q9h3v7x".into(),
+        version: "v2".into(),
+    };
+    assert_eq!(
+        env.labels(&v2),
+        labels(&[("quality", "reviewed"), ("split", "train")])
+    );
 
     // Status: owned keys are exactly the keys written (chipType was already right, so not owned).
     let st = env.wait_image("xgboost-gpu", "Ready", WAIT, ready).await;
-    assert_eq!(st.owned_keys.iter().cloned().collect::<BTreeSet<_>>(), ["system.framework", "system.pythonVersion", "system.supported.dlc"].iter().map(|s| s.to_string()).collect());
-    assert!(st.last_request_id.is_some(), "lastRequestId recorded: {st:?}");
+    assert_eq!(
+        st.owned_keys.iter().cloned().collect::<BTreeSet<_>>(),
+        [
+            "system.framework",
+            "system.pythonVersion",
+            "system.supported.dlc"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    );
+    assert!(
+        st.last_request_id.is_some(),
+        "lastRequestId recorded: {st:?}"
+    );
     assert_eq!(st.label_count, Some(4));
-    let listed = env.cluster.kubectl_ok(["get", "imagelabel", "-n", "ml-platform"]);
-    assert!(listed.contains("xgboost-gpu") && listed.contains("imagenet-v2") && listed.contains("InSync"), "{listed}");
-    let events = env.cluster.kubectl_ok(["get", "events", "-n", "ml-platform", "-o", "json"]);
+    let listed = env
+        .cluster
+        .kubectl_ok(["get", "imagelabel", "-n", "ml-platform"]);
+    assert!(
+        listed.contains("xgboost-gpu")
+            && listed.contains("imagenet-v2")
+            && listed.contains("InSync"),
+        "{listed}"
+    );
+    let events = env
+        .cluster
+        .kubectl_ok(["get", "events", "-n", "ml-platform", "-o", "json"]);
     assert!(events.contains("LabelsApplied"), "events for changes");
 
     // Edit: change one key, add one, drop an owned key and an unowned one.
     let edited = image_set(
         "xgboost-gpu",
         "image-4c62abc53uor",
-        &[("system.framework", "XGBoost 2.1.0"), ("system.supported.dlc", "true"), ("system.new", "1")],
+        &[
+            ("system.framework", "XGBoost 2.1.0"),
+            ("system.supported.dlc", "true"),
+            ("system.new", "1"),
+        ],
         "  region: cn-shanghai\n",
     );
     env.apply("xgb.yaml", &edited);
     env.wait_cloud("the edit to reach the cloud", WAIT, |s| {
-        s.labels_of(&xgb) == Some(labels(&[("system.chipType", "GPU"), ("system.framework", "XGBoost 2.1.0"), ("system.new", "1"), ("system.supported.dlc", "true")]))
+        s.labels_of(&xgb)
+            == Some(labels(&[
+                ("system.chipType", "GPU"),
+                ("system.framework", "XGBoost 2.1.0"),
+                ("system.new", "1"),
+                ("system.supported.dlc", "true"),
+            ]))
     })
     .await;
 
     // prune All removes a key added behind our back (protected keys stay).
-    env.sim.sim().set_label_out_of_band(&ms, "system.extra", "x").unwrap();
+    env.sim
+        .sim()
+        .set_label_out_of_band(&ms, "system.extra", "x")
+        .unwrap();
     annotate_resume(&env, "ils", "modelscope-dsw");
-    env.wait_cloud("prune All to remove system.extra", WAIT, |s| s.labels_of(&ms).is_some_and(|l| !l.contains_key("system.extra") && l.contains_key("system.dsw.os"))).await;
+    env.wait_cloud("prune All to remove system.extra", WAIT, |s| {
+        s.labels_of(&ms)
+            .is_some_and(|l| !l.contains_key("system.extra") && l.contains_key("system.dsw.os"))
+    })
+    .await;
 
     // Observe: reports drift, changes nothing.
     env.sim.sim().reset_counters();
-    assert_success("patch observe", &env.cluster.kubectl(["patch", "-n", "ml-platform", "dls", "imagenet", "--type=merge", "-p", r#"{"spec":{"mode":"Observe","labels":{"team":"vision","tier":"platinum"}}}"#]));
-    let ds = Target::PaiDataset { dataset_id: "d-ml6k2q9h3v7x".into() };
+    assert_success(
+        "patch observe",
+        &env.cluster.kubectl([
+            "patch",
+            "-n",
+            "ml-platform",
+            "dls",
+            "imagenet",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"mode":"Observe","labels":{"team":"vision","tier":"platinum"}}}"#,
+        ]),
+    );
+    let ds = Target::PaiDataset {
+        dataset_id: "d-ml6k2q9h3v7x".into(),
+    };
     let deadline = Instant::now() + WAIT;
     let status = loop {
         let obj = env.datasets().get("imagenet").await.unwrap();
@@ -118,7 +244,10 @@ async fn examples_converge_and_edits_prune_and_observe_behave() {
     assert_eq!(status.drift[0].key, "tier");
     assert_eq!(status.drift[0].desired.as_deref(), Some("platinum"));
     assert_eq!(status.drift[0].actual.as_deref(), Some("gold"));
-    assert_eq!(env.labels(&ds).get("tier").map(String::as_str), Some("gold"));
+    assert_eq!(
+        env.labels(&ds).get("tier").map(String::as_str),
+        Some("gold")
+    );
     assert_eq!(env.sim.sim().counters().writes, 0, "Observe writes nothing");
 }
 
@@ -127,52 +256,133 @@ async fn drift_is_repaired_and_counted_then_a_fight_is_detected() {
     let env = Env::start("e2e", seed_with(&[("image-drift", &[])])).await;
     let op = env.operator("op", &["--fight-threshold", "2"]);
     let target = pai_image("image-drift");
-    env.apply("s.yaml", &image_set("drift", "image-drift", &[("system.a", "1")], "  resyncInterval: 10s\n"));
+    env.apply(
+        "s.yaml",
+        &image_set(
+            "drift",
+            "image-drift",
+            &[("system.a", "1")],
+            "  resyncInterval: 10s\n",
+        ),
+    );
     env.wait_image("drift", "Ready", WAIT, ready).await;
 
     for round in 1..=2 {
-        env.sim.sim().set_label_out_of_band(&target, "system.a", &format!("changed-{round}")).unwrap();
-        env.wait_cloud("drift repaired at resync", Duration::from_secs(40), |s| s.labels_of(&target).and_then(|l| l.get("system.a").cloned()).as_deref() == Some("1")).await;
+        env.sim
+            .sim()
+            .set_label_out_of_band(&target, "system.a", &format!("changed-{round}"))
+            .unwrap();
+        env.wait_cloud("drift repaired at resync", Duration::from_secs(40), |s| {
+            s.labels_of(&target)
+                .and_then(|l| l.get("system.a").cloned())
+                .as_deref()
+                == Some("1")
+        })
+        .await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while op.metric("imagelabel_drift_repaired_total", &["ImageLabelSet"]).await < 2.0 {
-        assert!(Instant::now() < deadline, "drift metric: {}", op.metrics().await);
+    while op
+        .metric("imagelabel_drift_repaired_total", &["ImageLabelSet"])
+        .await
+        < 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "drift metric: {}",
+            op.metrics().await
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     // A third out-of-band change within the window: stop repairing, say so.
-    env.sim.sim().set_label_out_of_band(&target, "system.a", "theirs").unwrap();
-    let st = env.wait_image("drift", "FightDetected", Duration::from_secs(40), |s| reason(s, STALLED).as_deref() == Some("FightDetected")).await;
+    env.sim
+        .sim()
+        .set_label_out_of_band(&target, "system.a", "theirs")
+        .unwrap();
+    let st = env
+        .wait_image("drift", "FightDetected", Duration::from_secs(40), |s| {
+            reason(s, STALLED).as_deref() == Some("FightDetected")
+        })
+        .await;
     assert_eq!(st.fights[0].key, "system.a");
     assert_eq!(st.fights[0].last_seen.as_deref(), Some("theirs"));
     env.sim.sim().reset_counters();
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(env.labels(&target).get("system.a").map(String::as_str), Some("theirs"), "held key not repaired");
+    assert_eq!(
+        env.labels(&target).get("system.a").map(String::as_str),
+        Some("theirs"),
+        "held key not repaired"
+    );
     assert_eq!(env.sim.sim().counters().writes, 0, "no write loop");
-    let events = env.cluster.kubectl_ok(["get", "events", "-n", "e2e", "-o", "json"]);
+    let events = env
+        .cluster
+        .kubectl_ok(["get", "events", "-n", "e2e", "-o", "json"]);
     assert!(events.contains("FightDetected"));
 
     // The resume annotation repairs again.
     annotate_resume(&env, "ils", "drift");
-    env.wait_cloud("repair after resume", WAIT, |s| s.labels_of(&target).and_then(|l| l.get("system.a").cloned()).as_deref() == Some("1")).await;
-    env.wait_image("drift", "Ready after resume", WAIT, ready).await;
+    env.wait_cloud("repair after resume", WAIT, |s| {
+        s.labels_of(&target)
+            .and_then(|l| l.get("system.a").cloned())
+            .as_deref()
+            == Some("1")
+    })
+    .await;
+    env.wait_image("drift", "Ready after resume", WAIT, ready)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_sets_older_wins_without_flapping_and_deletion_hands_over() {
-    let env = Env::start("e2e", seed_with(&[("image-shared", &[("system.vendor", "acme")])])).await;
+    let env = Env::start(
+        "e2e",
+        seed_with(&[("image-shared", &[("system.vendor", "acme")])]),
+    )
+    .await;
     let _op = env.operator("op", &[]);
     let target = pai_image("image-shared");
-    env.apply("older.yaml", &image_set("older", "image-shared", &[("system.owner", "team-a"), ("system.a", "1")], ""));
+    env.apply(
+        "older.yaml",
+        &image_set(
+            "older",
+            "image-shared",
+            &[("system.owner", "team-a"), ("system.a", "1")],
+            "",
+        ),
+    );
     env.wait_image("older", "Ready", WAIT, ready).await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
-    env.apply("newer.yaml", &image_set("newer", "image-shared", &[("system.owner", "team-b"), ("system.b", "2")], ""));
-    let st = env.wait_image("newer", "KeyConflict", WAIT, |s| reason(s, STALLED).as_deref() == Some("KeyConflict")).await;
+    env.apply(
+        "newer.yaml",
+        &image_set(
+            "newer",
+            "image-shared",
+            &[("system.owner", "team-b"), ("system.b", "2")],
+            "",
+        ),
+    );
+    let st = env
+        .wait_image("newer", "KeyConflict", WAIT, |s| {
+            reason(s, STALLED).as_deref() == Some("KeyConflict")
+        })
+        .await;
     assert_eq!(st.conflicts[0].key, "system.owner");
     assert_eq!(st.conflicts[0].winner, "e2e/older");
     assert!(!st.owned_keys.contains(&"system.owner".to_string()));
-    env.wait_cloud("b written", WAIT, |s| s.labels_of(&target).is_some_and(|l| l.get("system.b").map(String::as_str) == Some("2"))).await;
-    assert_eq!(env.labels(&target), labels(&[("system.a", "1"), ("system.b", "2"), ("system.owner", "team-a"), ("system.vendor", "acme")]));
+    env.wait_cloud("b written", WAIT, |s| {
+        s.labels_of(&target)
+            .is_some_and(|l| l.get("system.b").map(String::as_str) == Some("2"))
+    })
+    .await;
+    assert_eq!(
+        env.labels(&target),
+        labels(&[
+            ("system.a", "1"),
+            ("system.b", "2"),
+            ("system.owner", "team-a"),
+            ("system.vendor", "acme")
+        ])
+    );
 
     // Both reconcile again and again: nobody writes.
     env.sim.sim().reset_counters();
@@ -186,12 +396,22 @@ async fn conflicting_sets_older_wins_without_flapping_and_deletion_hands_over() 
     assert_eq!(c.writes, 0, "no flapping: {c:?}");
 
     // Deleting the older set removes its own key but not the one the newer set wants; the newer set then takes it.
-    assert_success("delete older", &env.cluster.kubectl(["delete", "-n", "e2e", "ils", "older", "--timeout=60s"]));
+    assert_success(
+        "delete older",
+        &env.cluster
+            .kubectl(["delete", "-n", "e2e", "ils", "older", "--timeout=60s"]),
+    );
     env.wait_cloud("handover", WAIT, |s| {
-        s.labels_of(&target) == Some(labels(&[("system.b", "2"), ("system.owner", "team-b"), ("system.vendor", "acme")]))
+        s.labels_of(&target)
+            == Some(labels(&[
+                ("system.b", "2"),
+                ("system.owner", "team-b"),
+                ("system.vendor", "acme"),
+            ]))
     })
     .await;
-    env.wait_image("newer", "Ready after handover", WAIT, ready).await;
+    env.wait_image("newer", "Ready after handover", WAIT, ready)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,28 +419,100 @@ async fn delete_and_orphan_policies() {
     let env = Env::start("e2e", seed_with(&[("image-del", &[("system.keep", "1")])])).await;
     let _op = env.operator("op", &[]);
     let target = pai_image("image-del");
-    env.apply("d.yaml", &image_set("deleter", "image-del", &[("system.d", "1"), ("system.shared", "s")], ""));
-    env.apply("o.yaml", &image_set("orphaner", "image-del", &[("system.o", "1")], "  deletionPolicy: Orphan\n"));
-    env.apply("k.yaml", &image_set("keeper", "image-del", &[("system.shared", "s")], "  mode: Observe\n"));
+    env.apply(
+        "d.yaml",
+        &image_set(
+            "deleter",
+            "image-del",
+            &[("system.d", "1"), ("system.shared", "s")],
+            "",
+        ),
+    );
+    env.apply(
+        "o.yaml",
+        &image_set(
+            "orphaner",
+            "image-del",
+            &[("system.o", "1")],
+            "  deletionPolicy: Orphan\n",
+        ),
+    );
+    env.apply(
+        "k.yaml",
+        &image_set(
+            "keeper",
+            "image-del",
+            &[("system.shared", "s")],
+            "  mode: Observe\n",
+        ),
+    );
     env.wait_image("deleter", "Ready", WAIT, ready).await;
     env.wait_image("orphaner", "Ready", WAIT, ready).await;
-    assert_success("delete", &env.cluster.kubectl(["delete", "-n", "e2e", "ils", "deleter", "orphaner", "--timeout=60s"]));
+    assert_success(
+        "delete",
+        &env.cluster.kubectl([
+            "delete",
+            "-n",
+            "e2e",
+            "ils",
+            "deleter",
+            "orphaner",
+            "--timeout=60s",
+        ]),
+    );
     // Delete removed its own key but kept the one another live set desires; Orphan kept everything.
-    assert_eq!(env.labels(&target), labels(&[("system.keep", "1"), ("system.o", "1"), ("system.shared", "s")]));
-    let left = env.cluster.kubectl_ok(["get", "ils", "-n", "e2e", "-o", "name"]);
-    assert_eq!(left.trim(), "imagelabelset.imagelabel.io/keeper", "finalizers released");
+    assert_eq!(
+        env.labels(&target),
+        labels(&[
+            ("system.keep", "1"),
+            ("system.o", "1"),
+            ("system.shared", "s")
+        ])
+    );
+    let left = env
+        .cluster
+        .kubectl_ok(["get", "ils", "-n", "e2e", "-o", "name"]);
+    assert_eq!(
+        left.trim(),
+        "imagelabelset.imagelabel.io/keeper",
+        "finalizers released"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_reconcile_of_200_sets_converges_with_no_orphaned_keys() {
     const N: usize = 200;
     let ids: Vec<String> = (0..N).map(|i| format!("image-bulk{i:03}")).collect();
-    let images: Vec<(&str, &[(&str, &str)])> = ids.iter().map(|id| (id.as_str(), &[("system.seeded", "keep")][..])).collect();
+    let images: Vec<(&str, &[(&str, &str)])> = ids
+        .iter()
+        .map(|id| (id.as_str(), &[("system.seeded", "keep")][..]))
+        .collect();
     let mut seed = seed_with(&images);
     seed.qps = 0;
-    seed.faults = FaultConfig { latency_ms: 15, ..Default::default() };
+    seed.faults = FaultConfig {
+        latency_ms: 15,
+        ..Default::default()
+    };
     let env = Env::start("e2e", seed).await;
-    let manifests: String = ids.iter().enumerate().map(|(i, id)| format!("---\n{}", image_set(&format!("bulk{i:03}"), id, &[("system.a", "1"), ("system.b", "2"), ("system.c", &i.to_string())], ""))).collect();
+    let manifests: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "---\n{}",
+                image_set(
+                    &format!("bulk{i:03}"),
+                    id,
+                    &[
+                        ("system.a", "1"),
+                        ("system.b", "2"),
+                        ("system.c", &i.to_string())
+                    ],
+                    ""
+                )
+            )
+        })
+        .collect();
     env.apply("bulk.yaml", &manifests);
 
     let mut op = env.operator("first", &["--concurrency", "8"]);
@@ -231,13 +523,24 @@ async fn killed_mid_reconcile_of_200_sets_converges_with_no_orphaned_keys() {
     }
     op.kill();
     let writes_at_kill = env.sim.sim().counters().writes;
-    assert!(writes_at_kill < N as u64, "killed mid-way ({writes_at_kill} writes)");
+    assert!(
+        writes_at_kill < N as u64,
+        "killed mid-way ({writes_at_kill} writes)"
+    );
 
     let _op2 = env.operator("second", &["--concurrency", "8"]);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let list = env.images().list(&Default::default()).await.unwrap();
-        let ready_count = list.items.iter().filter(|o| o.status.as_ref().is_some_and(|s| s.is_ready() && s.observed_generation == o.metadata.generation)).count();
+        let ready_count = list
+            .items
+            .iter()
+            .filter(|o| {
+                o.status
+                    .as_ref()
+                    .is_some_and(|s| s.is_ready() && s.observed_generation == o.metadata.generation)
+            })
+            .count();
         if ready_count == N {
             for o in &list.items {
                 let st = o.status.as_ref().unwrap();
@@ -246,14 +549,26 @@ async fn killed_mid_reconcile_of_200_sets_converges_with_no_orphaned_keys() {
                 for (k, v) in &o.spec.labels {
                     assert_eq!(cloud.get(k), Some(v), "{}: {k}", o.spec.image_id);
                 }
-                assert_eq!(cloud.get("system.seeded").map(String::as_str), Some("keep"), "unowned key removed on {}", o.spec.image_id);
+                assert_eq!(
+                    cloud.get("system.seeded").map(String::as_str),
+                    Some("keep"),
+                    "unowned key removed on {}",
+                    o.spec.image_id
+                );
                 for k in cloud.keys().filter(|k| *k != "system.seeded") {
-                    assert!(owned.contains(k), "{}: key {k} in the cloud but owned by no set", o.spec.image_id);
+                    assert!(
+                        owned.contains(k),
+                        "{}: key {k} in the cloud but owned by no set",
+                        o.spec.image_id
+                    );
                 }
             }
             break;
         }
-        assert!(Instant::now() < deadline, "only {ready_count}/{N} sets Ready after restart");
+        assert!(
+            Instant::now() < deadline,
+            "only {ready_count}/{N} sets Ready after restart"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -264,20 +579,45 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     let mut a = env.operator("replica-a", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut b = env.operator("replica-b", &[]);
-    env.apply("l1.yaml", &image_set("l1", "image-l1", &[("system.x", "1")], ""));
+    env.apply(
+        "l1.yaml",
+        &image_set("l1", "image-l1", &[("system.x", "1")], ""),
+    );
     env.wait_image("l1", "Ready", WAIT, ready).await;
 
-    let (la, lb) = (a.metric("imagelabel_leader", &[]).await, b.metric("imagelabel_leader", &[]).await);
+    let (la, lb) = (
+        a.metric("imagelabel_leader", &[]).await,
+        b.metric("imagelabel_leader", &[]).await,
+    );
     assert_eq!(la + lb, 1.0, "exactly one leader: a={la} b={lb}");
-    let (leader, standby) = if la == 1.0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (leader, standby) = if la == 1.0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     assert!(leader.metric("imagelabel_reconciles_total", &[]).await >= 1.0);
-    assert_eq!(standby.metric("imagelabel_reconciles_total", &[]).await, 0.0, "the standby reconciles nothing");
-    assert_eq!(standby.metric("imagelabel_cloud_calls_total", &[]).await, 0.0, "the standby calls no cloud");
+    assert_eq!(
+        standby.metric("imagelabel_reconciles_total", &[]).await,
+        0.0,
+        "the standby reconciles nothing"
+    );
+    assert_eq!(
+        standby.metric("imagelabel_cloud_calls_total", &[]).await,
+        0.0,
+        "the standby calls no cloud"
+    );
 
     leader.kill();
-    env.apply("l2.yaml", &image_set("l2", "image-l2", &[("system.y", "2")], ""));
-    env.wait_image("l2", "Ready after failover", Duration::from_secs(60), ready).await;
-    assert_eq!(env.labels(&pai_image("image-l2")), labels(&[("system.y", "2")]));
+    env.apply(
+        "l2.yaml",
+        &image_set("l2", "image-l2", &[("system.y", "2")], ""),
+    );
+    env.wait_image("l2", "Ready after failover", Duration::from_secs(60), ready)
+        .await;
+    assert_eq!(
+        env.labels(&pai_image("image-l2")),
+        labels(&[("system.y", "2")])
+    );
     assert_eq!(standby.metric("imagelabel_leader", &[]).await, 1.0);
 
     // SIGTERM: graceful exit, lease released.
@@ -292,67 +632,175 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
 
     // A Secret with a wrong secret: Stalled, and no retry storm.
     env.apply("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-creds}\nstringData: {accessKeyId: testAK, accessKeySecret: wrong}\n");
-    env.apply("bad.yaml", &image_set("badcreds", "image-ok", &[("system.a", "1")], "  credentialsRef: {name: pai-creds}\n"));
-    let st = env.wait_image("badcreds", "InvalidCredentials", WAIT, |s| reason(s, STALLED).as_deref() == Some("InvalidCredentials")).await;
+    env.apply(
+        "bad.yaml",
+        &image_set(
+            "badcreds",
+            "image-ok",
+            &[("system.a", "1")],
+            "  credentialsRef: {name: pai-creds}\n",
+        ),
+    );
+    let st = env
+        .wait_image("badcreds", "InvalidCredentials", WAIT, |s| {
+            reason(s, STALLED).as_deref() == Some("InvalidCredentials")
+        })
+        .await;
     let msg = &st.condition(STALLED).unwrap().message;
     assert!(!msg.contains("wrong"), "no secret in status: {msg}");
     let before = env.sim.sim().counters().total;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(env.sim.sim().counters().total - before <= 1, "terminal errors are not retried in a loop");
+    assert!(
+        env.sim.sim().counters().total - before <= 1,
+        "terminal errors are not retried in a loop"
+    );
     env.apply("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-creds}\nstringData: {accessKeyId: testAK, accessKeySecret: testSecret}\n");
     annotate_resume(&env, "ils", "badcreds");
-    env.wait_image("badcreds", "Ready once the Secret is fixed", WAIT, ready).await;
+    env.wait_image("badcreds", "Ready once the Secret is fixed", WAIT, ready)
+        .await;
 
     // An unknown image: Stalled NotFound, then Ready once it exists.
-    env.apply("missing.yaml", &image_set("missing", "image-missing", &[("system.a", "1")], ""));
-    env.wait_image("missing", "NotFound", WAIT, |s| reason(s, STALLED).as_deref() == Some("NotFound")).await;
-    env.sim.sim().add_pai_image(PaiImageSeed { id: "image-missing".into(), name: "late".into(), workspace_id: None, labels: BTreeMap::new() });
+    env.apply(
+        "missing.yaml",
+        &image_set("missing", "image-missing", &[("system.a", "1")], ""),
+    );
+    env.wait_image("missing", "NotFound", WAIT, |s| {
+        reason(s, STALLED).as_deref() == Some("NotFound")
+    })
+    .await;
+    env.sim.sim().add_pai_image(PaiImageSeed {
+        id: "image-missing".into(),
+        name: "late".into(),
+        workspace_id: None,
+        labels: BTreeMap::new(),
+    });
     annotate_resume(&env, "ils", "missing");
-    env.wait_image("missing", "Ready once the image exists", WAIT, ready).await;
+    env.wait_image("missing", "Ready once the image exists", WAIT, ready)
+        .await;
 
     // A throttling storm: backing off, bounded call rate, recovery.
-    env.sim.sim().set_faults(FaultConfig { throttle_rate: 1.0, ..Default::default() }).unwrap();
+    env.sim
+        .sim()
+        .set_faults(FaultConfig {
+            throttle_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
     env.sim.sim().reset_counters();
-    env.apply("storm.yaml", &image_set("storm", "image-ok", &[("system.s", "1")], ""));
-    env.wait_image("storm", "BackingOff", WAIT, |s| s.condition("Reconciling").is_some_and(|c| c.status == "True" && c.reason == "BackingOff")).await;
+    env.apply(
+        "storm.yaml",
+        &image_set("storm", "image-ok", &[("system.s", "1")], ""),
+    );
+    env.wait_image("storm", "BackingOff", WAIT, |s| {
+        s.condition("Reconciling")
+            .is_some_and(|c| c.status == "True" && c.reason == "BackingOff")
+    })
+    .await;
     let started = Instant::now();
     let before = env.sim.sim().counters().total;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let calls = env.sim.sim().counters().total - before;
     let per_second = calls as f64 / started.elapsed().as_secs_f64();
-    assert!(per_second < 4.0, "throttled calls stay bounded: {calls} in 10 s");
+    assert!(
+        per_second < 4.0,
+        "throttled calls stay bounded: {calls} in 10 s"
+    );
     env.sim.sim().set_faults(FaultConfig::default()).unwrap();
-    env.wait_image("storm", "Ready after the storm", WAIT, ready).await;
-    assert!(op.metric("imagelabel_cloud_calls_total", &["outcome=\"throttled\""]).await >= 1.0, "throttled calls are counted");
-    assert!(sum_metric(&op.metrics().await, "imagelabel_reconciles_total", &["result=\"error\""]) >= 1.0);
+    env.wait_image("storm", "Ready after the storm", WAIT, ready)
+        .await;
+    assert!(
+        op.metric("imagelabel_cloud_calls_total", &["outcome=\"throttled\""])
+            .await
+            >= 1.0,
+        "throttled calls are counted"
+    );
+    assert!(
+        sum_metric(
+            &op.metrics().await,
+            "imagelabel_reconciles_total",
+            &["result=\"error\""]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
     let mut seed = SeedConfig::demo();
     let project = "fd73a4a14a4a4dfb9771a8475e5198ea";
-    let full: BTreeMap<String, String> = (0..8).map(|i| (format!("t{i}"), "x".to_string())).collect();
+    let full: BTreeMap<String, String> =
+        (0..8).map(|i| (format!("t{i}"), "x".to_string())).collect();
     seed.ims.images = vec![
-        ImsImageSeed { id: "11111111-0000-4000-8000-000000000001".into(), project_id: project.into(), tags: full },
-        ImsImageSeed { id: "11111111-0000-4000-8000-000000000002".into(), project_id: project.into(), tags: labels(&[("env", "dev")]) },
+        ImsImageSeed {
+            id: "11111111-0000-4000-8000-000000000001".into(),
+            project_id: project.into(),
+            tags: full,
+        },
+        ImsImageSeed {
+            id: "11111111-0000-4000-8000-000000000002".into(),
+            project_id: project.into(),
+            tags: labels(&[("env", "dev")]),
+        },
     ];
     let env = Env::start("e2e", seed).await;
     let _op = env.operator("op", &["--default-region", "cn-north-4"]);
-    let ims = |id: &str| format!("  provider: huaweicloud-ims\n  projectId: {project}\n  region: cn-north-4\n{}", if id.is_empty() { "" } else { "" });
+    let ims = |id: &str| {
+        format!(
+            "  provider: huaweicloud-ims\n  projectId: {project}\n  region: cn-north-4\n{}",
+            if id.is_empty() { "" } else { "" }
+        )
+    };
 
     env.sim.sim().reset_counters();
-    env.apply("full.yaml", &image_set("too-many", "11111111-0000-4000-8000-000000000001", &[("a", "1"), ("b", "2"), ("c", "3")], &ims("")));
-    let st = env.wait_image("too-many", "LimitExceeded", WAIT, |s| reason(s, STALLED).as_deref() == Some("LimitExceeded")).await;
+    env.apply(
+        "full.yaml",
+        &image_set(
+            "too-many",
+            "11111111-0000-4000-8000-000000000001",
+            &[("a", "1"), ("b", "2"), ("c", "3")],
+            &ims(""),
+        ),
+    );
+    let st = env
+        .wait_image("too-many", "LimitExceeded", WAIT, |s| {
+            reason(s, STALLED).as_deref() == Some("LimitExceeded")
+        })
+        .await;
     let msg = &st.condition(STALLED).unwrap().message;
-    assert!(msg.contains("11 labels") && msg.contains("at most 10"), "{msg}");
+    assert!(
+        msg.contains("11 labels") && msg.contains("at most 10"),
+        "{msg}"
+    );
     assert_eq!(env.sim.sim().counters().writes, 0, "no write call was made");
 
-    env.apply("ok.yaml", &image_set("fits", "11111111-0000-4000-8000-000000000002", &[("env", "prod"), ("team", "ml")], &ims("")));
+    env.apply(
+        "ok.yaml",
+        &image_set(
+            "fits",
+            "11111111-0000-4000-8000-000000000002",
+            &[("env", "prod"), ("team", "ml")],
+            &ims(""),
+        ),
+    );
     env.wait_image("fits", "Ready", WAIT, ready).await;
-    let target = Target::ImsImage { project_id: project.into(), image_id: "11111111-0000-4000-8000-000000000002".into() };
-    assert_eq!(env.labels(&target), labels(&[("env", "prod"), ("team", "ml")]));
+    let target = Target::ImsImage {
+        project_id: project.into(),
+        image_id: "11111111-0000-4000-8000-000000000002".into(),
+    };
+    assert_eq!(
+        env.labels(&target),
+        labels(&[("env", "prod"), ("team", "ml")])
+    );
 
     // Shrinking the first set to fit makes it converge.
-    env.apply("full.yaml", &image_set("too-many", "11111111-0000-4000-8000-000000000001", &[("a", "1"), ("b", "2")], &ims("")));
-    env.wait_image("too-many", "Ready once it fits", WAIT, ready).await;
+    env.apply(
+        "full.yaml",
+        &image_set(
+            "too-many",
+            "11111111-0000-4000-8000-000000000001",
+            &[("a", "1"), ("b", "2")],
+            &ims(""),
+        ),
+    );
+    env.wait_image("too-many", "Ready once it fits", WAIT, ready)
+        .await;
 }

@@ -33,19 +33,37 @@ impl Env {
     pub async fn start(ns: &str, seed: SeedConfig) -> Env {
         let cluster = TestCluster::start().await;
         let crds = cluster.write_file("crds.yaml", imagelabel::api::crds_yaml());
-        assert_success("kubectl apply crds", &cluster.kubectl(["apply", "-f", crds.to_str().unwrap()]));
+        assert_success(
+            "kubectl apply crds",
+            &cluster.kubectl(["apply", "-f", crds.to_str().unwrap()]),
+        );
         assert_success(
             "kubectl wait crds",
-            &cluster.kubectl(["wait", "--for=condition=Established", "crd/imagelabelsets.imagelabel.io", "crd/datasetlabelsets.imagelabel.io", "--timeout=60s"]),
+            &cluster.kubectl([
+                "wait",
+                "--for=condition=Established",
+                "crd/imagelabelsets.imagelabel.io",
+                "crd/datasetlabelsets.imagelabel.io",
+                "--timeout=60s",
+            ]),
         );
-        let env = Env { sim: Sim::from_seed(seed).expect("seed is valid").start("127.0.0.1:0".parse().unwrap()).await.expect("simulator starts"), cluster, ns: ns.to_string() };
+        let env = Env {
+            sim: Sim::from_seed(seed)
+                .expect("seed is valid")
+                .start("127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("simulator starts"),
+            cluster,
+            ns: ns.to_string(),
+        };
         env.create_namespace(ns).await;
         env
     }
 
     pub async fn create_namespace(&self, ns: &str) {
         let api: Api<Namespace> = Api::all(self.cluster.client());
-        let obj: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        let obj: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -69,15 +87,29 @@ impl Env {
     /// `kubectl apply` of a manifest text into the test namespace.
     pub fn apply(&self, name: &str, yaml: &str) {
         let path = self.cluster.write_file(name, yaml);
-        assert_success(&format!("kubectl apply {name}"), &self.cluster.kubectl(["apply", "-n", &self.ns, "-f", path.to_str().unwrap()]));
+        assert_success(
+            &format!("kubectl apply {name}"),
+            &self
+                .cluster
+                .kubectl(["apply", "-n", &self.ns, "-f", path.to_str().unwrap()]),
+        );
     }
 
     pub fn labels(&self, target: &Target) -> BTreeMap<String, String> {
-        self.sim.sim().labels_of(target).unwrap_or_else(|| panic!("simulator has no {target}"))
+        self.sim
+            .sim()
+            .labels_of(target)
+            .unwrap_or_else(|| panic!("simulator has no {target}"))
     }
 
     /// Polls until the image set's status satisfies `check`, or panics with the last status.
-    pub async fn wait_image(&self, name: &str, what: &str, timeout: Duration, check: impl Fn(&LabelSetStatus) -> bool) -> LabelSetStatus {
+    pub async fn wait_image(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&LabelSetStatus) -> bool,
+    ) -> LabelSetStatus {
         let api = self.images();
         let deadline = Instant::now() + timeout;
         let mut last = None;
@@ -103,7 +135,10 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("timed out after {timeout:?} waiting for {what}; simulator state: {:#}", self.sim.sim().state_json());
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; simulator state: {:#}",
+            self.sim.sim().state_json()
+        );
     }
 }
 
@@ -112,11 +147,16 @@ pub fn ready(s: &LabelSetStatus) -> bool {
 }
 
 pub fn reason(s: &LabelSetStatus, type_: &str) -> Option<String> {
-    s.condition(type_).filter(|c| c.status == "True" || type_ == imagelabel::api::READY).map(|c| c.reason.clone())
+    s.condition(type_)
+        .filter(|c| c.status == "True" || type_ == imagelabel::api::READY)
+        .map(|c| c.reason.clone())
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// `imagelabel run` as a child process; killed on drop.
@@ -131,26 +171,61 @@ impl Operator {
     pub fn start(env: &Env, name: &str, kubeconfig: &Path, extra: &[&str]) -> Operator {
         let metrics_port = free_port();
         let log = env.cluster.dir().join(format!("operator-{name}.log"));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("operator log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("operator log");
         let base = env.sim.base_url();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagelabel"));
-        cmd.args(["run", "--pai-endpoint", &base, "--ims-endpoint", &base, "--sts-endpoint", &base])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--lease-namespace", &env.ns, "--lease-duration", "6s", "--identity", name])
-            .args(["--watch-namespace", &env.ns, "--resync-interval", "1h", "--backoff-cap", "5s", "--log-format", "json", "--log-level", "info,imagelabel=debug"])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", PAI_AK)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", PAI_SECRET)
-            .env("HUAWEICLOUD_SDK_AK", IMS_AK)
-            .env("HUAWEICLOUD_SDK_SK", IMS_SK)
-            .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-            .env_remove("DASHSCOPE_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
+        cmd.args([
+            "run",
+            "--pai-endpoint",
+            &base,
+            "--ims-endpoint",
+            &base,
+            "--sts-endpoint",
+            &base,
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "--lease-namespace",
+            &env.ns,
+            "--lease-duration",
+            "6s",
+            "--identity",
+            name,
+        ])
+        .args([
+            "--watch-namespace",
+            &env.ns,
+            "--resync-interval",
+            "1h",
+            "--backoff-cap",
+            "5s",
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,imagelabel=debug",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", PAI_AK)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", PAI_SECRET)
+        .env("HUAWEICLOUD_SDK_AK", IMS_AK)
+        .env("HUAWEICLOUD_SDK_SK", IMS_SK)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .env_remove("DASHSCOPE_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
         let child = cmd.spawn().expect("start imagelabel run");
-        Operator { child: Some(child), name: name.to_string(), metrics_port, log }
+        Operator {
+            child: Some(child),
+            name: name.to_string(),
+            metrics_port,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -184,7 +259,9 @@ impl Operator {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The Prometheus text of /metrics (empty while the server is not up).
