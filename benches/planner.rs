@@ -14,13 +14,16 @@ fn labels(prefix: &str, n: usize, value: &str) -> Labels {
         .collect()
 }
 
+/// One set's planning inputs: id, desired, observed, owned, other sets' claims.
+type Case = (SetId, Labels, Labels, BTreeSet<String>, Vec<Claim>);
+
 fn main() {
     const SETS: usize = 10_000;
     let protected = KeyMatcher::new(["acs:*", "aliyun*", "system.dsw.*"]).unwrap();
     let held = BTreeSet::new();
     // Each set declares 20 labels; the cloud holds 15 of them (5 with a stale
     // value), 3 keys owned but dropped from the spec, and 5 foreign keys.
-    let sets: Vec<(SetId, Labels, Labels, BTreeSet<String>, Vec<Claim>)> = (0..SETS)
+    let sets: Vec<Case> = (0..SETS)
         .map(|i| {
             let desired = labels("k", 20, "v2");
             let mut observed = labels("k", 10, "v2");

@@ -743,12 +743,8 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
     ];
     let env = Env::start("e2e", seed).await;
     let _op = env.operator("op", &["--default-region", "cn-north-4"]);
-    let ims = |id: &str| {
-        format!(
-            "  provider: huaweicloud-ims\n  projectId: {project}\n  region: cn-north-4\n{}",
-            if id.is_empty() { "" } else { "" }
-        )
-    };
+    let ims =
+        || format!("  provider: huaweicloud-ims\n  projectId: {project}\n  region: cn-north-4\n");
 
     env.sim.sim().reset_counters();
     env.apply(
@@ -757,7 +753,7 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
             "too-many",
             "11111111-0000-4000-8000-000000000001",
             &[("a", "1"), ("b", "2"), ("c", "3")],
-            &ims(""),
+            &ims(),
         ),
     );
     let st = env
@@ -778,7 +774,7 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
             "fits",
             "11111111-0000-4000-8000-000000000002",
             &[("env", "prod"), ("team", "ml")],
-            &ims(""),
+            &ims(),
         ),
     );
     env.wait_image("fits", "Ready", WAIT, ready).await;
@@ -798,7 +794,7 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
             "too-many",
             "11111111-0000-4000-8000-000000000001",
             &[("a", "1"), ("b", "2")],
-            &ims(""),
+            &ims(),
         ),
     );
     env.wait_image("too-many", "Ready once it fits", WAIT, ready)
