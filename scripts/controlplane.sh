@@ -160,13 +160,20 @@ prune() {
     done
 }
 
-case "${1:-}" in
-build) build ;;
-prune) prune ;;
-path) printf '%s\n' "$cache_root/$(cache_key)/bin" ;;
-key) cache_key ;;
-*)
-    printf 'usage: %s build|path|key|prune\n' "$0" >&2
-    exit 2
-    ;;
-esac
+main() {
+    case "${1:-}" in
+    build) build ;;
+    prune) prune ;;
+    path) printf '%s\n' "$cache_root/$(cache_key)/bin" ;;
+    key) cache_key ;;
+    *)
+        printf 'usage: %s build|path|key|prune\n' "$0" >&2
+        exit 2
+        ;;
+    esac
+}
+
+# On one line so bash has read it completely before the (long) build runs:
+# bash reads scripts as it goes, and an edit or checkout of this file during
+# a build would otherwise make it execute whatever lands at the old offset.
+main "$@"; exit
