@@ -123,7 +123,7 @@ build() {
     local start=$SECONDS staging="$cache_root/$key.partial"
     rm -rf "$staging" "$dir"
     mkdir -p "$staging/bin"
-    log "cache miss: building $key into $cache_root (first build with cold Go caches takes 15-25 min)"
+    log "cache miss: building $key into $cache_root (with cold Go caches this takes about 8-10 min on 2 cores)"
     # One go build for both: they share most packages, and go schedules
     # the compile of the union across the cores.
     go_build k8s "$k8s_ldflags" "$staging/bin/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
