@@ -800,3 +800,50 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
     env.wait_image("too-many", "Ready once it fits", WAIT, ready)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_loses_nothing() {
+    let env = Env::start(
+        "e2e",
+        seed_with(&[("image-r1", &[("system.base", "1")]), ("image-r2", &[])]),
+    )
+    .await;
+    let mut op = env.operator("op", &[]);
+    env.apply(
+        "r1.yaml",
+        &image_set("r1", "image-r1", &[("system.a", "1")], ""),
+    );
+    env.wait_image("r1", "Ready", WAIT, ready).await;
+
+    env.cluster.kill_apiserver();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The cloud changes while the API server is down.
+    env.sim
+        .sim()
+        .set_label_out_of_band(&pai_image("image-r1"), "system.a", "changed")
+        .unwrap();
+    env.cluster.start_apiserver().await;
+
+    assert!(
+        op.is_running(),
+        "the operator survives an API server restart"
+    );
+    env.apply(
+        "r2.yaml",
+        &image_set("r2", "image-r2", &[("system.b", "2")], ""),
+    );
+    env.wait_image("r2", "Ready after restart", WAIT, ready)
+        .await;
+    annotate_resume(&env, "ils", "r1");
+    env.wait_cloud("r1 repaired after restart", WAIT, |s| {
+        s.labels_of(&pai_image("image-r1"))
+            == Some(labels(&[("system.a", "1"), ("system.base", "1")]))
+    })
+    .await;
+    let st = env.wait_image("r1", "Ready", WAIT, ready).await;
+    assert_eq!(
+        st.owned_keys,
+        vec!["system.a".to_string()],
+        "ownership survived"
+    );
+}
