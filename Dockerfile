@@ -1,0 +1,26 @@
+# imagelabel-operator container image.
+# Not built in this repository's CI (no container engine there); kept correct by review.
+#
+# The binary links glibc (rustls with ring needs no OpenSSL), so the runtime is
+# distroless cc (glibc + libgcc), not static.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, in their own layer, so source edits rebuild only the crate.
+# (benches/ only has to exist for Cargo.toml's [[bench]] entries to parse.)
+COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
+RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked --bin imagelabel \
+    && rm -rf src
+COPY src ./src
+COPY examples ./examples
+COPY crds ./crds
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin imagelabel
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/imagelabel /imagelabel
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/imagelabel"]
+CMD ["run"]
