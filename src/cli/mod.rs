@@ -111,7 +111,7 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (defaults to the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Watch one namespace only (default: all).
+    /// Watch one namespace only (default or empty: all).
     #[arg(long, env = "IMAGELABEL_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Out-of-band changes of one key within --fight-window before the operator stops repairing it.
@@ -275,7 +275,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
         lease_namespace: args.lease_namespace,
         lease_duration: args.lease_duration,
         identity,
-        watch_namespace: args.watch_namespace,
+        watch_namespace: args.watch_namespace.filter(|ns| !ns.is_empty()),
     };
     crate::controller::run(client, std::sync::Arc::new(clouds), cfg, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -188,17 +188,8 @@ impl Operator {
             &base,
         ])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--lease-duration", "6s", "--identity", name])
         .args([
-            "--lease-namespace",
-            &env.ns,
-            "--lease-duration",
-            "6s",
-            "--identity",
-            name,
-        ])
-        .args([
-            "--watch-namespace",
-            &env.ns,
             "--resync-interval",
             "1h",
             "--backoff-cap",
@@ -219,6 +210,13 @@ impl Operator {
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);
+        // The test namespace, unless the caller chose (a chart install leases in its own namespace).
+        if !extra.iter().any(|a| a.starts_with("--lease-namespace")) {
+            cmd.args(["--lease-namespace", &env.ns]);
+        }
+        if !extra.iter().any(|a| a.starts_with("--watch-namespace")) {
+            cmd.args(["--watch-namespace", &env.ns]);
+        }
         let child = cmd.spawn().expect("start imagelabel run");
         Operator {
             child: Some(child),
