@@ -182,42 +182,51 @@ pub async fn execute(
 ) -> Applied {
     let limits = provider.limits(target);
     let mut applied = Applied::default();
-    let steps: [bool; 2] = match order {
-        Order::AddsFirst => [true, false],
-        Order::RemovesFirst => [false, true],
+    let steps: [Step; 2] = match order {
+        Order::AddsFirst => [Step::Add, Step::Remove],
+        Order::RemovesFirst => [Step::Remove, Step::Add],
     };
-    for adding in steps {
-        if adding {
-            for batch in plan.add_batches(limits.add_per_call) {
-                applied.calls += 1;
-                match provider.add(target, &batch).await {
-                    Ok(out) => {
-                        applied.last_request_id = out.request_id.or(applied.last_request_id.take());
-                        applied.added.extend(batch);
-                    }
-                    Err(e) => {
-                        applied.error = Some(e);
-                        return applied;
+    for step in steps {
+        let batches: Vec<Vec<(String, String)>> = match step {
+            Step::Add => plan.add_batches(limits.add_per_call),
+            // Removes carry only keys; an empty value keeps one batch shape.
+            Step::Remove => plan
+                .remove_batches(limits.remove_per_call)
+                .into_iter()
+                .map(|b| b.into_iter().map(|k| (k, String::new())).collect())
+                .collect(),
+        };
+        for batch in batches {
+            applied.calls += 1;
+            let result = match step {
+                Step::Add => provider.add(target, &batch).await,
+                Step::Remove => {
+                    let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                    provider.remove(target, &keys).await
+                }
+            };
+            match result {
+                Ok(out) => {
+                    applied.last_request_id = out.request_id.or(applied.last_request_id.take());
+                    match step {
+                        Step::Add => applied.added.extend(batch),
+                        Step::Remove => applied.removed.extend(batch.into_iter().map(|(k, _)| k)),
                     }
                 }
-            }
-        } else {
-            for batch in plan.remove_batches(limits.remove_per_call) {
-                applied.calls += 1;
-                match provider.remove(target, &batch).await {
-                    Ok(out) => {
-                        applied.last_request_id = out.request_id.or(applied.last_request_id.take());
-                        applied.removed.extend(batch);
-                    }
-                    Err(e) => {
-                        applied.error = Some(e);
-                        return applied;
-                    }
+                Err(e) => {
+                    applied.error = Some(e);
+                    return applied;
                 }
             }
         }
     }
     applied
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Add,
+    Remove,
 }
 
 /// One pass over one set: observe, plan, check, and (unless dry-run) write.

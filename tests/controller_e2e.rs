@@ -76,32 +76,11 @@ fn rand_suffix() -> u128 {
         .as_nanos()
 }
 
-fn repo(rel: &str) -> String {
-    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_converge_and_edits_prune_and_observe_behave() {
     let env = Env::start("ml-platform", SeedConfig::demo()).await;
     let _op = env.operator("op", &[]);
-    assert_success(
-        "apply examples",
-        &env.cluster.kubectl(["apply", "-f", &repo("examples")]),
-    );
-    for kind in ["imagelabelsets", "datasetlabelsets"] {
-        assert_success(
-            &format!("wait {kind}"),
-            &env.cluster.kubectl([
-                "wait",
-                "-n",
-                "ml-platform",
-                "--for=condition=Ready",
-                kind,
-                "--all",
-                "--timeout=90s",
-            ]),
-        );
-    }
+    env.apply_examples_and_wait_ready();
     // The cloud holds exactly what the manifests declare, plus keys nobody owns.
     let xgb = pai_image("image-4c62abc53uor");
     assert_eq!(

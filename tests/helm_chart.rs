@@ -273,32 +273,11 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         "secret.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-credentials}\nstringData: {accessKeyId: testAK, accessKeySecret: testSecret}\n",
     );
-    assert_success(
-        "apply examples",
-        &env.cluster.kubectl([
-            "apply",
-            "-f",
-            &format!("{}/examples", env!("CARGO_MANIFEST_DIR")),
-        ]),
-    );
     env.apply(
         "with-secret.yaml",
         "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: with-secret}\nspec:\n  imageId: image-official0pytorch\n  credentialsRef: {name: pai-credentials}\n  labels: {system.team: ml}\n",
     );
-    for kind in ["imagelabelsets", "datasetlabelsets"] {
-        assert_success(
-            &format!("wait {kind}"),
-            &env.cluster.kubectl([
-                "wait",
-                "-n",
-                "ml-platform",
-                "--for=condition=Ready",
-                kind,
-                "--all",
-                "--timeout=90s",
-            ]),
-        );
-    }
+    env.apply_examples_and_wait_ready();
     let official = env.labels(&Target::PaiImage {
         image_id: "image-official0pytorch".into(),
         workspace_id: None,

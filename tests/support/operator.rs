@@ -76,6 +76,27 @@ impl Env {
         Operator::start(self, name, self.cluster.kubeconfig(), extra)
     }
 
+    /// `kubectl apply -f examples/`, then `kubectl wait` until every set of both kinds is Ready.
+    pub fn apply_examples_and_wait_ready(&self) {
+        let examples = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
+        assert_success(
+            "apply examples",
+            &self.cluster.kubectl(["apply", "-f", &examples]),
+        );
+        for kind in ["imagelabelsets", "datasetlabelsets"] {
+            let out = self.cluster.kubectl([
+                "wait",
+                "-n",
+                "ml-platform",
+                "--for=condition=Ready",
+                kind,
+                "--all",
+                "--timeout=90s",
+            ]);
+            assert_success(&format!("wait {kind}"), &out);
+        }
+    }
+
     pub fn images(&self) -> Api<ImageLabelSet> {
         Api::namespaced(self.cluster.client(), &self.ns)
     }
