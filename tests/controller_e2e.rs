@@ -610,7 +610,7 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
     let op = env.operator("op", &[]);
 
     // A Secret with a wrong secret: Stalled, and no retry storm.
-    env.apply("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-creds}\nstringData: {accessKeyId: testAK, accessKeySecret: wrong}\n");
+    env.apply("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-creds}\nstringData: {accessKeyId: testAK, accessKeySecret: Wr0ngS3cretValue}\n");
     env.apply(
         "bad.yaml",
         &image_set(
@@ -626,7 +626,10 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
         })
         .await;
     let msg = &st.condition(STALLED).unwrap().message;
-    assert!(!msg.contains("wrong"), "no secret in status: {msg}");
+    assert!(
+        !msg.contains("Wr0ngS3cretValue"),
+        "no secret in status: {msg}"
+    );
     let before = env.sim.sim().counters().total;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
@@ -692,6 +695,22 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
             .await
             >= 1.0,
         "throttled calls are counted"
+    );
+    // Secrets never reach logs or events.
+    let logs = op.log_text();
+    let events = env
+        .cluster
+        .kubectl_ok(["get", "events.events.k8s.io", "-n", "e2e", "-o", "json"]);
+    for secret in ["Wr0ngS3cretValue", "testSecret"] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret} in the operator log"
+        );
+        assert!(!events.contains(secret), "secret {secret} in an event");
+    }
+    assert!(
+        logs.contains("\"request_id\""),
+        "JSON logs carry the cloud RequestId"
     );
     assert!(
         sum_metric(
