@@ -1,0 +1,444 @@
+//! Our own clients against the simulator, in the scenarios the official
+//! Python SDKs run in tests/sdk/: every PAI label call with AccessKey, STS
+//! token, bearer and RRSA credentials; IMS with AK/SK and temporary AK/SK;
+//! wrong secrets rejected.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use imagelabel::provider::credentials::{CredentialSource, Credentials, StaticSource};
+use imagelabel::provider::ims::{ImsClient, TagAction};
+use imagelabel::provider::pai::{ListImageLabelsRequest, PaiClient};
+use imagelabel::provider::registry::{CloudConfig, Clouds};
+use imagelabel::provider::{ErrorKind, Target};
+use imagelabel::sim::{Sim, SimHandle};
+
+const IMAGE: &str = "image-4c62abc53uor";
+const DATASET: &str = "d-ml6k2q9h3v7x";
+const PROJECT: &str = "fd73a4a14a4a4dfb9771a8475e5198ea";
+const IMS_IMAGE: &str = "67e17426-359e-49fb-aa12-0bd1756ec240";
+
+async fn sim() -> (SimHandle, Clouds) {
+    let handle = Sim::demo()
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let clouds = Clouds::new(CloudConfig::with_base_url(&handle.base_url())).unwrap();
+    (handle, clouds)
+}
+
+fn source(c: Credentials) -> Arc<dyn CredentialSource> {
+    Arc::new(StaticSource(c))
+}
+
+fn access_key() -> Credentials {
+    Credentials::AccessKey {
+        id: "testAK".into(),
+        secret: "testSecret".into(),
+        security_token: None,
+    }
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn as_map(labels: &[imagelabel::provider::pai::Label]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|l| (l.key.clone(), l.value.clone()))
+        .collect()
+}
+
+/// The same steps as tests/sdk/test_pai_sdk.py.
+async fn pai_scenario(pai: &PaiClient, who: &str) {
+    let added = pai
+        .add_image_labels(
+            IMAGE,
+            &pairs(&[("system.team", "ml ops"), ("system.tier", "gold")]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{who}: add: {e}"));
+    assert!(added.request_id.is_some(), "{who}: RequestId");
+
+    let by_id = pai
+        .list_image_labels(&ListImageLabelsRequest {
+            image_id: Some(IMAGE.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let labels = as_map(&by_id.labels);
+    assert_eq!(
+        labels.get("system.team").map(String::as_str),
+        Some("ml ops"),
+        "{who}"
+    );
+    assert_eq!(
+        labels.get("system.chipType").map(String::as_str),
+        Some("GPU"),
+        "{who}"
+    );
+
+    let by_keys = pai
+        .list_image_labels(&ListImageLabelsRequest {
+            image_id: Some(IMAGE.into()),
+            label_keys: vec!["system.tier".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        as_map(&by_keys.labels),
+        [("system.tier".to_string(), "gold".to_string())].into(),
+        "{who}"
+    );
+
+    let filter = "system.framework=XGBoost 1.6.0,system.chipType=GPU";
+    let by_filter = pai
+        .list_image_labels(&ListImageLabelsRequest {
+            label_filter: Some(filter.into()),
+            label_keys: vec!["system.chipType".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        as_map(&by_filter.labels),
+        [("system.chipType".to_string(), "GPU".to_string())].into(),
+        "{who}: filter with a space"
+    );
+    let none = pai
+        .list_image_labels(&ListImageLabelsRequest {
+            label_filter: Some("system.framework=XGBoost 9".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.labels.is_empty(), "{who}");
+
+    pai.remove_image_label(IMAGE, "system.team").await.unwrap();
+    let after = pai
+        .list_image_labels(&ListImageLabelsRequest {
+            image_id: Some(IMAGE.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        !as_map(&after.labels).contains_key("system.team"),
+        "{who}: removed"
+    );
+    pai.get_image(IMAGE, Some(true)).await.unwrap();
+
+    pai.create_dataset_labels(DATASET, &pairs(&[("stage", "curated data")]))
+        .await
+        .unwrap();
+    let ds = pai.get_dataset(DATASET).await.unwrap();
+    assert!(
+        ds.body.to_string().contains("curated data"),
+        "{who}: {}",
+        ds.body
+    );
+    pai.delete_dataset_labels(DATASET, &["stage".into()])
+        .await
+        .unwrap();
+    assert!(
+        !pai.get_dataset(DATASET)
+            .await
+            .unwrap()
+            .body
+            .to_string()
+            .contains("curated data")
+    );
+
+    pai.create_dataset_version_labels(DATASET, "v1", &pairs(&[("split", "train")]))
+        .await
+        .unwrap();
+    assert!(
+        pai.get_dataset_version(DATASET, "v1")
+            .await
+            .unwrap()
+            .body
+            .to_string()
+            .contains("train")
+    );
+    pai.delete_dataset_version_labels(DATASET, "v1", &["split".into()])
+        .await
+        .unwrap();
+    assert!(
+        !pai.get_dataset_version(DATASET, "v1")
+            .await
+            .unwrap()
+            .body
+            .to_string()
+            .contains("\"train\"")
+    );
+}
+
+#[tokio::test]
+async fn pai_calls_work_with_access_key_sts_token_and_bearer() {
+    let credentials = [
+        ("access key", access_key()),
+        (
+            "STS token",
+            Credentials::AccessKey {
+                id: "STS.demoTemporaryKey".into(),
+                secret: "demoTemporarySecret".into(),
+                security_token: Some("demoSecurityToken".into()),
+            },
+        ),
+        ("bearer", Credentials::Bearer("sk-demo".into())),
+    ];
+    for (who, creds) in credentials {
+        let (handle, clouds) = sim().await;
+        let pai = clouds.pai("cn-shanghai", source(creds)).unwrap();
+        pai_scenario(&pai, who).await;
+        let counts = handle.counters();
+        assert!(
+            counts.api("AddImageLabels").ok >= 1
+                && counts.api("DeleteDatasetVersionLabels").ok == 1,
+            "{who}: {counts:?}"
+        );
+        assert_eq!(
+            counts.apis.values().map(|a| a.error).sum::<u64>(),
+            0,
+            "{who}: no call was rejected: {counts:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pai_calls_work_with_rrsa_credentials_from_sts() {
+    let (handle, clouds) = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let seed = imagelabel::sim::SeedConfig::demo();
+    let oidc = seed
+        .credentials
+        .oidc
+        .expect("demo seed has an OIDC section");
+    std::fs::write(&token_file, &oidc.token).unwrap();
+    let env: BTreeMap<&str, String> = [
+        ("ALIBABA_CLOUD_ROLE_ARN", oidc.role_arn.clone()),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", oidc.provider_arn.clone()),
+        (
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ]
+    .into();
+    let creds = clouds
+        .default_credentials_with_env(imagelabel::api::Provider::Pai, &|k| env.get(k).cloned())
+        .unwrap();
+    match creds.get().await.unwrap() {
+        Credentials::AccessKey { security_token, .. } => {
+            assert!(security_token.is_some(), "RRSA yields a temporary key")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let pai = clouds.pai("cn-shanghai", creds).unwrap();
+    pai_scenario(&pai, "RRSA").await;
+    assert_eq!(
+        handle.counters().api("AssumeRoleWithOIDC").ok,
+        1,
+        "STS called once, then cached"
+    );
+
+    // A wrong token is refused at STS, with a clear error.
+    std::fs::write(&token_file, "not-the-token").unwrap();
+    let fresh = Clouds::new(CloudConfig::with_base_url(&handle.base_url())).unwrap();
+    let creds = fresh
+        .default_credentials_with_env(imagelabel::api::Provider::Pai, &|k| env.get(k).cloned())
+        .unwrap();
+    assert!(creds.get().await.is_err());
+}
+
+#[tokio::test]
+async fn wrong_pai_secret_gets_the_signature_error() {
+    let (_handle, clouds) = sim().await;
+    let pai = clouds
+        .pai(
+            "cn-shanghai",
+            source(Credentials::AccessKey {
+                id: "testAK".into(),
+                secret: "nope".into(),
+                security_token: None,
+            }),
+        )
+        .unwrap();
+    let err = pai
+        .add_image_labels(IMAGE, &pairs(&[("system.a", "1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unauthenticated);
+    assert_eq!(err.code, "SignatureDoesNotMatch");
+    assert!(err.request_id.is_some());
+    assert!(
+        !err.to_string().contains("nope"),
+        "the secret never appears in errors"
+    );
+}
+
+#[tokio::test]
+async fn label_provider_path_for_every_pai_target_and_not_found() {
+    let (handle, clouds) = sim().await;
+    let p = clouds
+        .provider(
+            imagelabel::api::Provider::Pai,
+            "cn-shanghai",
+            source(access_key()),
+        )
+        .unwrap();
+    let targets = [
+        Target::PaiImage {
+            image_id: IMAGE.into(),
+            workspace_id: Some("12345".into()),
+        },
+        Target::PaiDataset {
+            dataset_id: DATASET.into(),
+        },
+        Target::PaiDatasetVersion {
+            dataset_id: DATASET.into(),
+            version: "v2".into(),
+        },
+    ];
+    for t in &targets {
+        p.add(t, &pairs(&[("system.k", "v 1")]))
+            .await
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(
+            p.observe(t)
+                .await
+                .unwrap()
+                .get("system.k")
+                .map(String::as_str),
+            Some("v 1"),
+            "{t}"
+        );
+        p.remove(t, &["system.k".into()]).await.unwrap();
+        assert!(!p.observe(t).await.unwrap().contains_key("system.k"));
+        assert_eq!(
+            handle.labels_of(t),
+            Some(p.observe(t).await.unwrap()),
+            "{t}: observe equals the simulator"
+        );
+    }
+    let missing = p
+        .observe(&Target::PaiImage {
+            image_id: "image-missing".into(),
+            workspace_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind, ErrorKind::NotFound);
+}
+
+async fn ims_scenario(ims: &ImsClient, who: &str) {
+    ims.add_image_tag(PROJECT, IMS_IMAGE, "stage", "beta")
+        .await
+        .unwrap_or_else(|e| panic!("{who}: {e}"));
+    ims.batch_add_or_delete_tags(
+        PROJECT,
+        IMS_IMAGE,
+        TagAction::Create,
+        &pairs(&[("key1", "value1"), ("key3", "")]),
+    )
+    .await
+    .unwrap();
+    let tags: BTreeMap<String, String> = ims
+        .list_image_tags(PROJECT, IMS_IMAGE)
+        .await
+        .unwrap()
+        .tags
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    assert_eq!(tags.get("stage").map(String::as_str), Some("beta"), "{who}");
+    assert_eq!(
+        tags.get("key3").map(String::as_str),
+        Some(""),
+        "{who}: empty value kept"
+    );
+    ims.batch_add_or_delete_tags(
+        PROJECT,
+        IMS_IMAGE,
+        TagAction::Delete,
+        &pairs(&[("key1", "value1"), ("missing", "")]),
+    )
+    .await
+    .unwrap();
+    let tags = ims.list_image_tags(PROJECT, IMS_IMAGE).await.unwrap().tags;
+    assert!(!tags.iter().any(|t| t.key == "key1"), "{who}: deleted");
+}
+
+#[tokio::test]
+async fn ims_calls_work_with_ak_sk_and_temporary_keys_and_a_wrong_sk_is_refused() {
+    for (who, creds) in [
+        (
+            "AK/SK",
+            Credentials::AkSk {
+                ak: "hwAK".into(),
+                sk: "hwSK".into(),
+                security_token: None,
+            },
+        ),
+        (
+            "temporary AK/SK",
+            Credentials::AkSk {
+                ak: "hwSTSAK".into(),
+                sk: "hwSTSSK".into(),
+                security_token: Some("hwSecurityToken".into()),
+            },
+        ),
+    ] {
+        let (_handle, clouds) = sim().await;
+        let ims = clouds.ims("cn-north-4", source(creds)).unwrap();
+        ims_scenario(&ims, who).await;
+    }
+    let (_handle, clouds) = sim().await;
+    let ims = clouds
+        .ims(
+            "cn-north-4",
+            source(Credentials::AkSk {
+                ak: "hwAK".into(),
+                sk: "wrong".into(),
+                security_token: None,
+            }),
+        )
+        .unwrap();
+    let err = ims.list_image_tags(PROJECT, IMS_IMAGE).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unauthenticated);
+    assert_eq!(err.http_status, Some(401));
+    assert_eq!(err.code, "APIGW.0301");
+
+    // The trait path: one batch create, one batch delete.
+    let p = clouds
+        .provider(
+            imagelabel::api::Provider::HuaweicloudIms,
+            "cn-north-4",
+            source(Credentials::AkSk {
+                ak: "hwAK".into(),
+                sk: "hwSK".into(),
+                security_token: None,
+            }),
+        )
+        .unwrap();
+    let t = Target::ImsImage {
+        project_id: PROJECT.into(),
+        image_id: IMS_IMAGE.into(),
+    };
+    p.add(&t, &pairs(&[("a", "1"), ("b", "2")])).await.unwrap();
+    p.remove(&t, &["a".into(), "b".into()]).await.unwrap();
+    assert_eq!(
+        p.observe(&t).await.unwrap(),
+        [
+            ("env".to_string(), "prod".to_string()),
+            ("owner".to_string(), "ml-platform".to_string())
+        ]
+        .into()
+    );
+    assert_eq!(p.limits(&t).max_labels_on_object, Some(10));
+}
