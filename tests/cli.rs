@@ -1,0 +1,364 @@
+//! The `imagelabel` binary end to end: `imagelabel sim` as a separate
+//! process, `plan` / `apply` against it, exit codes, output, counters.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imagelabel");
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// `imagelabel sim` on a free port, killed on drop.
+struct SimProcess {
+    child: Child,
+    base: String,
+}
+
+impl SimProcess {
+    fn start(seed: Option<&Path>) -> SimProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(s) = seed {
+            cmd.arg("--seed").arg(s);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "imagelabel sim did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SimProcess { child, base }
+    }
+
+    /// A tiny HTTP/1.0 GET of an admin endpoint (no HTTP client needed in a test).
+    fn get(&self, path: &str) -> Value {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    }
+
+    fn writes(&self) -> u64 {
+        self.get("/_sim/counters")["writes"].as_u64().unwrap()
+    }
+
+    fn reads(&self) -> u64 {
+        self.get("/_sim/counters")["reads"].as_u64().unwrap()
+    }
+
+    fn image_labels(&self, id: &str) -> Value {
+        let state = self.get("/_sim/state");
+        find_labels(&state, id).unwrap_or_else(|| panic!("no {id} in {state:#}"))
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testSecret")])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args([
+                "--pai-endpoint",
+                &self.base,
+                "--ims-endpoint",
+                &self.base,
+                "--sts-endpoint",
+                &self.base,
+            ])
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testAK")
+            .env("HUAWEICLOUD_SDK_AK", "hwAK")
+            .env("HUAWEICLOUD_SDK_SK", "hwSK")
+            .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+            .env_remove("DASHSCOPE_API_KEY")
+            .env_remove("ALIBABA_CLOUD_ROLE_ARN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds the labels (or tags) object of an image id anywhere in the state JSON.
+fn find_labels(v: &Value, id: &str) -> Option<Value> {
+    match v {
+        Value::Object(m) => {
+            if m.get("id").and_then(Value::as_str) == Some(id) {
+                return m.get("labels").or_else(|| m.get("tags")).cloned();
+            }
+            if let Some(inner) = m.get(id)
+                && let Some(l) = inner.get("labels").or_else(|| inner.get("tags"))
+            {
+                return Some(l.clone());
+            }
+            m.values().find_map(|x| find_labels(x, id))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_labels(x, id)),
+        _ => None,
+    }
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn plan_apply_and_replan_against_imagelabel_sim() {
+    let sim = SimProcess::start(None);
+    let examples = repo("examples");
+    let ex = examples.to_str().unwrap();
+
+    let plan = sim.run(&["plan", "-f", ex]);
+    let (out, err) = text(&plan);
+    assert_eq!(code(&plan), 2, "plan with changes exits 2: {out}{err}");
+    assert!(
+        out.contains("~ system.framework: \"XGBoost 1.6.0\" -> \"XGBoost 2.0.3\""),
+        "{out}"
+    );
+    assert_eq!(sim.writes(), 0, "plan writes nothing");
+
+    let json = sim.run(&["plan", "-f", ex, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).expect("-o json is JSON");
+    let sets = v["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 5);
+    let xgb = sets
+        .iter()
+        .find(|s| s["name"] == "ml-platform/xgboost-gpu")
+        .unwrap();
+    assert_eq!(xgb["add"]["system.supported.dlc"], "true");
+    assert_eq!(xgb["change"]["system.pythonVersion"]["to"], "3.11");
+
+    let apply = sim.run(&["apply", "-f", ex]);
+    let (out, err) = text(&apply);
+    assert_eq!(code(&apply), 0, "{out}{err}");
+    assert!(out.contains("RequestId"), "{out}");
+    let labels = sim.image_labels("image-4c62abc53uor");
+    assert_eq!(labels["system.framework"], "XGBoost 2.0.3");
+
+    // Converged: no changes, exit 0, read calls only.
+    let (reads, writes) = (sim.reads(), sim.writes());
+    let again = sim.run(&["plan", "-f", ex]);
+    let (out, _) = text(&again);
+    assert_eq!(code(&again), 0, "{out}");
+    assert!(out.contains("0 of 5 sets with changes"), "{out}");
+    assert_eq!(sim.writes(), writes, "a converged plan makes no write call");
+    assert_eq!(sim.reads() - reads, 5, "one read per set");
+}
+
+#[test]
+fn invalid_manifests_fail_whole_naming_file_and_field() {
+    let sim = SimProcess::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("examples/pai-image-xgboost.yaml"),
+        dir.path().join("a-good.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo("tests/manifests/invalid/non-system-key.yaml"),
+        dir.path().join("b-bad.yaml"),
+    )
+    .unwrap();
+    for verb in ["plan", "apply"] {
+        let o = sim.run(&[verb, "-f", dir.path().to_str().unwrap()]);
+        let (_, err) = text(&o);
+        assert_eq!(code(&o), 1, "{verb}: {err}");
+        assert!(
+            err.contains("b-bad.yaml")
+                && err.contains("spec.labels[\"team\"]")
+                && err.contains("system."),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        sim.writes() + sim.reads(),
+        0,
+        "nothing called for a manifest set that failed validation"
+    );
+
+    let o = sim.run(&[
+        "plan",
+        "-f",
+        repo("tests/manifests/invalid").to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    for (file, field) in [
+        ("101-labels.yaml", "spec.labels"),
+        ("empty-key.yaml", "spec.labels"),
+        ("missing-image-id.yaml", "spec.imageId"),
+        ("ims-without-project.yaml", "spec.projectId"),
+        ("bad-enum.yaml", "spec.prune"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(file) && l.contains(field)),
+            "{file}/{field} not named in: {err}"
+        );
+    }
+}
+
+fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).unwrap();
+}
+
+const HEAD: &str = "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: NAME, namespace: ci}\nspec:\n  imageId: IMAGE\n";
+
+fn set(name: &str, image: &str, labels: &str, extra: &str) -> String {
+    format!(
+        "{}{extra}  labels: {labels}\n",
+        HEAD.replace("NAME", name).replace("IMAGE", image)
+    )
+}
+
+#[test]
+fn state_file_gives_ownership_so_prune_owned_removes_only_our_keys() {
+    let sim = SimProcess::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let st = state.to_str().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let mp = m.to_str().unwrap();
+    // image-4c62abc53uor already has system.chipType=GPU (not ours).
+    write(
+        &m,
+        "s.yaml",
+        &set(
+            "s",
+            "image-4c62abc53uor",
+            "{system.chipType: GPU, system.ours: \"1\"}",
+            "",
+        ),
+    );
+    assert_eq!(code(&sim.run(&["apply", "-f", mp, "--state", st])), 0);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["owned"]["ImageLabelSet/ci/s"],
+        serde_json::json!(["system.ours"])
+    );
+
+    write(&m, "s.yaml", &set("s", "image-4c62abc53uor", "{}", ""));
+    let o = sim.run(&["apply", "-f", mp, "--state", st]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let labels = sim.image_labels("image-4c62abc53uor");
+    assert!(
+        labels.get("system.ours").is_none(),
+        "our key removed: {labels}"
+    );
+    assert_eq!(
+        labels["system.chipType"], "GPU",
+        "a key we never wrote stays"
+    );
+}
+
+#[test]
+fn conflicts_resolve_deterministically_and_ims_cap_is_checked_before_writing() {
+    let sim = SimProcess::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &set("a", "image-9f1e2d3c4b5a", "{system.owner: team-a}", ""),
+    );
+    write(
+        dir.path(),
+        "b.yaml",
+        &set("b", "image-9f1e2d3c4b5a", "{system.owner: team-b}", ""),
+    );
+    let o = sim.run(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "! system.owner: wants \"team-b\", but ImageLabelSet/ci/a (older) declares \"team-a\""
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        sim.image_labels("image-9f1e2d3c4b5a")["system.owner"],
+        "team-a"
+    );
+
+    let ims = dir.path().join("ims");
+    std::fs::create_dir(&ims).unwrap();
+    let many: Vec<String> = (0..9).map(|i| format!("k{i}: v")).collect();
+    let body = format!(
+        "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {{name: full, namespace: ci}}\nspec:\n  provider: huaweicloud-ims\n  imageId: 67e17426-359e-49fb-aa12-0bd1756ec240\n  projectId: fd73a4a14a4a4dfb9771a8475e5198ea\n  labels: {{{}}}\n",
+        many.join(", ")
+    );
+    write(&ims, "full.yaml", &body);
+    let writes = sim.writes();
+    let o = sim.run(&["apply", "-f", ims.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 1, "{out}{err}");
+    assert!(
+        out.contains("at most 10") && out.contains("11 labels"),
+        "{out}"
+    );
+    assert_eq!(sim.writes(), writes, "no write for a plan past the cap");
+}
+
+#[test]
+fn wrong_credentials_fail_clearly_without_showing_the_secret() {
+    let sim = SimProcess::start(None);
+    let o = sim.run_with(
+        &[
+            "apply",
+            "-f",
+            repo("examples/pai-image-xgboost.yaml").to_str().unwrap(),
+        ],
+        &[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "Sup3rWrongSecret")],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 1);
+    assert!(out.contains("SignatureDoesNotMatch"), "{out}{err}");
+    assert!(!out.contains("Sup3rWrongSecret") && !err.contains("Sup3rWrongSecret"));
+}
+
+#[test]
+fn crd_and_demo_commands() {
+    let o = Command::new(BIN).arg("crd").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(repo("crds/imagelabel.io.yaml")).unwrap()
+    );
+    let o = Command::new(BIN).arg("demo").output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 0, "{out}{err}");
+    assert!(
+        out.contains("Applied: 5 of 5 sets with changes")
+            && out.contains("Plan: 0 of 5 sets with changes")
+            && out.contains("0 write calls"),
+        "{out}"
+    );
+}
