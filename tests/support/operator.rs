@@ -209,17 +209,7 @@ impl Operator {
             &base,
         ])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--lease-duration", "6s", "--identity", name])
-        .args([
-            "--resync-interval",
-            "1h",
-            "--backoff-cap",
-            "5s",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info,imagelabel=debug",
-        ])
+        .args(["--identity", name])
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", PAI_AK)
@@ -231,12 +221,21 @@ impl Operator {
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);
-        // The test namespace, unless the caller chose (a chart install leases in its own namespace).
-        if !extra.iter().any(|a| a.starts_with("--lease-namespace")) {
-            cmd.args(["--lease-namespace", &env.ns]);
-        }
-        if !extra.iter().any(|a| a.starts_with("--watch-namespace")) {
-            cmd.args(["--watch-namespace", &env.ns]);
+        // Test defaults, each unless the caller passes that flag itself
+        // (a chart install leases in its own namespace and watches all).
+        let defaults = [
+            ("--lease-namespace", env.ns.as_str()),
+            ("--watch-namespace", env.ns.as_str()),
+            ("--lease-duration", "6s"),
+            ("--resync-interval", "1h"),
+            ("--backoff-cap", "5s"),
+            ("--log-format", "json"),
+            ("--log-level", "info,imagelabel=debug"),
+        ];
+        for (flag, value) in defaults {
+            if !extra.iter().any(|a| a.split('=').next() == Some(flag)) {
+                cmd.args([flag, value]);
+            }
         }
         let child = cmd.spawn().expect("start imagelabel run");
         Operator {
