@@ -15,7 +15,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -198,6 +198,8 @@ pub async fn run(
         wc.clone(),
     )
     .default_backoff()
+    // managedFields are never read; keep them out of the cache.
+    .modify(|o: &mut ImageLabelSet| o.managed_fields_mut().clear())
     .reflect(image_writer)
     .applied_objects()
     .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
@@ -206,6 +208,7 @@ pub async fn run(
         wc,
     )
     .default_backoff()
+    .modify(|o: &mut DatasetLabelSet| o.managed_fields_mut().clear())
     .reflect(dataset_writer)
     .applied_objects()
     .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
