@@ -125,6 +125,9 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
     validation = Rule::new("self.provider != 'pai' || self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 256)").message("spec.labels: PAI keys are at most 128 characters and values at most 256").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || size(self.labels) <= 10").message("spec.labels: Huawei Cloud IMS allows at most 10 tags per image").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, size(k) <= 36 && size(self.labels[k]) <= 43)").message("spec.labels: Huawei Cloud IMS tag keys are 1-36 characters and values 0-43").field_path(".labels"),
+    validation = Rule::new("self.provider == oldSelf.provider && self.imageId == oldSelf.imageId").message("spec.provider and spec.imageId are immutable: create another set for another image (deleting this one applies its deletionPolicy)").field_path(".imageId"),
+    validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable: create another set for an image in another region").field_path(".region"),
+    validation = Rule::new("has(self.projectId) == has(oldSelf.projectId) && (!has(self.projectId) || self.projectId == oldSelf.projectId)").message("spec.projectId is immutable: create another set for an image in another project").field_path(".projectId"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageLabelSetSpec {
@@ -195,6 +198,9 @@ pub struct ImageLabelSetSpec {
     validation = Rule::new("self.provider == 'pai'").message("spec.provider: DatasetLabelSet supports only provider pai").field_path(".provider"),
     validation = Rule::new("self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 256)").message("spec.labels: PAI keys are at most 128 characters and values at most 256").field_path(".labels"),
     validation = Rule::new("self.labels.all(k, !k.startsWith('acs:') && !k.startsWith('aliyun'))").message("spec.labels: keys starting with 'acs:' or 'aliyun' are reserved by Alibaba Cloud").field_path(".labels"),
+    validation = Rule::new("self.datasetId == oldSelf.datasetId").message("spec.datasetId is immutable: create another set for another dataset (deleting this one applies its deletionPolicy)").field_path(".datasetId"),
+    validation = Rule::new("has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version)").message("spec.version is immutable: create another set for another dataset version").field_path(".version"),
+    validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable: create another set for a dataset in another region").field_path(".region"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetLabelSetSpec {

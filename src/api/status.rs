@@ -60,6 +60,14 @@ pub struct LabelSetStatus {
     /// The cloud's RequestId of the last write, for support tickets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_id: Option<String>,
+    /// The generation whose labels were last confirmed in the cloud; a
+    /// difference found at that generation is drift, at a newer one an edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_generation: Option<i64>,
+    /// The cloud object `ownedKeys` live on (`provider/region/…/id`), so a
+    /// changed target never carries ownership to another object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// The `imagelabel.io/reconcile-requested-at` value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,

@@ -75,4 +75,8 @@ impl CloudAccess for Clouds {
     fn rate_limiter_wait_seconds(&self) -> f64 {
         self.registry.limiter_wait_total().as_secs_f64()
     }
+
+    fn cloud_requests(&self) -> u64 {
+        self.registry.requests_total()
+    }
 }

@@ -122,6 +122,15 @@ pub struct RunArgs {
     /// Longest pause between retries of a failing set.
     #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
     pub backoff_cap: Duration,
+    /// How often a set stalled on its credentialsRef Secret re-reads the
+    /// Secret (no cloud call) to notice it was fixed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub secret_poll_interval: Duration,
+    /// How long a set stalled on a terminal cloud error (not found, access
+    /// denied, bad credentials) waits before one more attempt when neither
+    /// its spec nor its Secret changed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    pub stalled_recheck: Duration,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -267,6 +276,8 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             fight_window: args.fight_window,
             backoff_base: Duration::from_secs(1),
             backoff_cap: args.backoff_cap,
+            secret_poll: args.secret_poll_interval,
+            stalled_recheck: args.stalled_recheck,
         },
         concurrency: args.concurrency,
         metrics_addr: args.metrics_addr,

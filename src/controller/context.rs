@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use kube::Client;
@@ -31,6 +31,11 @@ pub trait CloudAccess: Send + Sync {
     fn rate_limiter_wait_seconds(&self) -> f64 {
         0.0
     }
+
+    /// HTTP requests sent to clouds so far, retries included.
+    fn cloud_requests(&self) -> u64 {
+        0
+    }
 }
 
 /// Knobs of the reconciler.
@@ -42,6 +47,13 @@ pub struct ReconcileConfig {
     pub fight_window: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// How often a set stalled on a `credentialsRef` Secret reads the Secret
+    /// again (a Kubernetes GET, no cloud call) to notice it was fixed.
+    pub secret_poll: Duration,
+    /// How long a stalled set waits before one more cloud attempt when
+    /// neither its spec nor its Secret changed (cloud-side fixes: a created
+    /// image, a granted permission).
+    pub stalled_recheck: Duration,
 }
 
 impl Default for ReconcileConfig {
@@ -53,6 +65,8 @@ impl Default for ReconcileConfig {
             fight_window: Duration::from_secs(3600),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
+            secret_poll: Duration::from_secs(30),
+            stalled_recheck: Duration::from_secs(3600),
         }
     }
 }
@@ -67,6 +81,10 @@ pub struct Ctx {
     pub fights: FightDetector,
     /// Consecutive failures per set, for exponential backoff (reset on success).
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Sets stalled on a terminal error, with what they were stalled on.
+    pub stalls: Mutex<HashMap<String, StallMark>>,
+    /// Reconciles running at once across both kinds (`--concurrency`).
+    pub slots: tokio::sync::Semaphore,
     /// Owned-key counts per set, summed into the labels-managed gauge.
     pub managed: Mutex<HashMap<String, (String, usize)>>,
     /// Conflicting-key counts per set, summed into the conflicts gauge.
@@ -79,7 +97,41 @@ pub struct Ctx {
     pub primed: tokio::sync::OnceCell<()>,
 }
 
+/// What a stalled set saw: its generation, resume annotation and Secret
+/// version. The cloud is not called again until one of them changes or
+/// `stalled_recheck` passes.
+#[derive(Clone, Debug)]
+pub struct StallMark {
+    pub fingerprint: String,
+    pub since: Instant,
+}
+
 impl Ctx {
+    /// While `set` is stalled on exactly `fingerprint`, the time left before
+    /// a recheck; otherwise forgets the stall and returns `None`.
+    pub fn stall_hold(&self, set: &str, fingerprint: &str) -> Option<Duration> {
+        let mut stalls = self.stalls.lock().expect("stalls poisoned");
+        let left = stalls.get(set).and_then(|m| {
+            (m.fingerprint == fingerprint)
+                .then(|| self.config.stalled_recheck.checked_sub(m.since.elapsed()))
+                .flatten()
+        });
+        if left.is_none() {
+            stalls.remove(set);
+        }
+        left
+    }
+
+    pub fn mark_stalled(&self, set: &str, fingerprint: String) {
+        self.stalls.lock().expect("stalls poisoned").insert(
+            set.to_string(),
+            StallMark {
+                fingerprint,
+                since: Instant::now(),
+            },
+        );
+    }
+
     /// Adds `count` under `set` in a per-set map and returns the sum for `kind`.
     pub fn tally(
         map: &Mutex<HashMap<String, (String, usize)>>,

@@ -27,6 +27,11 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     if total > seen {
         s.metrics.rate_limiter_wait.inc_by(total - seen);
     }
+    let sent = s.clouds.cloud_requests();
+    let counted = s.metrics.cloud_requests.get();
+    if sent > counted {
+        s.metrics.cloud_requests.inc_by(sent - counted);
+    }
     (
         [(
             "content-type",

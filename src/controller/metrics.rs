@@ -37,6 +37,7 @@ pub struct Metrics {
     pub conflicts: Family<KindLabels, Gauge>,
     pub fights_detected: Family<KindLabels, Counter>,
     pub rate_limiter_wait: Counter<f64, AtomicU64>,
+    pub cloud_requests: Counter,
     pub leader: Gauge,
 }
 
@@ -93,6 +94,12 @@ impl Default for Metrics {
             "Time cloud calls waited for the rate limiter",
             rate_limiter_wait.clone(),
         );
+        let cloud_requests = Counter::default();
+        registry.register(
+            "cloud_requests",
+            "HTTP requests sent to cloud APIs, retries included (cloud_calls counts each call once)",
+            cloud_requests.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -109,6 +116,7 @@ impl Default for Metrics {
             conflicts,
             fights_detected,
             rate_limiter_wait,
+            cloud_requests,
             leader,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -73,6 +73,21 @@ fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> 
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// Keeps the claim index current from the watch itself, before any set is
+/// reconciled: two sets applied together must see each other's claims, or
+/// the newer one could write a key the older one wins.
+fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher::Event<K>) {
+    move |event| match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+            reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
+        }
+        watcher::Event::Delete(o) => {
+            reconcile::wake_others::<K>(ctx.index.remove(&reconcile::set_key(o)), &ctx);
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
     }
 }
 
@@ -151,6 +166,8 @@ pub async fn run(
         index: ClaimIndex::default(),
         fights: FightDetector::new(cfg.reconcile.fight_threshold, cfg.reconcile.fight_window),
         failures: Default::default(),
+        stalls: Default::default(),
+        slots: tokio::sync::Semaphore::new(usize::from(cfg.concurrency.max(1))),
         managed: Default::default(),
         conflicting: Default::default(),
         wake_images,
@@ -201,6 +218,7 @@ pub async fn run(
     // managedFields are never read; keep them out of the cache.
     .modify(|o: &mut ImageLabelSet| o.managed_fields_mut().clear())
     .reflect(image_writer)
+    .inspect_ok(claims_from_watch(ctx.clone()))
     .applied_objects()
     .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
     let datasets = watcher(
@@ -210,6 +228,7 @@ pub async fn run(
     .default_backoff()
     .modify(|o: &mut DatasetLabelSet| o.managed_fields_mut().clear())
     .reflect(dataset_writer)
+    .inspect_ok(claims_from_watch(ctx.clone()))
     .applied_objects()
     .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
 

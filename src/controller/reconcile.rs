@@ -58,6 +58,8 @@ pub fn set_key<K: LabelSetResource>(obj: &K) -> String {
 
 /// The entry point the `Controller` calls.
 pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // One budget for both kinds' controllers, which each run their own queue.
+    let _slot = ctx.slots.acquire().await;
     let started = Instant::now();
     prime_index(&ctx).await;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
@@ -135,7 +137,7 @@ async fn prime_index(ctx: &Ctx) {
         .await;
 }
 
-fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate::plan::SetId> {
+pub(super) fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate::plan::SetId> {
     if obj.meta().deletion_timestamp.is_some() {
         return ctx.index.remove(&set_key(obj));
     }
@@ -151,7 +153,7 @@ fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate::plan::SetI
 }
 
 /// Asks for the other sets on an object to be reconciled again.
-fn wake_others<K: LabelSetResource>(ids: Vec<crate::plan::SetId>, ctx: &Ctx) {
+pub(super) fn wake_others<K: LabelSetResource>(ids: Vec<crate::plan::SetId>, ctx: &Ctx) {
     for id in ids {
         if let Some((ns, name)) = id.name.split_once('/') {
             K::wake(ctx, ObjectRef::new(name).within(ns));
@@ -165,6 +167,8 @@ struct StatusWriter<'a, K: LabelSetResource> {
     ctx: &'a Ctx,
     generation: Option<i64>,
     status: LabelSetStatus,
+    /// What a stall now would be stalled on (see [`Ctx::stall_hold`]).
+    stall_fingerprint: Option<String>,
 }
 
 impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
@@ -175,6 +179,7 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
             ctx,
             generation: obj.meta().generation,
             status,
+            stall_fingerprint: None,
         }
     }
 
@@ -278,43 +283,89 @@ fn resync_of(set_interval: Option<&str>, ctx: &Ctx) -> Duration {
         .unwrap_or(ctx.config.default_resync)
 }
 
+/// The data of a `credentialsRef` Secret and its resourceVersion.
+struct SecretRead {
+    data: BTreeMap<String, Vec<u8>>,
+    version: String,
+}
+
+enum SecretError {
+    /// Missing or forbidden: a person has to act.
+    Stall(String),
+    /// The API server did not answer; try again with backoff.
+    Transient(String),
+}
+
+impl SecretError {
+    fn message(self) -> String {
+        match self {
+            SecretError::Stall(m) | SecretError::Transient(m) => m,
+        }
+    }
+}
+
 /// Reads the `credentialsRef` Secret, in the set's own namespace only.
 async fn secret_data<K: LabelSetResource>(
     obj: &K,
     set: &ResolvedSet,
     ctx: &Ctx,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+) -> Result<Option<SecretRead>, SecretError> {
     let Some(r) = &set.policy.credentials_ref else {
         return Ok(None);
     };
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     match api.get_opt(&r.name).await {
-        Ok(Some(s)) => Ok(Some(
-            s.data
+        Ok(Some(s)) => Ok(Some(SecretRead {
+            version: s.resource_version().unwrap_or_default(),
+            data: s
+                .data
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
                 .collect(),
-        )),
-        Ok(None) => Err(format!(
+        })),
+        Ok(None) => Err(SecretError::Stall(format!(
             "Secret {ns}/{} (spec.credentialsRef) not found; create it with accessKeyId/accessKeySecret (pai) or ak/sk (huaweicloud-ims)",
             r.name
-        )),
-        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!(
+        ))),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(SecretError::Stall(format!(
             "the operator may not read Secret {ns}/{}: {}",
             r.name, e.message
-        )),
-        Err(e) => Err(format!("reading Secret {ns}/{}: {e}", r.name)),
+        ))),
+        Err(e) => Err(SecretError::Transient(format!(
+            "reading Secret {ns}/{}: {e}",
+            r.name
+        ))),
+    }
+}
+
+/// What a stall depends on: the spec, the resume annotation and the Secret.
+fn stall_fingerprint<K: LabelSetResource>(obj: &K, secret_version: Option<&str>) -> String {
+    format!(
+        "{:?}|{:?}|{}",
+        obj.meta().generation,
+        obj.annotations().get(RECONCILE_REQUESTED_AT),
+        secret_version.unwrap_or("-")
+    )
+}
+
+/// When a held stall looks again: soon enough to notice a fixed Secret,
+/// otherwise when the recheck is due.
+fn held_requeue(set: &ResolvedSet, left: Duration, ctx: &Ctx) -> Duration {
+    if set.policy.credentials_ref.is_some() {
+        left.min(jittered(ctx.config.secret_poll))
+    } else {
+        left
     }
 }
 
 fn provider_for(
     set: &ResolvedSet,
-    secret: Option<&BTreeMap<String, Vec<u8>>>,
+    secret: Option<&SecretRead>,
     ctx: &Ctx,
 ) -> Result<Arc<dyn LabelProvider>, String> {
-    let inner = ctx.clouds.provider_for(set, secret)?;
+    let inner = ctx.clouds.provider_for(set, secret.map(|s| &s.data))?;
     Ok(Arc::new(Metered {
         inner,
         provider: set.provider.as_str(),
@@ -361,18 +412,23 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ");
-            wake_others::<K>(ctx.index.remove(&key), ctx);
-            w.conditions(
-                (false, reason::INVALID_SPEC, msg.clone()),
-                None,
-                Some((reason::INVALID_SPEC, msg.clone())),
-            );
-            w.write().await?;
-            event(ctx, &*obj, EventType::Warning, reason::INVALID_SPEC, msg).await;
-            count::<K>(ctx, "stalled");
-            return Ok(Action::await_change());
+            return invalid_spec(w, ctx, &*obj, msg).await;
         }
     };
+    let object = set.object_key();
+    if let Some(was) = w.status.target.clone()
+        && was != object
+        && !w.status.owned_keys.is_empty()
+    {
+        // The schema forbids this; an old CRD or a bypassed webhook may not.
+        let msg = format!(
+            "the target changed from {was} to {object}, but this set owns keys {:?} on {was}: \
+             the target is immutable; restore it, or delete this set and create a new one",
+            w.status.owned_keys
+        );
+        return invalid_spec(w, ctx, &*obj, msg).await;
+    }
+    w.status.target = Some(object);
     wake_others::<K>(index_claim(&*obj, ctx), ctx);
     let resync = resync_of(set.policy.resync_interval.as_deref(), ctx);
     let id = obj.set_id();
@@ -388,11 +444,26 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
 
     let secret = match secret_data(&*obj, &set, ctx).await {
         Ok(s) => s,
-        Err(msg) => return stall(w, ctx, &*obj, reason::INVALID_CREDENTIALS, msg, resync).await,
+        Err(SecretError::Transient(msg)) => return backing_off(w, msg).await,
+        Err(SecretError::Stall(msg)) => {
+            let fp = stall_fingerprint(&*obj, Some("unreadable"));
+            if let Some(left) = ctx.stall_hold(&key, &fp) {
+                return Ok(Action::requeue(held_requeue(&set, left, ctx)));
+            }
+            w.stall_fingerprint = Some(fp);
+            return stall(w, ctx, &*obj, reason::INVALID_CREDENTIALS, msg, &set).await;
+        }
     };
+    // A terminal error is not retried until what it depends on changes.
+    let fp = stall_fingerprint(&*obj, secret.as_ref().map(|s| s.version.as_str()));
+    if let Some(left) = ctx.stall_hold(&key, &fp) {
+        tracing::debug!(set = %key, "stalled; spec and Secret unchanged, no cloud call");
+        return Ok(Action::requeue(held_requeue(&set, left, ctx)));
+    }
+    w.stall_fingerprint = Some(fp);
     let provider = match provider_for(&set, secret.as_ref(), ctx) {
         Ok(p) => p,
-        Err(msg) => return stall(w, ctx, &*obj, reason::INVALID_CREDENTIALS, msg, resync).await,
+        Err(msg) => return stall(w, ctx, &*obj, reason::INVALID_CREDENTIALS, msg, &set).await,
     };
 
     let owned: BTreeSet<String> = w.status.owned_keys.iter().cloned().collect();
@@ -409,12 +480,11 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     };
     let mut report = match observe_and_plan(provider.as_ref(), &req).await {
         Ok(r) => r,
-        Err((_, e)) => return failed(w, ctx, &*obj, e, resync).await,
+        Err((_, e)) => return failed(w, ctx, &*obj, e, &set).await,
     };
 
-    // Drift: the spec is what we last synced, yet the cloud differs.
-    let was_synced =
-        w.status.observed_generation == w.generation && w.status.last_sync_time.is_some();
+    // Drift: the cloud differs from a spec generation we already synced.
+    let was_synced = w.generation.is_some() && w.status.synced_generation == w.generation;
     let drifted: Vec<String> = if was_synced && set.policy.mode == Mode::Sync {
         report
             .plan
@@ -483,7 +553,7 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         Err((r, e)) => {
             // Whatever got written is owned; keep that record.
             w.status.owned_keys = r.owned.iter().cloned().collect();
-            return failed(w, ctx, &*obj, e, resync).await;
+            return failed(w, ctx, &*obj, e, &set).await;
         }
     };
 
@@ -551,6 +621,7 @@ async fn finish<K: LabelSetResource>(
         vec![]
     };
     w.status.label_count = Some(report.labels_after.len() as i64);
+    w.status.synced_generation = w.generation;
     w.status.last_sync_time = Some(
         jiff::Timestamp::now()
             .round(jiff::Unit::Second)
@@ -662,13 +733,46 @@ async fn finish<K: LabelSetResource>(
     Ok(())
 }
 
+/// Stalled on a spec the operator will not act on; waits for the next edit.
+async fn invalid_spec<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    ctx: &Ctx,
+    obj: &K,
+    msg: String,
+) -> Result<Action, Error> {
+    wake_others::<K>(ctx.index.remove(&set_key(obj)), ctx);
+    w.conditions(
+        (false, reason::INVALID_SPEC, msg.clone()),
+        None,
+        Some((reason::INVALID_SPEC, msg.clone())),
+    );
+    w.write().await?;
+    event(ctx, obj, EventType::Warning, reason::INVALID_SPEC, msg).await;
+    count::<K>(ctx, "stalled");
+    Ok(Action::await_change())
+}
+
+/// A transient failure: say so in status and let the error policy back off.
+async fn backing_off<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    msg: String,
+) -> Result<Action, Error> {
+    w.conditions(
+        (false, reason::BACKING_OFF, msg.clone()),
+        Some((reason::BACKING_OFF, msg.clone())),
+        None,
+    );
+    w.write().await?;
+    Err(Error::Transient(msg))
+}
+
 async fn stall<K: LabelSetResource>(
     mut w: StatusWriter<'_, K>,
     ctx: &Ctx,
     obj: &K,
     reason_: &str,
     msg: String,
-    resync: Duration,
+    set: &ResolvedSet,
 ) -> Result<Action, Error> {
     warn!(set = %set_key(obj), reason = reason_, message = %msg, "stalled");
     let changed = w
@@ -685,41 +789,66 @@ async fn stall<K: LabelSetResource>(
         event(ctx, obj, EventType::Warning, reason_, msg).await;
     }
     count::<K>(ctx, "stalled");
-    // Needs a person; look again only at the resync pace, never in a storm.
-    Ok(Action::requeue(jittered(resync)))
+    // Needs a person: no cloud call until the spec or Secret changes (or the
+    // slow recheck is due), whatever the resync interval.
+    let fingerprint = w.stall_fingerprint.take().unwrap_or_default();
+    ctx.mark_stalled(&set_key(obj), fingerprint);
+    let left = ctx.config.stalled_recheck;
+    Ok(Action::requeue(held_requeue(set, left, ctx)))
 }
 
 async fn failed<K: LabelSetResource>(
-    mut w: StatusWriter<'_, K>,
+    w: StatusWriter<'_, K>,
     ctx: &Ctx,
     obj: &K,
     e: SyncError,
-    resync: Duration,
+    set: &ResolvedSet,
 ) -> Result<Action, Error> {
     match &e {
-        SyncError::Limit(l) => {
-            stall(w, ctx, obj, reason::LIMIT_EXCEEDED, l.0.clone(), resync).await
-        }
+        SyncError::Limit(l) => stall(w, ctx, obj, reason::LIMIT_EXCEEDED, l.0.clone(), set).await,
         SyncError::Ownership(m) => Err(Error::Transient(format!("recording ownership: {m}"))),
         SyncError::Observe(c) | SyncError::Write(c) => match stall_reason(c.kind) {
-            Some(r) => stall(w, ctx, obj, r, e.to_string(), resync).await,
-            None => {
-                w.conditions(
-                    (false, reason::BACKING_OFF, e.to_string()),
-                    Some((reason::BACKING_OFF, e.to_string())),
-                    None,
-                );
-                w.write().await?;
-                Err(Error::Transient(e.to_string()))
-            }
+            Some(r) => stall(w, ctx, obj, r, e.to_string(), set).await,
+            None => backing_off(w, e.to_string()).await,
         },
     }
+}
+
+/// Deletion cannot finish yet: say why on the resource, and how to let go.
+async fn cleanup_blocked<K: LabelSetResource>(
+    ctx: &Ctx,
+    obj: &K,
+    reason_: &str,
+    msg: String,
+) -> Error {
+    let msg = format!(
+        "deletion waits: {msg}; to delete without touching labels, set spec.deletionPolicy: Orphan \
+         or annotation {PAUSED}=\"true\""
+    );
+    let mut w = StatusWriter::new(obj, ctx);
+    let changed = w
+        .status
+        .condition(STALLED)
+        .is_none_or(|c| c.reason != reason_ || c.message != msg);
+    w.conditions(
+        (false, reason_, msg.clone()),
+        Some((reason::DELETING, msg.clone())),
+        Some((reason_, msg.clone())),
+    );
+    if let Err(e) = w.write().await {
+        warn!(set = %set_key(obj), error = %e, "could not write status while deleting");
+    }
+    if changed {
+        event(ctx, obj, EventType::Warning, reason_, msg.clone()).await;
+    }
+    Error::Transient(msg)
 }
 
 async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Error> {
     let key = set_key(&*obj);
     let others = ctx.index.remove(&key);
     ctx.fights.reset(&key);
+    ctx.stalls.lock().expect("stalls poisoned").remove(&key);
     let kind = K::KIND;
     ctx.metrics
         .labels_managed
@@ -733,10 +862,43 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         wake_others::<K>(others, ctx);
         Ok(Action::await_change())
     };
-    let Ok(set) = obj.resolve(&ctx.config.default_region) else {
-        // An invalid spec never reached the cloud through this set's current target.
-        return release(others);
+    let set = match obj.resolve(&ctx.config.default_region) {
+        Ok(set) => set,
+        Err(errors) => {
+            let owned = obj.status().map(|s| s.owned_keys.clone()).unwrap_or_default();
+            if !owned.is_empty() {
+                let why = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+                event(
+                    ctx,
+                    &*obj,
+                    EventType::Warning,
+                    reason::INVALID_SPEC,
+                    format!(
+                        "deleted with an invalid spec ({}): owned keys {owned:?} left in place",
+                        why.join("; ")
+                    ),
+                )
+                .await;
+            }
+            return release(others);
+        }
     };
+    if let Some(was) = obj.status().and_then(|s| s.target.clone())
+        && was != set.object_key()
+    {
+        event(
+            ctx,
+            &*obj,
+            EventType::Warning,
+            reason::INVALID_SPEC,
+            format!(
+                "owned keys live on {was} but the spec names {}: left in place",
+                set.object_key()
+            ),
+        )
+        .await;
+        return release(others);
+    }
     let paused = obj.annotations().get(PAUSED).map(String::as_str) == Some("true");
     if set.policy.deletion_policy == DeletionPolicy::Orphan
         || paused
@@ -761,10 +923,17 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     if owned.is_empty() {
         return release(others);
     }
-    let secret = secret_data(&*obj, &set, ctx)
-        .await
-        .map_err(Error::Transient)?;
-    let provider = provider_for(&set, secret.as_ref(), ctx).map_err(Error::Transient)?;
+    let secret = match secret_data(&*obj, &set, ctx).await {
+        Ok(s) => s,
+        Err(SecretError::Stall(m)) => {
+            return Err(cleanup_blocked(ctx, &*obj, reason::INVALID_CREDENTIALS, m).await);
+        }
+        Err(e) => return Err(Error::Transient(e.message())),
+    };
+    let provider = match provider_for(&set, secret.as_ref(), ctx) {
+        Ok(p) => p,
+        Err(m) => return Err(cleanup_blocked(ctx, &*obj, reason::INVALID_CREDENTIALS, m).await),
+    };
     let id = obj.set_id();
     let claims = ctx.index.claims(&set.object_key(), &id);
     let held = BTreeSet::new();
@@ -780,11 +949,12 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     let report = match observe_and_plan(provider.as_ref(), &req).await {
         Ok(r) => r,
         Err((_, SyncError::Observe(e))) if e.kind == ErrorKind::NotFound => return release(others),
-        Err((_, e)) => return Err(Error::Transient(e.to_string())),
+        Err((_, e)) => return Err(cleanup_failed(ctx, &*obj, e).await),
     };
-    let report = carry_out(provider.as_ref(), &set, report, |_| async { Ok(()) })
-        .await
-        .map_err(|(_, e)| Error::Transient(e.to_string()))?;
+    let report = match carry_out(provider.as_ref(), &set, report, |_| async { Ok(()) }).await {
+        Ok(r) => r,
+        Err((_, e)) => return Err(cleanup_failed(ctx, &*obj, e).await),
+    };
     if !report.plan.remove.is_empty() {
         let rid = report
             .applied
@@ -804,6 +974,18 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         .await;
     }
     release(others)
+}
+
+/// A cloud failure while deleting: terminal ones block visibly, others retry.
+async fn cleanup_failed<K: LabelSetResource>(ctx: &Ctx, obj: &K, e: SyncError) -> Error {
+    let reason_ = match &e {
+        SyncError::Observe(c) | SyncError::Write(c) => stall_reason(c.kind),
+        SyncError::Limit(_) | SyncError::Ownership(_) => None,
+    };
+    match reason_ {
+        Some(r) => cleanup_blocked(ctx, obj, r, e.to_string()).await,
+        None => Error::Transient(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub struct RateLimiter {
     bucket: DefaultDirectRateLimiter,
     qps: NonZeroU32,
     waited_nanos: AtomicU64,
+    /// Tokens handed out: one per HTTP request, retries included.
+    granted: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -35,6 +37,7 @@ impl RateLimiter {
             bucket: DefaultDirectRateLimiter::direct(Quota::per_second(qps)),
             qps,
             waited_nanos: AtomicU64::new(0),
+            granted: AtomicU64::new(0),
         }
     }
 
@@ -44,6 +47,7 @@ impl RateLimiter {
 
     /// Waits for a token; the time spent waiting is added to [`Self::total_wait`].
     pub async fn acquire(&self) {
+        self.granted.fetch_add(1, Ordering::Relaxed);
         if self.bucket.check().is_ok() {
             return;
         }
@@ -55,7 +59,16 @@ impl RateLimiter {
 
     /// Takes a token only if one is available now.
     pub fn try_acquire(&self) -> bool {
-        self.bucket.check().is_ok()
+        let ok = self.bucket.check().is_ok();
+        if ok {
+            self.granted.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Requests let through so far: with retries, more than logical calls.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(Ordering::Relaxed)
     }
 
     /// Cumulative time callers spent waiting for tokens (for a metric).
@@ -102,6 +115,12 @@ impl Limiters {
         map.values().map(|l| l.total_wait()).sum()
     }
 
+    /// Requests let through by every limiter handed out.
+    pub fn total_granted(&self) -> u64 {
+        let map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|l| l.granted()).sum()
+    }
+
     /// Total wait per (provider, region), summed over accounts: account ids
     /// make poor metric labels (cardinality, and they identify credentials).
     pub fn wait_by_provider_region(&self) -> Vec<((String, String), Duration)> {
@@ -137,6 +156,7 @@ mod tests {
         assert_eq!(l.total_wait(), Duration::ZERO);
         l.acquire().await;
         assert!(l.total_wait() > Duration::ZERO);
+        assert_eq!(l.granted(), 2, "every request is counted, waited or not");
     }
 
     #[test]

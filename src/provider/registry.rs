@@ -269,6 +269,10 @@ impl Clouds {
     pub fn limiter_wait_total(&self) -> Duration {
         self.limiters.total_wait()
     }
+
+    pub fn requests_total(&self) -> u64 {
+        self.limiters.total_granted()
+    }
 }
 
 /// Installs the process-wide rustls crypto provider (ring) once; reqwest is
