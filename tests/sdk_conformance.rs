@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use imagelabel::sim::{SeedConfig, Sim};
+use imagelabel::sim::{CounterSnapshot, SeedConfig, Sim};
 
 const SEED: &str = r#"
 credentials:
@@ -22,14 +22,17 @@ credentials:
     - {ak: sdkHwSTSAK, sk: sdkHwSTSSK, securityToken: sdkHwToken}
 qps: 0
 pai:
+  # image-sdk0<kind> and d-sdk0<kind>: one of each per credential kind the
+  # label scenarios of test_pai_sdk.py run with.
   images:
     - {id: image-sdk0test0001, name: sdk-test, workspaceId: "12345", labels: {system.official: "false"}}
+    - {id: image-sdk0access-key, name: sdk-ak, workspaceId: "12345", labels: {system.official: "false"}}
+    - {id: image-sdk0sts-token, name: sdk-sts, workspaceId: "12345", labels: {system.official: "false"}}
+    - {id: image-sdk0bearer, name: sdk-bearer, workspaceId: "12345", labels: {system.official: "false"}}
   datasets:
-    - id: d-sdk0test0001
-      name: sdk-dataset
-      workspaceId: "12345"
-      labels: {owner: seed}
-      versions: [{name: "v 1/β"}]
+    - {id: d-sdk0access-key, name: sdk-ak, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
+    - {id: d-sdk0sts-token, name: sdk-sts, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
+    - {id: d-sdk0bearer, name: sdk-bearer, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
 ims:
   images:
     - id: 67e17426-359e-49fb-aa12-0bd1756ec240
@@ -119,10 +122,104 @@ async fn official_python_sdks_work_against_the_simulator() {
         serde_json::to_string_pretty(&counters).unwrap()
     );
     handle.shutdown().await;
-    assert!(out.status.success(), "pytest exited with {}", out.status);
-    // The SDKs really called the simulator.
+    let passed = pytest_passed(&stdout);
     assert!(
-        counters.api("AddImageLabels").ok > 0 && counters.api("ListImageTags").ok > 0,
-        "{counters:?}"
+        out.status.code() != Some(5),
+        "pytest collected no tests (exit code 5)"
     );
+    assert!(out.status.success(), "pytest exited with {}", out.status);
+    assert!(
+        passed >= MIN_PYTEST_PASSED,
+        "pytest passed {passed} tests, expected at least {MIN_PYTEST_PASSED}"
+    );
+    check_counters(&counters);
+}
+
+/// Tests in tests/sdk/*.py: 9 PAI label scenarios (3 scenarios × 3
+/// credential kinds), 7 other PAI tests, 6 IMS tests.
+const MIN_PYTEST_PASSED: u64 = 22;
+
+/// The count in pytest's `-q` summary line (`23 passed in 4.2s`); 0 when
+/// nothing passed.
+fn pytest_passed(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let words: Vec<&str> = line
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .collect();
+            words
+                .windows(2)
+                .find(|w| w[1] == "passed")
+                .and_then(|w| w[0].parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn pytest_summary_is_read() {
+    assert_eq!(pytest_passed("....\n22 passed in 1.43s\n"), 22);
+    assert_eq!(
+        pytest_passed("F.\n1 failed, 21 passed, 2 warnings in 3.10s\n"),
+        21
+    );
+    assert_eq!(pytest_passed("\nno tests ran in 0.01s\n"), 0);
+}
+
+/// Credential kinds every PAI label scenario runs with (AccessKey, STS
+/// token, bearer).
+const KINDS: u64 = 3;
+
+/// Successful calls each PAI label scenario of test_pai_sdk.py makes per
+/// credential kind.
+const PAI_CALLS_PER_KIND: &[(&str, u64)] = &[
+    ("AddImageLabels", 1),
+    ("ListImageLabels", 4),
+    ("RemoveImageLabels", 3),
+    ("CreateDatasetLabels", 1),
+    ("GetDataset", 2),
+    ("DeleteDatasetLabels", 1),
+    ("CreateDatasetVersionLabels", 1),
+    ("GetDatasetVersion", 2),
+    ("DeleteDatasetVersionLabels", 1),
+];
+
+/// The SDK calls reached the simulator: per API at least as many successes
+/// as the scenarios make, and the rejected credentials counted as errors
+/// with their codes.
+fn check_counters(counters: &CounterSnapshot) {
+    let mut short = Vec::new();
+    let mut at_least = |api: &str, what: &str, got: u64, want: u64| {
+        if got < want {
+            short.push(format!("{api} {what}: {got} < {want}"));
+        }
+    };
+    for (api, per_kind) in PAI_CALLS_PER_KIND {
+        at_least(api, "ok", counters.api(api).ok, per_kind * KINDS);
+    }
+    for (api, ok) in [
+        ("AddImageTag", 1),
+        ("BatchAddOrDeleteTags", 2),
+        ("DeleteImageTag", 2),
+        ("ListImageTags", 1),
+    ] {
+        at_least(api, "ok", counters.api(api).ok, ok);
+    }
+    // Failed authentication is counted under the API that was called.
+    for (api, code) in [
+        ("ListImageLabels", "SignatureDoesNotMatch"),
+        (
+            "ListImageLabels",
+            "InvalidSecurityToken.MismatchWithAccessKey",
+        ),
+        ("ListImageLabels", "InvalidApiKey"),
+        ("ListImageLabels", "InvalidAccessKeyId.NotFound"),
+        ("ListImageTags", "APIGW.0301"),
+    ] {
+        let got = counters.api(api).by_code.get(code).copied().unwrap_or(0);
+        at_least(api, code, got, 1);
+    }
+    assert!(short.is_empty(), "simulator counters too low: {short:#?}");
 }

@@ -161,6 +161,10 @@ proptest! {
         let after = State { observed: p.result_of(&s.observed), owned: p.owned_after.clone(), ..s.clone() };
         let again = run(&after, Mode::Sync);
         prop_assert!(again.is_empty(), "second plan not empty: {:?}", again);
+        prop_assert!(again.drift.is_empty(), "drift after converging: {:?}", again.drift);
+        // Re-planning neither claims nor gives up a key.
+        prop_assert_eq!(&again.owned_before_write, &p.owned_after);
+        prop_assert_eq!(&again.owned_after, &p.owned_after, "ownership moved on a converged state");
     }
 
     /// No plan adds and removes the same key.
@@ -188,13 +192,47 @@ proptest! {
         }
     }
 
-    /// Observe mode never writes and reports the same differences Sync would fix.
+    /// Observe mode never writes, claims nothing new, and reports exactly
+    /// the changes Sync would make: each drift entry is a key whose value
+    /// applying the Sync plan changes, from the observed value to the new
+    /// one, and every declared key the set may write that differs is there.
     #[test]
     fn observe_writes_nothing_and_reports_the_sync_plan(s in state_strategy()) {
         let observe = run(&s, Mode::Observe);
         let sync = run(&s, Mode::Sync);
         prop_assert!(observe.is_empty());
-        prop_assert_eq!(observe.drift, sync.drift);
+        let claimed: Vec<_> = observe.owned_after.difference(&s.owned).collect();
+        prop_assert!(claimed.is_empty(), "observe claimed {:?}", claimed);
+        prop_assert_eq!(&observe.owned_before_write, &observe.owned_after);
+        prop_assert_eq!(&observe.conflicts, &sync.conflicts);
+
+        // The drift, derived from the labels before and after Sync's plan
+        // rather than from the plan's own fields.
+        let after = sync.result_of(&s.observed);
+        let changed: BTreeSet<&String> = s.observed.keys().chain(after.keys())
+            .filter(|k| s.observed.get(*k) != after.get(*k))
+            .collect();
+        let drift = |k: &String, desired: Option<&String>| Drift {
+            key: k.clone(),
+            desired: desired.cloned(),
+            actual: s.observed.get(k).cloned(),
+        };
+        let expected: Vec<Drift> = changed.into_iter().map(|k| drift(k, after.get(k))).collect();
+        prop_assert_eq!(&observe.drift, &expected);
+        prop_assert_eq!(observe.drift.is_empty(), sync.is_empty(), "drift reported iff Sync has work");
+
+        // Every declared, writable key whose cloud value differs is reported.
+        let protected = protected(&s);
+        let lost: BTreeSet<&str> = observe.conflicts.iter().map(|c| c.key.as_str()).collect();
+        if s.deleting.is_none() {
+            for (k, v) in &s.desired {
+                let may_write = !protected.matches(k) && !s.held.contains(k) && !lost.contains(k.as_str());
+                if may_write && s.observed.get(k) != Some(v) {
+                    let want = drift(k, Some(v));
+                    prop_assert!(observe.drift.contains(&want), "missing drift {:?}", want);
+                }
+            }
+        }
     }
 
     /// Two sets never both write one key with different values.

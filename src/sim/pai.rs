@@ -22,6 +22,10 @@ use super::wire::{AcsError, ApiRequest, acs_labels, acs_ok};
 
 pub const API_VERSION: &str = "2021-02-04";
 
+/// Longest request path RemoveImageLabels accepts, counted in characters of
+/// the path as sent (percent-encoded), per the seed documents' limits.
+pub const MAX_REMOVE_PATH_CHARS: usize = 8192;
+
 /// One PAI API call with its decoded path parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaiCall {
@@ -318,6 +322,12 @@ pub fn handle(
             Ok(acs_ok(rid, json!({})))
         }
         PaiCall::RemoveImageLabels { image_id, key } => {
+            let path_chars = req.path.chars().count();
+            if path_chars > MAX_REMOVE_PATH_CHARS {
+                return Err(AcsError::invalid(format!(
+                    "The request path of RemoveImageLabels is {path_chars} characters; the limit is {MAX_REMOVE_PATH_CHARS}."
+                )));
+            }
             lock(store)
                 .remove_image_label(image_id, key)
                 .map_err(store_error)?;

@@ -102,40 +102,39 @@ async fn bearer_list_returns_labels_with_request_id_everywhere() {
     );
 }
 
+/// A request in a form the seed documents use: under
+/// `/api/AIWorkSpace/2021-02-04/`, with `Authorization: Bearer`.
+fn seed_form(h: &SimHandle, method: reqwest::Method, rest: &str) -> reqwest::RequestBuilder {
+    http()
+        .request(
+            method,
+            format!("{}/api/AIWorkSpace/2021-02-04/{rest}", h.base_url()),
+        )
+        .header("authorization", "Bearer sk-two")
+}
+
 #[tokio::test]
 async fn seed_documented_forms_with_authorization_bearer() {
     let h = start().await;
-    let c = http();
-    let resp = c
-        .post(format!(
-            "{}/api/AIWorkSpace/2021-02-04/AddImageLabels/img-a/labels",
-            h.base_url()
-        ))
-        .header("authorization", "Bearer sk-two")
+    let resp = seed_form(&h, reqwest::Method::POST, "AddImageLabels/img-a/labels")
         .json(&json!({"Labels": [{"Key": "system.x", "Value": "1"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = c
-        .get(format!(
-            "{}/api/AIWorkSpace/2021-02-04/ListImageLabels?ImageId=img-a&LabelKeys=system.x",
-            h.base_url()
-        ))
-        .header("authorization", "Bearer sk-two")
-        .send()
-        .await
-        .unwrap();
+    let resp = seed_form(
+        &h,
+        reqwest::Method::GET,
+        "ListImageLabels?ImageId=img-a&LabelKeys=system.x",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(
         json_of(resp).await["Labels"],
         json!([{"Key": "system.x", "Value": "1"}])
     );
-    let resp = c
-        .delete(format!(
-            "{}/api/AIWorkSpace/2021-02-04/images/img-a/labels/system.x",
-            h.base_url()
-        ))
-        .header("authorization", "Bearer sk-two")
+    let resp = seed_form(&h, reqwest::Method::DELETE, "images/img-a/labels/system.x")
         .send()
         .await
         .unwrap();
@@ -146,6 +145,106 @@ async fn seed_documented_forms_with_authorization_bearer() {
     };
     assert!(!h.labels_of(&target).unwrap().contains_key("system.x"));
     assert_eq!(h.counters().writes, 2);
+}
+
+/// The seed documents' ListImageLabels form as a curl example sends it:
+/// every parameter in the query, `=` and `,` bare in LabelFilter, a space
+/// in its value as `+`.
+#[tokio::test]
+async fn seed_documented_list_with_a_filter_value_containing_a_space() {
+    let h = start().await;
+    let resp = seed_form(&h, reqwest::Method::POST, "AddImageLabels/img-a/labels")
+        .json(&json!({"Labels": [
+            {"Key": "system.framework", "Value": "XGBoost 1.6.0"},
+            {"Key": "system.official", "Value": "true"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let list = |filter: &str, workspace: &str| {
+        seed_form(
+            &h,
+            reqwest::Method::GET,
+            &format!(
+                "ListImageLabels?ImageId=img-a&LabelKeys=system.framework,system.chipType\
+                 &LabelFilter={filter}&WorkspaceId={workspace}&Region=cn-shanghai"
+            ),
+        )
+        .send()
+    };
+    let resp = list("system.framework=XGBoost+1.6.0,system.official=true", "1")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = json_of(resp).await;
+    assert_eq!(
+        body["Labels"],
+        json!([
+            {"Key": "system.chipType", "Value": "GPU"},
+            {"Key": "system.framework", "Value": "XGBoost 1.6.0"},
+        ]),
+        "LabelKeys picks two keys; system.official matched the filter but was not asked for"
+    );
+    assert_eq!(body["TotalCount"], 2);
+    // The filter is applied, not ignored: another value, a literal `+`
+    // (sent as %2B) instead of the space, or another workspace match nothing.
+    for (filter, workspace) in [
+        ("system.framework=XGBoost+1.6", "1"),
+        ("system.framework=XGBoost%2B1.6.0", "1"),
+        ("system.framework=XGBoost+1.6.0", "2"),
+    ] {
+        let body = json_of(list(filter, workspace).await.unwrap()).await;
+        assert_eq!(
+            (body["Labels"].clone(), body["TotalCount"].clone()),
+            (json!([]), json!(0)),
+            "{filter} in workspace {workspace}"
+        );
+    }
+    assert_eq!(h.counters().api("ListImageLabels").ok, 4);
+}
+
+/// WIRE.md: request path ≤ 8192 characters for RemoveImageLabels, in the
+/// SDK's path and the seed-documented one.
+#[tokio::test]
+async fn remove_image_labels_path_over_the_limit_is_invalid_parameter() {
+    let h = start().await;
+    let c = http();
+    let limit = super::pai::MAX_REMOVE_PATH_CHARS;
+    assert_eq!(limit, 8192);
+    for prefix in [
+        "/api/v1/images/img-a/labels/",
+        "/api/AIWorkSpace/2021-02-04/images/img-a/labels/",
+    ] {
+        let remove = |path_chars: usize| {
+            let key = format!("system.{}", "k".repeat(path_chars - prefix.len() - 7));
+            let path = format!("{prefix}{key}");
+            assert_eq!(path.len(), path_chars);
+            c.delete(format!("{}{path}", h.base_url()))
+                .header("authorization", "Bearer sk-one")
+                .send()
+        };
+        // At the limit: accepted (removing a missing key succeeds).
+        assert_eq!(remove(limit).await.unwrap().status(), 200, "{prefix}");
+        let resp = remove(limit + 1).await.unwrap();
+        assert_eq!(resp.status(), 400, "{prefix}");
+        let body = json_of(resp).await;
+        assert_eq!(body["Code"], "InvalidParameter");
+        let message = body["Message"].as_str().unwrap();
+        assert!(
+            message.contains("8192") && message.contains("8193"),
+            "{message}"
+        );
+    }
+    let counts = h.counters().api("RemoveImageLabels");
+    assert_eq!((counts.ok, counts.error), (2, 2));
+    assert_eq!(counts.by_code["InvalidParameter"], 2);
+    // The image is untouched.
+    let target = Target::PaiImage {
+        image_id: "img-a".into(),
+        workspace_id: None,
+    };
+    assert_eq!(h.labels_of(&target).unwrap().len(), 1);
 }
 
 #[tokio::test]

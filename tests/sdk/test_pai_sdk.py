@@ -12,7 +12,6 @@ from alibabacloud_tea_openapi import models as open_api_models
 from conftest import env
 
 IMAGE = "image-sdk0test0001"
-DATASET = "d-sdk0test0001"
 VERSION = "v 1/β"  # a version name that needs percent-encoding in the path
 
 
@@ -31,21 +30,69 @@ def ak_client():
     return client(access_key_id=env("PAI_AK"), access_key_secret=env("PAI_SECRET"))
 
 
+def sts_client():
+    return client(access_key_id=env("PAI_STS_AK"), access_key_secret=env("PAI_STS_SECRET"), security_token=env("PAI_STS_TOKEN"))
+
+
+def bearer_client():
+    return client(bearer_token=env("PAI_BEARER"))
+
+
+# Every label scenario runs once per credential kind. The tests share one
+# simulator, so each kind works on its own image and dataset (seeded in
+# tests/sdk_conformance.rs) and the assertions can compare whole label sets.
+CREDENTIALS = {"access-key": ak_client, "sts-token": sts_client, "bearer": bearer_client}
+by_credential = pytest.mark.parametrize("kind", list(CREDENTIALS))
+
+
+def image_for(kind):
+    return f"image-sdk0{kind}"
+
+
+def dataset_for(kind):
+    return f"d-sdk0{kind}"
+
+
 def labels_of(sim, image=IMAGE):
     return sim.state()["paiImages"][image]["labels"]
 
 
+def label_map(labels):
+    return {l.key: l.value for l in labels}
+
+
 def listed(resp):
-    return {l.key: l.value for l in resp.body.labels}
+    return label_map(resp.body.labels)
 
 
-def test_add_list_remove_image_labels_with_access_key(sim):
-    c = ak_client()
+def calls(sim):
+    """Successful and failed calls so far, per API."""
+    return {api: (c["ok"], c["error"]) for api, c in sim.counters()["apis"].items()}
+
+
+def calls_since(sim, before):
+    """Per API, the (ok, error) calls made since `before` (a `calls` result)."""
+    diff = {}
+    for api, (ok, error) in calls(sim).items():
+        ok0, error0 = before.get(api, (0, 0))
+        if (ok, error) != (ok0, error0):
+            diff[api] = (ok - ok0, error - error0)
+    return diff
+
+
+@by_credential
+def test_add_list_remove_image_labels(sim, kind):
+    c = CREDENTIALS[kind]()
+    image = image_for(kind)
+    # A value with spaces (and characters the query encoding escapes) that
+    # only this kind's image holds, so the filter below selects it alone.
+    framework = f"XGBoost 1.6.0 ({kind})"
+    before = calls(sim)
     add = c.add_image_labels(
-        IMAGE,
+        image,
         ws.AddImageLabelsRequest(
             labels=[
-                ws.AddImageLabelsRequestLabels(key="system.framework", value="XGBoost 1.6.0"),
+                ws.AddImageLabelsRequestLabels(key="system.framework", value=framework),
                 ws.AddImageLabelsRequestLabels(key="system.chipType", value="GPU"),
                 ws.AddImageLabelsRequestLabels(key="system.team ml/ops", value="α β"),
             ]
@@ -53,28 +100,65 @@ def test_add_list_remove_image_labels_with_access_key(sim):
     )
     assert add.status_code == 200
     assert add.body.request_id
-    assert labels_of(sim)["system.team ml/ops"] == "α β"
+    expected = {"system.official": "false", "system.framework": framework, "system.chipType": "GPU", "system.team ml/ops": "α β"}
+    assert labels_of(sim, image) == expected
 
-    by_image = c.list_image_labels(ws.ListImageLabelsRequest(image_id=IMAGE))
-    assert listed(by_image)["system.framework"] == "XGBoost 1.6.0"
-    assert by_image.body.total_count == len(by_image.body.labels)
+    by_image = c.list_image_labels(ws.ListImageLabelsRequest(image_id=image))
+    assert listed(by_image) == expected
+    assert by_image.body.total_count == len(expected)
 
-    by_keys = c.list_image_labels(ws.ListImageLabelsRequest(image_id=IMAGE, label_keys="system.chipType,system.framework"))
-    assert listed(by_keys) == {"system.chipType": "GPU", "system.framework": "XGBoost 1.6.0"}
+    # Two keys as a comma list.
+    by_keys = c.list_image_labels(ws.ListImageLabelsRequest(image_id=image, label_keys="system.chipType,system.framework"))
+    assert listed(by_keys) == {"system.chipType": "GPU", "system.framework": framework}
+    assert by_keys.body.total_count == 2
 
-    # A filter value with a space and `=`/`,` separators in the query.
-    by_filter = c.list_image_labels(ws.ListImageLabelsRequest(label_filter="system.framework=XGBoost 1.6.0,system.chipType=GPU", label_keys="system.chipType"))
-    assert listed(by_filter) == {"system.chipType": "GPU"}
-    none = c.list_image_labels(ws.ListImageLabelsRequest(label_filter="system.framework=XGBoost 9"))
+    # No ImageId: the filter (a value with spaces, `=`/`,` separators) picks
+    # this kind's image out of all of them.
+    by_filter = c.list_image_labels(ws.ListImageLabelsRequest(label_filter=f"system.framework={framework},system.chipType=GPU"))
+    assert listed(by_filter) == expected
+    none = c.list_image_labels(ws.ListImageLabelsRequest(image_id=image, label_filter="system.framework=XGBoost 1.6.0"))
     assert none.body.labels == [] and none.body.total_count == 0
 
     # One key per call; `/` and spaces in the key are percent-encoded in the path.
-    c.remove_image_labels(IMAGE, "system.team ml/ops", ws.RemoveImageLabelsRequest())
-    c.remove_image_labels(IMAGE, "system.chipType", ws.RemoveImageLabelsRequest())
-    assert "system.team ml/ops" not in labels_of(sim)
-    assert "system.chipType" not in labels_of(sim)
+    c.remove_image_labels(image, "system.team ml/ops", ws.RemoveImageLabelsRequest())
+    c.remove_image_labels(image, "system.chipType", ws.RemoveImageLabelsRequest())
+    assert labels_of(sim, image) == {"system.official": "false", "system.framework": framework}
     # Removing a missing key succeeds.
-    c.remove_image_labels(IMAGE, "system.chipType", ws.RemoveImageLabelsRequest())
+    c.remove_image_labels(image, "system.chipType", ws.RemoveImageLabelsRequest())
+
+    # Every call reached the simulator once and succeeded.
+    assert calls_since(sim, before) == {"AddImageLabels": (1, 0), "ListImageLabels": (4, 0), "RemoveImageLabels": (3, 0)}
+
+
+@by_credential
+def test_dataset_labels(sim, kind):
+    c = CREDENTIALS[kind]()
+    dataset = dataset_for(kind)
+    before = calls(sim)
+    c.create_dataset_labels(
+        dataset,
+        ws.CreateDatasetLabelsRequest(labels=[ws.Label(key="team", value="ml ops"), ws.Label(key="stage", value="raw")]),
+    )
+    got = c.get_dataset(dataset, ws.GetDatasetRequest())
+    assert label_map(got.body.labels) == {"team": "ml ops", "stage": "raw", "owner": "seed"}
+    c.delete_dataset_labels(dataset, ws.DeleteDatasetLabelsRequest(label_keys="team,stage,never-there"))
+    got = c.get_dataset(dataset, ws.GetDatasetRequest())
+    assert label_map(got.body.labels) == {"owner": "seed"}
+    assert calls_since(sim, before) == {"CreateDatasetLabels": (1, 0), "GetDataset": (2, 0), "DeleteDatasetLabels": (1, 0)}
+
+
+@by_credential
+def test_dataset_version_labels(sim, kind):
+    c = CREDENTIALS[kind]()
+    dataset = dataset_for(kind)
+    before = calls(sim)
+    c.create_dataset_version_labels(dataset, VERSION, ws.CreateDatasetVersionLabelsRequest(labels=[ws.Label(key="quality", value="gold"), ws.Label(key="split", value="train set")]))
+    got = c.get_dataset_version(dataset, VERSION, ws.GetDatasetVersionRequest())
+    assert label_map(got.body.labels) == {"quality": "gold", "split": "train set"}
+    assert sim.state()["paiDatasets"][dataset]["versions"][VERSION] == {"quality": "gold", "split": "train set"}
+    c.delete_dataset_version_labels(dataset, VERSION, ws.DeleteDatasetVersionLabelsRequest(keys="quality,split"))
+    assert c.get_dataset_version(dataset, VERSION, ws.GetDatasetVersionRequest()).body.labels == []
+    assert calls_since(sim, before) == {"CreateDatasetVersionLabels": (1, 0), "GetDatasetVersion": (2, 0), "DeleteDatasetVersionLabels": (1, 0)}
 
 
 def test_get_image_and_list_images(sim):
@@ -86,54 +170,32 @@ def test_get_image_and_list_images(sim):
     assert IMAGE in [i.image_id for i in images.body.images]
 
 
-def test_dataset_labels(sim):
-    c = ak_client()
-    c.create_dataset_labels(
-        DATASET,
-        ws.CreateDatasetLabelsRequest(labels=[ws.Label(key="team", value="ml ops"), ws.Label(key="stage", value="raw")]),
-    )
-    got = c.get_dataset(DATASET, ws.GetDatasetRequest())
-    assert {l.key: l.value for l in got.body.labels} == {"team": "ml ops", "stage": "raw", "owner": "seed"}
-    c.delete_dataset_labels(DATASET, ws.DeleteDatasetLabelsRequest(label_keys="team,stage,never-there"))
-    got = c.get_dataset(DATASET, ws.GetDatasetRequest())
-    assert {l.key: l.value for l in got.body.labels} == {"owner": "seed"}
-
-
-def test_dataset_version_labels(sim):
-    c = ak_client()
-    c.create_dataset_version_labels(DATASET, VERSION, ws.CreateDatasetVersionLabelsRequest(labels=[ws.Label(key="quality", value="gold")]))
-    got = c.get_dataset_version(DATASET, VERSION, ws.GetDatasetVersionRequest())
-    assert {l.key: l.value for l in got.body.labels} == {"quality": "gold"}
-    assert sim.state()["paiDatasets"][DATASET]["versions"][VERSION] == {"quality": "gold"}
-    c.delete_dataset_version_labels(DATASET, VERSION, ws.DeleteDatasetVersionLabelsRequest(keys="quality"))
-    assert c.get_dataset_version(DATASET, VERSION, ws.GetDatasetVersionRequest()).body.labels == []
-
-
-def test_sts_security_token():
-    c = client(access_key_id=env("PAI_STS_AK"), access_key_secret=env("PAI_STS_SECRET"), security_token=env("PAI_STS_TOKEN"))
-    assert c.list_image_labels(ws.ListImageLabelsRequest(image_id=IMAGE)).status_code == 200
+def test_wrong_security_token(sim):
+    before = calls(sim)
     wrong = client(access_key_id=env("PAI_STS_AK"), access_key_secret=env("PAI_STS_SECRET"), security_token="not-the-token")
     with pytest.raises(openapi_errors.ClientException) as e:
         wrong.list_image_labels(ws.ListImageLabelsRequest(image_id=IMAGE))
     assert e.value.code == "InvalidSecurityToken.MismatchWithAccessKey"
+    assert calls_since(sim, before) == {"ListImageLabels": (0, 1)}
 
 
-def test_bearer_token(sim):
-    c = client(bearer_token=env("PAI_BEARER"))
-    c.add_image_labels(IMAGE, ws.AddImageLabelsRequest(labels=[ws.AddImageLabelsRequestLabels(key="system.viaBearer", value="yes")]))
-    assert labels_of(sim)["system.viaBearer"] == "yes"
+def test_wrong_bearer_token(sim):
+    before = calls(sim)
     with pytest.raises(openapi_errors.ClientException) as e:
         client(bearer_token="sk-wrong").list_image_labels(ws.ListImageLabelsRequest(image_id=IMAGE))
     assert e.value.status_code == 401
+    assert calls_since(sim, before) == {"ListImageLabels": (0, 1)}
 
 
-def test_wrong_secret_is_signature_does_not_match():
+def test_wrong_secret_is_signature_does_not_match(sim):
+    before = calls(sim)
     c = client(access_key_id=env("PAI_AK"), access_key_secret="wrong-secret")
     with pytest.raises(openapi_errors.ClientException) as e:
         c.list_image_labels(ws.ListImageLabelsRequest(image_id=IMAGE))
     assert e.value.code == "SignatureDoesNotMatch"
     assert e.value.status_code == 400
     assert e.value.request_id
+    assert calls_since(sim, before) == {"ListImageLabels": (0, 1)}
 
 
 def test_unknown_access_key():
