@@ -1,9 +1,28 @@
-// Wrapper module: builds etcd at the version kubernetes v1.34.4 pins.
+// Wrapper module: builds etcd at the version kubernetes v1.34.4 pins
+// (build/dependencies.yaml and hack/lib/etcd.sh: 3.6.5; its go.mod only
+// lists the 3.6.4 client libraries, which is not the server it is tested with).
 module imagelabel.io/controlplane/etcd
 
 go 1.24.0
 
-require go.etcd.io/etcd/server/v3 v3.6.4
+require go.etcd.io/etcd/server/v3 v3.6.5
+
+// etcd's own server/v3 go.mod at v3.6.5 replaces its sibling modules
+// (api, client/pkg, client, pkg) with ../ paths inside the etcd repository,
+// i.e. with the same v3.6.5 tree. A dependency's replace directives are
+// ignored, so the equivalent here is to require the published v3.6.5 tags
+// of exactly those modules (go.etcd.io/etcd/api/v3 also carries the version
+// string `etcd --version` prints). Its two guard replaces are kept as they are.
+require (
+	go.etcd.io/etcd/api/v3 v3.6.5 // indirect
+	go.etcd.io/etcd/client/pkg/v3 v3.6.5 // indirect
+	go.etcd.io/etcd/client/v3 v3.6.5 // indirect
+	go.etcd.io/etcd/pkg/v3 v3.6.5 // indirect
+)
+
+replace go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY
+
+replace go.etcd.io/tests/v3 => ./FORBIDDEN_DEPENDENCY
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -36,15 +55,11 @@ require (
 	github.com/prometheus/procfs v0.15.1 // indirect
 	github.com/sirupsen/logrus v1.9.3 // indirect
 	github.com/soheilhy/cmux v0.1.5 // indirect
-	github.com/spf13/cobra v1.8.1 // indirect
+	github.com/spf13/cobra v1.9.1 // indirect
 	github.com/spf13/pflag v1.0.6 // indirect
 	github.com/tmc/grpc-websocket-proxy v0.0.0-20201229170055-e5319fda7802 // indirect
 	github.com/xiang90/probing v0.0.0-20190116061207-43a291ad63a2 // indirect
-	go.etcd.io/bbolt v1.4.2 // indirect
-	go.etcd.io/etcd/api/v3 v3.6.4 // indirect
-	go.etcd.io/etcd/client/pkg/v3 v3.6.4 // indirect
-	go.etcd.io/etcd/client/v3 v3.6.4 // indirect
-	go.etcd.io/etcd/pkg/v3 v3.6.4 // indirect
+	go.etcd.io/bbolt v1.4.3 // indirect
 	go.etcd.io/raft/v3 v3.6.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.1.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.59.0 // indirect
