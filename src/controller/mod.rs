@@ -91,6 +91,51 @@ fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher:
     }
 }
 
+/// Resolves when this replica can no longer be sure it holds the Lease.
+/// The lease manager retries failed renewals without saying so; a leader
+/// cut off from the API server must stop before the Lease it last renewed
+/// expires and a standby takes over.
+async fn confirm_lease(
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+) {
+    let period = (duration / 4).max(Duration::from_millis(500));
+    // Stop a sixth of a lease early (clocks and in-flight requests need
+    // room), but after the renewal the manager makes a third before expiry.
+    let margin = duration / 6;
+    let mut valid_until = tokio::time::Instant::now() + duration - margin;
+    loop {
+        tokio::time::sleep(period).await;
+        match leases.get(&name).await {
+            Ok(lease) => {
+                let spec = lease.spec.unwrap_or_default();
+                if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                    warn!(holder = ?spec.holder_identity, "the Lease names another holder");
+                    return;
+                }
+                let renewed = spec.renew_time.map(|t| t.0);
+                let lasts = spec
+                    .lease_duration_seconds
+                    .map_or(duration, |s| Duration::from_secs(s.max(0) as u64));
+                if let Some(renewed) = renewed {
+                    let age = jiff::Timestamp::now()
+                        .duration_since(renewed)
+                        .unsigned_abs();
+                    let left = lasts.saturating_sub(age).saturating_sub(margin);
+                    valid_until = tokio::time::Instant::now() + left;
+                }
+            }
+            Err(e) => warn!(error = %e, "could not confirm the Lease"),
+        }
+        if tokio::time::Instant::now() >= valid_until {
+            warn!("the Lease could not be confirmed before it would expire");
+            return;
+        }
+    }
+}
+
 /// A stream of wake-ups from the claim index.
 fn wakes<K: LabelSetResource>(
     rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
@@ -181,18 +226,26 @@ pub async fn run(
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let lost = lost_rx.map(|_| ()).shared();
     let lease_watch = lease.map(|(mut channel, task)| {
+        let confirm = confirm_lease(
+            Api::namespaced(client.clone(), &cfg.lease_namespace),
+            cfg.lease_name.clone(),
+            cfg.identity.clone(),
+            cfg.lease_duration,
+        );
         tokio::spawn(async move {
-            let held = loop {
-                if channel.changed().await.is_err() {
-                    break true;
-                }
-                if !*channel.borrow_and_update() {
-                    break false;
+            let announced = async {
+                loop {
+                    if channel.changed().await.is_err() {
+                        // The manager ended; the confirmation below decides.
+                        return futures::future::pending().await;
+                    }
+                    if !*channel.borrow_and_update() {
+                        return;
+                    }
                 }
             };
-            if !held {
-                let _ = lost_tx.send(());
-            }
+            tokio::select! { _ = announced => {}, _ = confirm => {} }
+            let _ = lost_tx.send(());
             (channel, task)
         })
     });
@@ -253,7 +306,13 @@ pub async fn run(
         )
         .for_each(|r| async move { log_result(r) });
     info!(concurrency = cfg.concurrency, namespace = ?cfg.watch_namespace, "controllers started");
-    tokio::join!(image_ctl, dataset_ctl);
+    // On SIGTERM the controllers finish what is in flight; on a lost lease
+    // in-flight reconciles are dropped at once, since another replica may
+    // already be writing.
+    tokio::select! {
+        _ = futures::future::join(image_ctl, dataset_ctl) => {}
+        _ = lost.clone() => {}
+    }
     metrics.leader.set(0);
 
     if lost.clone().now_or_never().is_some() {
