@@ -68,6 +68,12 @@ impl SimProcess {
         find_labels(&state, id).unwrap_or_else(|| panic!("no {id} in {state:#}"))
     }
 
+    /// Tags of an IMS image (`imsImages.<project>.<image>` in the state JSON).
+    fn ims_tags(&self, image: &str) -> Value {
+        let state = self.get("/_sim/state");
+        state["imsImages"][IMS_PROJECT][image].clone()
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.run_with(args, &[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testSecret")])
     }
@@ -122,6 +128,18 @@ fn find_labels(v: &Value, id: &str) -> Option<Value> {
     }
 }
 
+const IMS_IMAGE: &str = "67e17426-359e-49fb-aa12-0bd1756ec240";
+const IMS_PROJECT: &str = "fd73a4a14a4a4dfb9771a8475e5198ea";
+
+/// `spec.labels` of a one-document manifest, as JSON strings.
+fn manifest_labels(path: &Path) -> serde_json::Map<String, Value> {
+    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["spec"]["labels"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{}: no spec.labels", path.display()))
+        .clone()
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -158,6 +176,15 @@ fn plan_apply_and_replan_against_imagelabel_sim() {
         .unwrap();
     assert_eq!(xgb["add"]["system.supported.dlc"], "true");
     assert_eq!(xgb["change"]["system.pythonVersion"]["to"], "3.11");
+    let ims = sets
+        .iter()
+        .find(|s| s["name"] == "ml-platform/ubuntu-cuda")
+        .unwrap_or_else(|| panic!("no IMS set in {v:#}"));
+    assert_eq!(
+        ims["add"],
+        serde_json::json!({"cuda": "12.4", "team": "ml-platform"}),
+        "the IMS tags to add: {ims:#}"
+    );
 
     let apply = sim.run(&["apply", "-f", ex]);
     let (out, err) = text(&apply);
@@ -165,6 +192,11 @@ fn plan_apply_and_replan_against_imagelabel_sim() {
     assert!(out.contains("RequestId"), "{out}");
     let labels = sim.image_labels("image-4c62abc53uor");
     assert_eq!(labels["system.framework"], "XGBoost 2.0.3");
+    // The IMS image now holds exactly the manifest's tags, plus the seed's
+    // `owner` tag, which no set owns (prune Owned leaves it).
+    let mut expected = manifest_labels(&repo("examples/ims-image.yaml"));
+    expected.insert("owner".into(), "ml-platform".into());
+    assert_eq!(sim.ims_tags(IMS_IMAGE), Value::Object(expected));
 
     // Converged: no changes, exit 0, read calls only.
     let (reads, writes) = (sim.reads(), sim.writes());
@@ -207,24 +239,38 @@ fn invalid_manifests_fail_whole_naming_file_and_field() {
         "nothing called for a manifest set that failed validation"
     );
 
-    let o = sim.run(&[
-        "plan",
-        "-f",
-        repo("tests/manifests/invalid").to_str().unwrap(),
-    ]);
-    let (_, err) = text(&o);
-    for (file, field) in [
-        ("101-labels.yaml", "spec.labels"),
-        ("empty-key.yaml", "spec.labels"),
-        ("missing-image-id.yaml", "spec.imageId"),
-        ("ims-without-project.yaml", "spec.projectId"),
-        ("bad-enum.yaml", "spec.prune"),
-    ] {
-        assert!(
-            err.lines().any(|l| l.contains(file) && l.contains(field)),
-            "{file}/{field} not named in: {err}"
-        );
+    // Each file names the field its error must name (tests/manifests/invalid/README.md).
+    let invalid = repo("tests/manifests/invalid");
+    let mut expected = Vec::new();
+    for entry in std::fs::read_dir(&invalid).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Some(field) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect-field: "))
+        {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            expected.push((file, field.to_string()));
+        }
     }
+    assert!(expected.len() >= 11, "{expected:?}");
+    for verb in ["plan", "apply"] {
+        let o = sim.run(&[verb, "-f", invalid.to_str().unwrap()]);
+        let (_, err) = text(&o);
+        assert_eq!(code(&o), 1, "{verb}: {err}");
+        for (file, field) in &expected {
+            assert!(
+                err.lines()
+                    .any(|l| l.contains(file.as_str()) && l.contains(field.as_str())),
+                "{verb}: {file}/{field} not named in: {err}"
+            );
+        }
+    }
+    assert_eq!(
+        sim.writes() + sim.reads(),
+        0,
+        "no cloud call for the invalid manifests (IMS ones included)"
+    );
 }
 
 fn write(dir: &Path, name: &str, body: &str) {
@@ -313,7 +359,7 @@ fn conflicts_resolve_deterministically_and_ims_cap_is_checked_before_writing() {
     std::fs::create_dir(&ims).unwrap();
     let many: Vec<String> = (0..9).map(|i| format!("k{i}: v")).collect();
     let body = format!(
-        "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {{name: full, namespace: ci}}\nspec:\n  provider: huaweicloud-ims\n  imageId: 67e17426-359e-49fb-aa12-0bd1756ec240\n  projectId: fd73a4a14a4a4dfb9771a8475e5198ea\n  labels: {{{}}}\n",
+        "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {{name: full, namespace: ci}}\nspec:\n  provider: huaweicloud-ims\n  imageId: {IMS_IMAGE}\n  projectId: {IMS_PROJECT}\n  labels: {{{}}}\n",
         many.join(", ")
     );
     write(&ims, "full.yaml", &body);
@@ -360,5 +406,25 @@ fn crd_and_demo_commands() {
             && out.contains("Plan: 0 of 5 sets with changes")
             && out.contains("0 write calls"),
         "{out}"
+    );
+    // The final labels, after the apply: a changed PAI label and an added IMS tag.
+    let (_, after) = out
+        .split_once("== Labels in the cloud after")
+        .unwrap_or_else(|| panic!("no final labels printed: {out}"));
+    let line = |key: &str| {
+        after
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        line("system.framework").as_deref(),
+        Some("system.framework = XGBoost 2.0.3 [declared]"),
+        "{after}"
+    );
+    assert_eq!(
+        line("cuda").as_deref(),
+        Some("cuda = 12.4 [declared]"),
+        "{after}"
     );
 }

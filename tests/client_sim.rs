@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imagelabel::engine;
+use imagelabel::plan::Plan;
 use imagelabel::provider::credentials::{CredentialSource, Credentials, StaticSource};
 use imagelabel::provider::ims::{ImsClient, TagAction};
-use imagelabel::provider::pai::{ListImageLabelsRequest, PaiClient};
+use imagelabel::provider::pai::{Answer, ListImageLabelsRequest, PaiClient, parse_labels};
 use imagelabel::provider::registry::{CloudConfig, Clouds};
 use imagelabel::provider::{ErrorKind, Target};
-use imagelabel::sim::{Sim, SimHandle};
+use imagelabel::sim::{DatasetSeed, Sim, SimHandle, VersionSeed};
 
 const IMAGE: &str = "image-4c62abc53uor";
 const DATASET: &str = "d-ml6k2q9h3v7x";
@@ -52,16 +54,55 @@ fn as_map(labels: &[imagelabel::provider::pai::Label]) -> BTreeMap<String, Strin
         .collect()
 }
 
-/// The same steps as tests/sdk/test_pai_sdk.py.
-async fn pai_scenario(pai: &PaiClient, who: &str) {
+/// The dataset of tests/sdk_conformance.rs's seed, with its version name
+/// that needs percent-encoding in the path.
+const SDK_DATASET: &str = "d-sdk0test0001";
+const SDK_VERSION: &str = "v 1/β";
+/// A key with a space and a `/`: percent-encoded in RemoveImageLabels' path.
+const TRICKY_KEY: &str = "system.team ml/ops";
+
+fn labels_map(p: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs(p).into_iter().collect()
+}
+
+fn image_labels_in_sim(sim: &Sim) -> BTreeMap<String, String> {
+    sim.labels_of(&Target::PaiImage {
+        image_id: IMAGE.into(),
+        workspace_id: None,
+    })
+    .unwrap()
+}
+
+/// The same steps, keys, values and version name as tests/sdk/test_pai_sdk.py.
+async fn pai_scenario(pai: &PaiClient, sim: &Sim, who: &str) {
+    sim.add_dataset(DatasetSeed {
+        id: SDK_DATASET.into(),
+        name: "sdk-dataset".into(),
+        workspace_id: Some("12345".into()),
+        labels: labels_map(&[("owner", "seed")]),
+        versions: vec![VersionSeed {
+            name: SDK_VERSION.into(),
+            labels: BTreeMap::new(),
+        }],
+    });
+
     let added = pai
         .add_image_labels(
             IMAGE,
-            &pairs(&[("system.team", "ml ops"), ("system.tier", "gold")]),
+            &pairs(&[
+                ("system.framework", "XGBoost 1.6.0"),
+                ("system.chipType", "GPU"),
+                (TRICKY_KEY, "α β"),
+            ]),
         )
         .await
         .unwrap_or_else(|e| panic!("{who}: add: {e}"));
     assert!(added.request_id.is_some(), "{who}: RequestId");
+    assert_eq!(
+        image_labels_in_sim(sim).get(TRICKY_KEY).map(String::as_str),
+        Some("α β"),
+        "{who}"
+    );
 
     let by_id = pai
         .list_image_labels(&ListImageLabelsRequest {
@@ -71,31 +112,28 @@ async fn pai_scenario(pai: &PaiClient, who: &str) {
         .await
         .unwrap();
     let labels = as_map(&by_id.labels);
-    assert_eq!(
-        labels.get("system.team").map(String::as_str),
-        Some("ml ops"),
-        "{who}"
-    );
-    assert_eq!(
-        labels.get("system.chipType").map(String::as_str),
-        Some("GPU"),
-        "{who}"
-    );
+    assert_eq!(labels, image_labels_in_sim(sim), "{who}");
+    assert_eq!(by_id.total_count, Some(by_id.labels.len() as u64), "{who}");
 
+    // Two keys, sent comma-separated in one LabelKeys parameter.
     let by_keys = pai
         .list_image_labels(&ListImageLabelsRequest {
             image_id: Some(IMAGE.into()),
-            label_keys: vec!["system.tier".into()],
+            label_keys: vec!["system.chipType".into(), "system.framework".into()],
             ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(
         as_map(&by_keys.labels),
-        [("system.tier".to_string(), "gold".to_string())].into(),
+        labels_map(&[
+            ("system.chipType", "GPU"),
+            ("system.framework", "XGBoost 1.6.0")
+        ]),
         "{who}"
     );
 
+    // A filter value with a space and `=`/`,` separators in the query.
     let filter = "system.framework=XGBoost 1.6.0,system.chipType=GPU";
     let by_filter = pai
         .list_image_labels(&ListImageLabelsRequest {
@@ -107,7 +145,7 @@ async fn pai_scenario(pai: &PaiClient, who: &str) {
         .unwrap();
     assert_eq!(
         as_map(&by_filter.labels),
-        [("system.chipType".to_string(), "GPU".to_string())].into(),
+        labels_map(&[("system.chipType", "GPU")]),
         "{who}: filter with a space"
     );
     let none = pai
@@ -118,63 +156,85 @@ async fn pai_scenario(pai: &PaiClient, who: &str) {
         .await
         .unwrap();
     assert!(none.labels.is_empty(), "{who}");
+    assert_eq!(none.total_count, Some(0), "{who}");
 
-    pai.remove_image_label(IMAGE, "system.team").await.unwrap();
-    let after = pai
+    // One key per call; `/` and spaces in the key are percent-encoded in the path.
+    pai.remove_image_label(IMAGE, TRICKY_KEY).await.unwrap();
+    pai.remove_image_label(IMAGE, "system.chipType")
+        .await
+        .unwrap();
+    let after = image_labels_in_sim(sim);
+    assert!(
+        !after.contains_key(TRICKY_KEY) && !after.contains_key("system.chipType"),
+        "{who}: removed: {after:?}"
+    );
+    let listed = pai
         .list_image_labels(&ListImageLabelsRequest {
             image_id: Some(IMAGE.into()),
             ..Default::default()
         })
         .await
         .unwrap();
-    assert!(
-        !as_map(&after.labels).contains_key("system.team"),
-        "{who}: removed"
-    );
+    assert_eq!(as_map(&listed.labels), after, "{who}");
+    // Removing a missing key succeeds.
+    pai.remove_image_label(IMAGE, "system.chipType")
+        .await
+        .unwrap_or_else(|e| panic!("{who}: removing a missing key: {e}"));
     pai.get_image(IMAGE, Some(true)).await.unwrap();
 
-    pai.create_dataset_labels(DATASET, &pairs(&[("stage", "curated data")]))
+    let dataset_labels = |a: Answer| as_map(&parse_labels(a.body.get("Labels")));
+    pai.create_dataset_labels(SDK_DATASET, &pairs(&[("team", "ml ops"), ("stage", "raw")]))
         .await
         .unwrap();
-    let ds = pai.get_dataset(DATASET).await.unwrap();
-    assert!(
-        ds.body.to_string().contains("curated data"),
-        "{who}: {}",
-        ds.body
+    assert_eq!(
+        dataset_labels(pai.get_dataset(SDK_DATASET).await.unwrap()),
+        labels_map(&[("team", "ml ops"), ("stage", "raw"), ("owner", "seed")]),
+        "{who}"
     );
-    pai.delete_dataset_labels(DATASET, &["stage".into()])
-        .await
-        .unwrap();
-    assert!(
-        !pai.get_dataset(DATASET)
-            .await
-            .unwrap()
-            .body
-            .to_string()
-            .contains("curated data")
+    pai.delete_dataset_labels(
+        SDK_DATASET,
+        &["team".into(), "stage".into(), "never-there".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        dataset_labels(pai.get_dataset(SDK_DATASET).await.unwrap()),
+        labels_map(&[("owner", "seed")]),
+        "{who}"
     );
 
-    pai.create_dataset_version_labels(DATASET, "v1", &pairs(&[("split", "train")]))
+    let version = Target::PaiDatasetVersion {
+        dataset_id: SDK_DATASET.into(),
+        version: SDK_VERSION.into(),
+    };
+    pai.create_dataset_version_labels(SDK_DATASET, SDK_VERSION, &pairs(&[("quality", "gold")]))
         .await
         .unwrap();
-    assert!(
-        pai.get_dataset_version(DATASET, "v1")
-            .await
-            .unwrap()
-            .body
-            .to_string()
-            .contains("train")
+    assert_eq!(
+        dataset_labels(
+            pai.get_dataset_version(SDK_DATASET, SDK_VERSION)
+                .await
+                .unwrap()
+        ),
+        labels_map(&[("quality", "gold")]),
+        "{who}"
     );
-    pai.delete_dataset_version_labels(DATASET, "v1", &["split".into()])
+    assert_eq!(
+        sim.labels_of(&version),
+        Some(labels_map(&[("quality", "gold")])),
+        "{who}: the labels reached the version named {SDK_VERSION:?}"
+    );
+    pai.delete_dataset_version_labels(SDK_DATASET, SDK_VERSION, &["quality".into()])
         .await
         .unwrap();
-    assert!(
-        !pai.get_dataset_version(DATASET, "v1")
-            .await
-            .unwrap()
-            .body
-            .to_string()
-            .contains("\"train\"")
+    assert_eq!(
+        dataset_labels(
+            pai.get_dataset_version(SDK_DATASET, SDK_VERSION)
+                .await
+                .unwrap()
+        ),
+        BTreeMap::new(),
+        "{who}"
     );
 }
 
@@ -195,7 +255,7 @@ async fn pai_calls_work_with_access_key_sts_token_and_bearer() {
     for (who, creds) in credentials {
         let (handle, clouds) = sim().await;
         let pai = clouds.pai("cn-shanghai", source(creds)).unwrap();
-        pai_scenario(&pai, who).await;
+        pai_scenario(&pai, &handle, who).await;
         let counts = handle.counters();
         assert!(
             counts.api("AddImageLabels").ok >= 1
@@ -240,7 +300,7 @@ async fn pai_calls_work_with_rrsa_credentials_from_sts() {
         other => panic!("unexpected {other:?}"),
     }
     let pai = clouds.pai("cn-shanghai", creds).unwrap();
-    pai_scenario(&pai, "RRSA").await;
+    pai_scenario(&pai, &handle, "RRSA").await;
     assert_eq!(
         handle.counters().api("AssumeRoleWithOIDC").ok,
         1,
@@ -394,11 +454,26 @@ async fn ims_calls_work_with_ak_sk_and_temporary_keys_and_a_wrong_sk_is_refused(
             },
         ),
     ] {
-        let (_handle, clouds) = sim().await;
+        let (handle, clouds) = sim().await;
         let ims = clouds.ims("cn-north-4", source(creds)).unwrap();
         ims_scenario(&ims, who).await;
+        let counts = handle.counters();
+        assert_eq!(
+            (
+                counts.api("AddImageTag").ok,
+                counts.api("BatchAddOrDeleteTags").ok,
+                counts.writes
+            ),
+            (1, 2, 3),
+            "{who}: {counts:?}"
+        );
+        assert_eq!(
+            counts.apis.values().map(|a| a.error).sum::<u64>(),
+            0,
+            "{who}: no call was rejected: {counts:?}"
+        );
     }
-    let (_handle, clouds) = sim().await;
+    let (handle, clouds) = sim().await;
     let ims = clouds
         .ims(
             "cn-north-4",
@@ -414,7 +489,8 @@ async fn ims_calls_work_with_ak_sk_and_temporary_keys_and_a_wrong_sk_is_refused(
     assert_eq!(err.http_status, Some(401));
     assert_eq!(err.code, "APIGW.0301");
 
-    // The trait path: one batch create, one batch delete.
+    // One engine pass that adds and removes: exactly one BatchAddOrDeleteTags
+    // `create` (all adds) and one `delete` (all removes), nothing else.
     let p = clouds
         .provider(
             imagelabel::api::Provider::HuaweicloudIms,
@@ -430,15 +506,32 @@ async fn ims_calls_work_with_ak_sk_and_temporary_keys_and_a_wrong_sk_is_refused(
         project_id: PROJECT.into(),
         image_id: IMS_IMAGE.into(),
     };
-    p.add(&t, &pairs(&[("a", "1"), ("b", "2")])).await.unwrap();
-    p.remove(&t, &["a".into(), "b".into()]).await.unwrap();
+    let plan = Plan {
+        add: labels_map(&[("a", "1"), ("b", "2"), ("c", "")]),
+        remove: ["owner".to_string()].into(),
+        ..Default::default()
+    };
+    handle.reset_counters();
+    let applied = engine::execute(p.as_ref(), &t, &plan, engine::Order::AddsFirst).await;
+    assert!(applied.is_complete(), "{:?}", applied.error);
+    assert_eq!(applied.calls, 2);
+    let counts = handle.counters();
+    // Two batch calls carried three adds and one remove, so one was the
+    // `create` and the other the `delete`.
+    assert_eq!(
+        (
+            counts.api("BatchAddOrDeleteTags").ok,
+            counts.api("AddImageTag").total(),
+            counts.api("DeleteImageTag").total(),
+            counts.writes,
+        ),
+        (2, 0, 0, 2),
+        "{counts:?}"
+    );
     assert_eq!(
         p.observe(&t).await.unwrap(),
-        [
-            ("env".to_string(), "prod".to_string()),
-            ("owner".to_string(), "ml-platform".to_string())
-        ]
-        .into()
+        labels_map(&[("a", "1"), ("b", "2"), ("c", ""), ("env", "prod")])
     );
+    assert_eq!(handle.labels_of(&t), Some(p.observe(&t).await.unwrap()));
     assert_eq!(p.limits(&t).max_labels_on_object, Some(10));
 }

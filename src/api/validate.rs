@@ -405,6 +405,91 @@ mod tests {
         assert!(errs.iter().any(|e| e.message.contains("at most 36")));
     }
 
+    fn ims(labels: &[(&str, &str)]) -> ImageLabelSetSpec {
+        ImageLabelSetSpec {
+            provider: Provider::HuaweicloudIms,
+            project_id: Some("fd73a4a14a4a4dfb9771a8475e5198ea".into()),
+            ..image(labels)
+        }
+    }
+
+    /// The errors of an IMS spec that must fail, as (field, message) pairs.
+    fn ims_errors(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+        validate_image_spec(&ims(labels))
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn accepts_ims_tags_at_the_limits() {
+        let key36 = "k".repeat(36);
+        let value43 = "v".repeat(43);
+        let mut tags: Vec<(String, String)> = (0..9)
+            .map(|i| (format!("k{i}"), "team ml_1.0:a=b+c-d@e".to_string()))
+            .collect();
+        tags.push((key36, value43));
+        let mut spec = ims(&[]);
+        spec.labels = tags.into_iter().collect();
+        assert_eq!(validate_image_spec(&spec), Ok(()));
+        assert_eq!(
+            validate_image_spec(&ims(&[("path", "a/b"), ("empty", "")])),
+            Ok(()),
+            "values may hold `/` and be empty"
+        );
+    }
+
+    #[test]
+    fn ims_rejects_a_value_past_43_characters() {
+        let value44 = "v".repeat(44);
+        let errs = ims_errors(&[("note", &value44)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "spec.labels[\"note\"]");
+        assert!(errs[0].1.contains("44 characters") && errs[0].1.contains("at most 43"));
+    }
+
+    #[test]
+    fn ims_rejects_11_declared_tags() {
+        let mut spec = ims(&[]);
+        spec.labels = (0..11).map(|i| (format!("k{i}"), "v".into())).collect();
+        let errs = validate_image_spec(&spec).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.labels");
+        assert!(
+            errs[0].message.contains("11 labels") && errs[0].message.contains("at most 10"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn ims_rejects_the_reserved_sys_prefix() {
+        let errs = ims_errors(&[("_sys_enterprise_project_id", "0")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "spec.labels[\"_sys_enterprise_project_id\"]");
+        assert!(errs[0].1.contains("reserved"), "{}", errs[0].1);
+    }
+
+    #[test]
+    fn ims_rejects_keys_and_values_outside_the_charset() {
+        for key in ["team/ml", "a,b", "key*", "tab\there"] {
+            let errs = ims_errors(&[(key, "v")]);
+            assert!(
+                errs.iter()
+                    .any(|(f, m)| *f == format!("spec.labels[{key:?}]")
+                        && m.contains("key has characters")),
+                "{key:?}: {errs:?}"
+            );
+        }
+        let errs = ims_errors(&[("k", "a,b")]);
+        assert!(
+            errs.iter()
+                .any(|(f, m)| f == "spec.labels[\"k\"]" && m.contains("value has characters")),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn durations() {
         assert_eq!(
