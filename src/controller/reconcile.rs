@@ -865,7 +865,10 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     let set = match obj.resolve(&ctx.config.default_region) {
         Ok(set) => set,
         Err(errors) => {
-            let owned = obj.status().map(|s| s.owned_keys.clone()).unwrap_or_default();
+            let owned = obj
+                .status()
+                .map(|s| s.owned_keys.clone())
+                .unwrap_or_default();
             if !owned.is_empty() {
                 let why = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
                 event(
