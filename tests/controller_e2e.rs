@@ -319,6 +319,40 @@ async fn conflicting_sets_older_wins_without_flapping_and_deletion_hands_over() 
     )
     .await;
     let _op = env.operator("op", &[]);
+
+    // Two sets applied in one go: the loser must never write the key, even
+    // when it happens to be reconciled first. (Same creation second: the
+    // name breaks the tie, so "pair-a" wins.)
+    let together = pai_image("image-together");
+    env.sim.sim().add_pai_image(PaiImageSeed {
+        id: "image-together".into(),
+        name: "together".into(),
+        workspace_id: None,
+        labels: BTreeMap::new(),
+    });
+    env.sim.sim().reset_counters();
+    env.apply(
+        "pair.yaml",
+        &format!(
+            "{}---\n{}",
+            image_set("pair-b", "image-together", &[("system.team", "b")], ""),
+            image_set("pair-a", "image-together", &[("system.team", "a")], "")
+        ),
+    );
+    env.wait_image("pair-a", "Ready", WAIT, ready).await;
+    let st = env
+        .wait_image("pair-b", "KeyConflict", WAIT, |s| {
+            reason(s, STALLED).as_deref() == Some("KeyConflict")
+        })
+        .await;
+    assert!(st.owned_keys.is_empty(), "the loser owns nothing: {st:?}");
+    assert_eq!(env.labels(&together), labels(&[("system.team", "a")]));
+    let adds = env.sim.sim().counters().api("AddImageLabels");
+    assert_eq!(
+        adds.ok, 1,
+        "one write, by the winner; the loser never wrote: {adds:?}"
+    );
+
     let target = pai_image("image-shared");
     env.apply(
         "older.yaml",
@@ -427,6 +461,42 @@ async fn delete_and_orphan_policies() {
     );
     env.wait_image("deleter", "Ready", WAIT, ready).await;
     env.wait_image("orphaner", "Ready", WAIT, ready).await;
+    env.wait_image("keeper", "observed", WAIT, |s| s.last_sync_time.is_some())
+        .await;
+
+    // Moving a set to another image would carry its ownership there: the
+    // API server refuses it, naming the field.
+    let moved = env.cluster.kubectl([
+        "patch",
+        "-n",
+        "e2e",
+        "ils",
+        "deleter",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"imageId":"image-elsewhere"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&moved.stderr);
+    assert!(!moved.status.success(), "target change refused");
+    assert!(
+        err.contains("spec.imageId") && err.contains("immutable"),
+        "{err}"
+    );
+    let moved = env.cluster.kubectl([
+        "patch",
+        "-n",
+        "e2e",
+        "ils",
+        "deleter",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"region":"cn-beijing"}}"#,
+    ]);
+    assert!(
+        !moved.status.success(),
+        "adding a region is a target change too"
+    );
+    assert!(String::from_utf8_lossy(&moved.stderr).contains("spec.region"));
     assert_success(
         "delete",
         &env.cluster.kubectl([
@@ -574,6 +644,23 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     } else {
         (&mut b, &mut a)
     };
+    let standby_text = standby.metrics().await;
+    assert!(
+        standby_text.contains("imagelabel_leader 0"),
+        "the standby serves metrics and is not the leader: {standby_text}"
+    );
+    assert_eq!(
+        sum_metric(&standby_text, "imagelabel_cloud_requests_total", &[]),
+        0.0,
+        "the standby sends no cloud request"
+    );
+    assert_eq!(
+        leader
+            .metric("imagelabel_cloud_calls_total", &["api=\"add\""])
+            .await,
+        env.sim.sim().counters().api("AddImageLabels").ok as f64,
+        "every write the simulator saw came from the leader"
+    );
     assert!(leader.metric("imagelabel_reconciles_total", &[]).await >= 1.0);
     assert_eq!(
         standby.metric("imagelabel_reconciles_total", &[]).await,
@@ -607,9 +694,11 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_recover() {
     let env = Env::start("e2e", seed_with(&[("image-ok", &[])])).await;
-    let op = env.operator("op", &[]);
+    let op = env.operator("op", &["--secret-poll-interval", "1s"]);
 
-    // A Secret with a wrong secret: Stalled, and no retry storm.
+    // A Secret with a wrong secret: Stalled, and no retry storm even with the
+    // shortest resync (10 s): the cloud is not called again until the Secret
+    // changes.
     env.apply("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-creds}\nstringData: {accessKeyId: testAK, accessKeySecret: Wr0ngS3cretValue}\n");
     env.apply(
         "bad.yaml",
@@ -617,7 +706,7 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
             "badcreds",
             "image-ok",
             &[("system.a", "1")],
-            "  credentialsRef: {name: pai-creds}\n",
+            "  credentialsRef: {name: pai-creds}\n  resyncInterval: 10s\n",
         ),
     );
     let st = env
@@ -630,26 +719,47 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
         !msg.contains("Wr0ngS3cretValue"),
         "no secret in status: {msg}"
     );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let before = env.sim.sim().counters().total;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        env.sim.sim().counters().total - before <= 1,
-        "terminal errors are not retried in a loop"
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert_eq!(
+        env.sim.sim().counters().total - before,
+        0,
+        "a terminal error is not retried while nothing changed (a resync period passed)"
     );
+    // Fixing the Secret alone is enough: no annotation, no spec change.
     env.apply("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: pai-creds}\nstringData: {accessKeyId: testAK, accessKeySecret: testSecret}\n");
-    annotate_resume(&env, "ils", "badcreds");
     env.wait_image("badcreds", "Ready once the Secret is fixed", WAIT, ready)
         .await;
+    // Its 10 s resyncs would blur the call counts below.
+    assert_success(
+        "delete badcreds",
+        &env.cluster
+            .kubectl(["delete", "-n", "e2e", "ils", "badcreds", "--timeout=60s"]),
+    );
 
     // An unknown image: Stalled NotFound, then Ready once it exists.
     env.apply(
         "missing.yaml",
-        &image_set("missing", "image-missing", &[("system.a", "1")], ""),
+        &image_set(
+            "missing",
+            "image-missing",
+            &[("system.a", "1")],
+            "  resyncInterval: 10s\n",
+        ),
     );
     env.wait_image("missing", "NotFound", WAIT, |s| {
         reason(s, STALLED).as_deref() == Some("NotFound")
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = env.sim.sim().counters().api("ListImageLabels").total();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert_eq!(
+        env.sim.sim().counters().api("ListImageLabels").total() - before,
+        0,
+        "an unknown image is not looked up again until something changes"
+    );
     env.sim.sim().add_pai_image(PaiImageSeed {
         id: "image-missing".into(),
         name: "late".into(),
@@ -659,6 +769,12 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
     annotate_resume(&env, "ils", "missing");
     env.wait_image("missing", "Ready once the image exists", WAIT, ready)
         .await;
+    // Its 10 s resyncs would blur the storm's call count.
+    assert_success(
+        "delete missing",
+        &env.cluster
+            .kubectl(["delete", "-n", "e2e", "ils", "missing", "--timeout=60s"]),
+    );
 
     // A throttling storm: backing off, bounded call rate, recovery.
     env.sim
@@ -680,12 +796,18 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
     .await;
     let started = Instant::now();
     let before = env.sim.sim().counters().total;
+    let sent_before = op.metric("imagelabel_cloud_requests_total", &[]).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let calls = env.sim.sim().counters().total - before;
+    let sent = op.metric("imagelabel_cloud_requests_total", &[]).await - sent_before;
     let per_second = calls as f64 / started.elapsed().as_secs_f64();
     assert!(
         per_second < 4.0,
         "throttled calls stay bounded: {calls} in 10 s"
+    );
+    assert!(
+        (sent - calls as f64).abs() <= 4.0,
+        "the operator counts every HTTP request, retries included: metric {sent}, simulator {calls}"
     );
     env.sim.sim().set_faults(FaultConfig::default()).unwrap();
     env.wait_image("storm", "Ready after the storm", WAIT, ready)
@@ -731,7 +853,7 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
         ImsImageSeed {
             id: "11111111-0000-4000-8000-000000000001".into(),
             project_id: project.into(),
-            tags: full,
+            tags: full.clone(),
         },
         ImsImageSeed {
             id: "11111111-0000-4000-8000-000000000002".into(),
@@ -766,6 +888,19 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
     );
     assert_eq!(env.sim.sim().counters().writes, 0, "no write call was made");
 
+    // IMS write calls since the last reset: (AddImageTag, BatchAddOrDeleteTags, DeleteImageTag).
+    let ims_writes = || {
+        let c = env.sim.sim().counters();
+        (
+            c.api("AddImageTag").total(),
+            c.api("BatchAddOrDeleteTags").total(),
+            c.api("DeleteImageTag").total(),
+        )
+    };
+    let one_batch = (0, 1, 0);
+
+    env.sim.sim().reset_counters();
+
     env.apply(
         "ok.yaml",
         &image_set(
@@ -784,8 +919,36 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
         env.labels(&target),
         labels(&[("env", "prod"), ("team", "ml")])
     );
+    assert_eq!(
+        ims_writes(),
+        one_batch,
+        "the add pass (env changed, team added) is one BatchAddOrDeleteTags create"
+    );
+
+    // Dropping an owned key removes it with one batch delete.
+    env.sim.sim().reset_counters();
+    env.apply(
+        "ok.yaml",
+        &image_set(
+            "fits",
+            "11111111-0000-4000-8000-000000000002",
+            &[("env", "prod")],
+            &ims(),
+        ),
+    );
+    env.wait_image("fits", "Ready without owning team", WAIT, |s| {
+        ready(s) && s.owned_keys.iter().all(|k| k != "team")
+    })
+    .await;
+    assert_eq!(env.labels(&target), labels(&[("env", "prod")]));
+    assert_eq!(
+        ims_writes(),
+        one_batch,
+        "the remove pass is one BatchAddOrDeleteTags delete"
+    );
 
     // Shrinking the first set to fit makes it converge.
+    env.sim.sim().reset_counters();
     env.apply(
         "full.yaml",
         &image_set(
@@ -797,6 +960,17 @@ async fn ims_sets_reconcile_and_a_set_past_ten_tags_stalls_without_writing() {
     );
     env.wait_image("too-many", "Ready once it fits", WAIT, ready)
         .await;
+    let mut ten = full;
+    ten.extend(labels(&[("a", "1"), ("b", "2")]));
+    assert_eq!(
+        env.labels(&Target::ImsImage {
+            project_id: project.into(),
+            image_id: "11111111-0000-4000-8000-000000000001".into(),
+        }),
+        ten,
+        "the seed's 8 tags (not owned, kept) plus the 2 declared: exactly 10"
+    );
+    assert_eq!(ims_writes(), one_batch, "the two adds in one batch create");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,7 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
     validation = Rule::new("self.provider != 'pai' || self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 256)").message("spec.labels: PAI keys are at most 128 characters and values at most 256").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || size(self.labels) <= 10").message("spec.labels: Huawei Cloud IMS allows at most 10 tags per image").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, size(k) <= 36 && size(self.labels[k]) <= 43)").message("spec.labels: Huawei Cloud IMS tag keys are 1-36 characters and values 0-43").field_path(".labels"),
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, !k.startsWith('_sys_'))").message("spec.labels: IMS tag keys starting with _sys_ are reserved by Huawei Cloud").field_path(".labels"),
     validation = Rule::new("self.provider == oldSelf.provider && self.imageId == oldSelf.imageId").message("spec.provider and spec.imageId are immutable: create another set for another image (deleting this one applies its deletionPolicy)").field_path(".imageId"),
     validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable: create another set for an image in another region").field_path(".region"),
     validation = Rule::new("has(self.projectId) == has(oldSelf.projectId) && (!has(self.projectId) || self.projectId == oldSelf.projectId)").message("spec.projectId is immutable: create another set for an image in another project").field_path(".projectId"),
@@ -169,6 +170,7 @@ pub struct ImageLabelSetSpec {
     /// Drift-check period such as `10m` (jittered); the operator default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.resyncInterval: the minimum is 10s"))]
     pub resync_interval: Option<String>,
     /// Glob patterns of keys never written or removed (for example `system.dsw.*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -242,6 +244,7 @@ pub struct DatasetLabelSetSpec {
     /// Drift-check period such as `10m` (jittered); the operator default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.resyncInterval: the minimum is 10s"))]
     pub resync_interval: Option<String>,
     /// Glob patterns of keys never written or removed (for example `system.dsw.*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
