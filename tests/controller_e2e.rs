@@ -309,6 +309,56 @@ async fn drift_is_repaired_and_counted_then_a_fight_is_detected() {
     .await;
     env.wait_image("drift", "Ready after resume", WAIT, ready)
         .await;
+
+    // Paused: no cloud call at all, not even the drift check; status says so.
+    let pause = |on: bool| {
+        let arg = if on {
+            "imagelabel.io/paused=true"
+        } else {
+            "imagelabel.io/paused-"
+        };
+        assert_success(
+            "pause",
+            &env.cluster
+                .kubectl(["annotate", "-n", "e2e", "ils", "drift", arg, "--overwrite"]),
+        );
+    };
+    pause(true);
+    env.wait_image("drift", "Paused", WAIT, |s| {
+        s.condition(READY)
+            .is_some_and(|c| c.status == "False" && c.reason == "Paused")
+    })
+    .await;
+    env.sim.sim().reset_counters();
+    env.sim
+        .sim()
+        .set_label_out_of_band(&target, "system.a", "while-paused")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert_eq!(
+        env.sim.sim().counters().total,
+        0,
+        "a paused set makes no cloud call, even past its 10 s resync"
+    );
+    pause(false);
+    env.wait_cloud("repair after unpause", WAIT, |s| {
+        s.labels_of(&target)
+            .and_then(|l| l.get("system.a").cloned())
+            .as_deref()
+            == Some("1")
+    })
+    .await;
+    let st = env
+        .wait_image("drift", "Ready after unpause", WAIT, ready)
+        .await;
+    assert!(st.last_sync_time.is_some() && st.synced_generation.is_some());
+
+    // Probes answer.
+    for path in ["healthz", "readyz"] {
+        let url = format!("http://127.0.0.1:{}/{path}", op.metrics_port);
+        let r = reqwest::get(&url).await.expect(path);
+        assert_eq!(r.status(), 200, "/{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
