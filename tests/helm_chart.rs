@@ -111,17 +111,12 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
         (
             vec!["imagelabel.io"],
             vec!["imagelabelsets", "datasetlabelsets"],
-            vec!["get", "list", "watch", "patch"],
+            vec!["list", "watch", "patch"],
         ),
         (
             vec!["imagelabel.io"],
             vec!["imagelabelsets/status", "datasetlabelsets/status"],
-            vec!["get", "patch"],
-        ),
-        (
-            vec!["imagelabel.io"],
-            vec!["imagelabelsets/finalizers", "datasetlabelsets/finalizers"],
-            vec!["update"],
+            vec!["patch"],
         ),
         (
             vec!["events.k8s.io"],
@@ -147,7 +142,15 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
         roles[0]["metadata"]["namespace"], NS,
         "the Lease rule is namespaced"
     );
-    assert_eq!(rules(roles[0])[0].1, vec!["leases".to_string()]);
+    assert_eq!(
+        rules(roles[0]),
+        vec![(
+            vec!["coordination.k8s.io".to_string()],
+            vec!["leases".to_string()],
+            ["get", "create", "patch"].map(String::from).to_vec()
+        )],
+        "kube-lease-manager gets, creates and patches its Lease"
+    );
     assert_eq!(find(&docs, "PodDisruptionBudget").len(), 1);
     assert!(find(&docs, "ServiceMonitor").is_empty(), "off by default");
     assert_eq!(
@@ -215,26 +218,50 @@ fn bad_values_are_rejected_by_the_schema() {
     }
 }
 
+const RELEASE: &str = "imagelabel-operator";
+const CRDS: [&str; 2] = [
+    "imagelabelsets.imagelabel.io",
+    "datasetlabelsets.imagelabel.io",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_uninstall() {
-    let env = Env::start("ml-platform", SeedConfig::demo()).await;
+    // No CRDs in the cluster: `helm install` must create them from the chart's crds/.
+    let env = Env::start_without_crds("ml-platform", SeedConfig::demo()).await;
     env.create_namespace(NS).await;
     env.create_namespace("other").await;
+    for crd in CRDS {
+        let out = env.cluster.kubectl(["get", "crd", crd]);
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+            "{crd} exists before helm install: {out:?}"
+        );
+    }
     let chart = chart();
-    let install = env.cluster.helm([
-        "install",
-        "imagelabel-operator",
-        &chart,
-        "-n",
-        NS,
-        "--set",
-        "rbac.secretNamespaces={ml-platform}",
-    ]);
+
+    // Default values: Secrets are readable (get only) in every namespace.
+    let install = env.cluster.helm(["install", RELEASE, &chart, "-n", NS]);
     let notes = assert_success("helm install", &install);
-    assert!(
-        notes.contains("kubectl wait --for=condition=Ready"),
-        "NOTES tell the next steps: {notes}"
-    );
+    for want in [
+        "kubectl wait --for=condition=Ready",
+        "--reuse-values --set credentials.existingSecret=imagelabel-credentials",
+        "pod-identity.alibabacloud.com/injection=on",
+        "Secrets in EVERY namespace",
+    ] {
+        assert!(notes.contains(want), "NOTES lack {want:?}: {notes}");
+    }
+    let crds_established = |what: &str| {
+        let [a, b] = CRDS.map(|c| format!("crd/{c}"));
+        let wait = [
+            "wait",
+            "--for=condition=Established",
+            &a,
+            &b,
+            "--timeout=60s",
+        ];
+        assert_success(what, &env.cluster.kubectl(wait));
+    };
+    crds_established("CRDs from the chart are Established");
     let objects = env.cluster.kubectl_ok([
         "get",
         "deploy,sa,svc,role,rolebinding,pdb",
@@ -248,6 +275,7 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         "serviceaccount/imagelabel-operator",
         "service/imagelabel-operator-metrics",
         "poddisruptionbudget.policy/imagelabel-operator",
+        "role.rbac.authorization.k8s.io/imagelabel-operator-leader-election",
     ] {
         assert!(objects.contains(want), "{want} missing: {objects}");
     }
@@ -257,7 +285,41 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         .cluster
         .kubeconfig_for_service_account(NS, "imagelabel-operator")
         .await;
-    let _op = Operator::start(
+    let can = |args: &[&str]| -> String {
+        let mut full = vec!["auth", "can-i"];
+        full.extend_from_slice(args);
+        String::from_utf8_lossy(&env.cluster.kubectl_with(&kubeconfig, &full).stdout)
+            .trim()
+            .to_string()
+    };
+    // 403 for the ServiceAccount itself (kubectl words it "Error from server
+    // (Forbidden): ... is forbidden" for reads, "failed to create ... is forbidden" for creates).
+    let denied_to_sa =
+        format!("is forbidden: User \"system:serviceaccount:{NS}:imagelabel-operator\" cannot");
+    let forbidden = |args: &[&str]| {
+        let out = env.cluster.kubectl_with(&kubeconfig, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&denied_to_sa),
+            "kubectl {args:?} as the ServiceAccount was not Forbidden: {out:?}"
+        );
+    };
+
+    // Default secrets mode: get anywhere (credentialsRef in any namespace),
+    // but never list or watch, so Secrets cannot be enumerated.
+    assert_eq!(can(&["get", "secrets", "-n", "ml-platform"]), "yes");
+    assert_eq!(can(&["get", "secrets", "-n", "other"]), "yes");
+    for verb in ["list", "watch"] {
+        for scope in [["-n", "ml-platform"], ["-n", "other"], ["-A", ""]] {
+            let mut args = vec![verb, "secrets"];
+            args.extend(scope.iter().filter(|a| !a.is_empty()));
+            assert_eq!(can(&args), "no", "{args:?}");
+        }
+    }
+    forbidden(&["get", "secrets", "-n", "other"]);
+    forbidden(&["get", "secrets", "-A"]);
+
+    let mut op = Operator::start(
         &env,
         "chart-sa",
         &kubeconfig,
@@ -278,14 +340,24 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: with-secret}\nspec:\n  imageId: image-official0pytorch\n  credentialsRef: {name: pai-credentials}\n  labels: {system.team: ml}\n",
     );
     env.apply_examples_and_wait_ready();
-    let official = env.labels(&Target::PaiImage {
+    let official = Target::PaiImage {
         image_id: "image-official0pytorch".into(),
         workspace_id: None,
-    });
+    };
+    let xgboost = Target::PaiImage {
+        image_id: "image-4c62abc53uor".into(),
+        workspace_id: None,
+    };
     assert_eq!(
-        official.get("system.team").map(String::as_str),
+        env.labels(&official).get("system.team").map(String::as_str),
         Some("ml"),
         "credentialsRef Secret was read"
+    );
+    assert_eq!(
+        env.labels(&xgboost)
+            .get("system.framework")
+            .map(String::as_str),
+        Some("XGBoost 2.0.3")
     );
     let events = env.cluster.kubectl_ok([
         "get",
@@ -300,24 +372,47 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         "events were written with the chart's RBAC"
     );
 
-    // ... and can do nothing else.
-    let can = |args: &[&str]| -> String {
-        let mut full = vec!["auth", "can-i"];
-        full.extend_from_slice(args);
-        String::from_utf8_lossy(&env.cluster.kubectl_with(&kubeconfig, &full).stdout)
-            .trim()
-            .to_string()
-    };
-    assert_eq!(can(&["get", "secrets", "-n", "ml-platform"]), "yes");
-    assert_eq!(
-        can(&["get", "secrets", "-n", "other"]),
-        "no",
-        "no Secrets outside the listed namespaces"
+    // Deletion runs the finalizer with the same RBAC: the set's own key is
+    // removed from the cloud, the finalizer is patched away, other keys stay.
+    env.apply(
+        "to-delete.yaml",
+        "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: to-delete}\nspec:\n  imageId: image-official0pytorch\n  labels: {system.scratch: \"1\"}\n",
     );
+    env.wait_image("to-delete", "Ready", Duration::from_secs(60), |s| {
+        s.is_ready()
+    })
+    .await;
     assert_eq!(
-        can(&["list", "secrets", "-n", "ml-platform"]),
+        env.labels(&official)
+            .get("system.scratch")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_success(
+        "kubectl delete to-delete",
+        &env.cluster.kubectl([
+            "delete",
+            "ils",
+            "to-delete",
+            "-n",
+            "ml-platform",
+            "--wait",
+            "--timeout=60s",
+        ]),
+    );
+    let after_delete = env.labels(&official);
+    assert!(
+        !after_delete.contains_key("system.scratch")
+            && after_delete.get("system.team").map(String::as_str) == Some("ml"),
+        "deletionPolicy Delete removed only the deleted set's key: {after_delete:?}"
+    );
+
+    // ... and can do nothing else.
+    assert_eq!(can(&["list", "imagelabelsets", "-A"]), "yes");
+    assert_eq!(
+        can(&["get", "imagelabelsets", "-n", "ml-platform"]),
         "no",
-        "never list Secrets"
+        "the controller reads sets from its watch cache, never GETs one"
     );
     assert_eq!(can(&["get", "configmaps", "-n", "ml-platform"]), "no");
     assert_eq!(can(&["create", "deployments", "-n", NS]), "no");
@@ -326,29 +421,65 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         "no"
     );
     assert_eq!(
+        can(&["update", "imagelabelsets/finalizers", "-n", "ml-platform"]),
+        "no"
+    );
+    assert_eq!(
         can(&["get", "leases", "-n", "other"]),
         "no",
         "leases only in the release namespace"
     );
-    env.cluster.kubectl_with(
-        &kubeconfig,
-        ["create", "secret", "generic", "x", "-n", "other"],
+    forbidden(&["create", "secret", "generic", "x", "-n", "other"]);
+    forbidden(&["create", "secret", "generic", "x", "-n", "ml-platform"]);
+    forbidden(&["get", "configmaps", "-n", "ml-platform"]);
+
+    // A bad values file is refused by the schema at install and at upgrade,
+    // against the live cluster, and leaves no release behind.
+    let bad = env.cluster.write_file(
+        "bad-values.yaml",
+        "replicas: two\nqps: -1\nsurprise: 1\nendpoints: {pai: ftp://x}\nlogLevel: loud\n",
     );
-    let denied = env.cluster.kubectl_with(
-        &kubeconfig,
-        ["get", "secret", "pai-credentials", "-n", "other"],
-    );
-    assert!(
-        String::from_utf8_lossy(&denied.stderr).contains("Forbidden"),
-        "reading a Secret in another namespace is Forbidden"
+    let bad = bad.to_str().unwrap();
+    for (what, args) in [
+        (
+            "helm install -f bad",
+            vec!["install", "bad-values", &chart, "-n", NS, "-f", bad],
+        ),
+        (
+            "helm upgrade -f bad",
+            vec!["upgrade", RELEASE, &chart, "-n", NS, "-f", bad],
+        ),
+    ] {
+        let out = env.cluster.helm(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} was accepted: {out:?}");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema"),
+            "{what}: {stderr}"
+        );
+        for field in ["replicas", "qps", "surprise", "pai", "logLevel"] {
+            assert!(
+                stderr.contains(field),
+                "{what} does not name {field}: {stderr}"
+            );
+        }
+    }
+    let releases = env.cluster.helm(["list", "-a", "-n", NS, "-o", "json"]);
+    let releases: Value = serde_json::from_str(&assert_success("helm list", &releases)).unwrap();
+    let releases = releases.as_array().unwrap();
+    assert_eq!(releases.len(), 1, "only the good release: {releases:?}");
+    assert_eq!(releases[0]["name"], RELEASE);
+    assert_eq!(
+        releases[0]["revision"], "1",
+        "the bad upgrade made no revision"
     );
 
-    // Upgrade: values change, CRDs and sets stay.
+    // Upgrade: values change (Secrets now only in ml-platform); CRDs, sets and labels stay.
     assert_success(
         "helm upgrade",
         &env.cluster.helm([
             "upgrade",
-            "imagelabel-operator",
+            RELEASE,
             &chart,
             "-n",
             NS,
@@ -360,15 +491,10 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
             "rbac.secretNamespaces={ml-platform}",
         ]),
     );
-    let deploy: Value = serde_json::from_str(&env.cluster.kubectl_ok([
-        "get",
-        "deploy",
-        "imagelabel-operator",
-        "-n",
-        NS,
-        "-o",
-        "json",
-    ]))
+    let deploy: Value = serde_json::from_str(
+        &env.cluster
+            .kubectl_ok(["get", "deploy", RELEASE, "-n", NS, "-o", "json"]),
+    )
     .unwrap();
     assert_eq!(deploy["spec"]["replicas"], 3);
     assert!(
@@ -378,27 +504,80 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
             .iter()
             .any(|a| a == "--qps=50")
     );
+    assert_eq!(can(&["get", "secrets", "-n", "ml-platform"]), "yes");
+    assert_eq!(
+        can(&["get", "secrets", "-n", "other"]),
+        "no",
+        "no Secrets outside the listed namespaces"
+    );
+    assert_eq!(
+        can(&["list", "secrets", "-n", "ml-platform"]),
+        "no",
+        "never list Secrets"
+    );
+    forbidden(&["get", "secret", "pai-credentials", "-n", "other"]);
+    forbidden(&["create", "secret", "generic", "x", "-n", "other"]);
 
-    // Uninstall: Helm keeps CRDs, so the sets and their labels stay.
+    // The operator still reads the Secret in ml-platform under the narrowed
+    // RBAC: a changed value reaches the cloud.
+    env.apply(
+        "with-secret.yaml",
+        "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: with-secret}\nspec:\n  imageId: image-official0pytorch\n  credentialsRef: {name: pai-credentials}\n  labels: {system.team: ml-2}\n",
+    );
+    env.wait_image(
+        "with-secret",
+        "Ready at generation 2",
+        Duration::from_secs(60),
+        |s| s.is_ready() && s.observed_generation == Some(2),
+    )
+    .await;
+    assert_eq!(
+        env.labels(&official).get("system.team").map(String::as_str),
+        Some("ml-2"),
+        "read from the simulator after the upgrade"
+    );
+    assert_eq!(
+        env.labels(&xgboost)
+            .get("system.framework")
+            .map(String::as_str),
+        Some("XGBoost 2.0.3"),
+        "read from the simulator after the upgrade"
+    );
+    let cloud_before_uninstall = env.sim.sim().state_json();
+
+    // Uninstall: Helm keeps CRDs, so the sets and their labels stay. The
+    // Deployment's pods would stop with it; stop ours the same way.
     assert_success(
         "helm uninstall",
-        &env.cluster
-            .helm(["uninstall", "imagelabel-operator", "-n", NS]),
+        &env.cluster.helm(["uninstall", RELEASE, "-n", NS]),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let crds = env.cluster.kubectl_ok(["get", "crd", "-o", "name"]);
-    assert!(
-        crds.contains("imagelabelsets.imagelabel.io")
-            && crds.contains("datasetlabelsets.imagelabel.io"),
-        "CRDs kept: {crds}"
-    );
+    op.terminate();
+    crds_established("CRDs kept and Established after uninstall");
     let sets = env
         .cluster
-        .kubectl_ok(["get", "ils", "-n", "ml-platform", "-o", "name"]);
-    assert!(sets.contains("xgboost-gpu"), "sets kept: {sets}");
-    let gone = env
-        .cluster
-        .kubectl(["get", "deploy", "imagelabel-operator", "-n", NS]);
-    assert!(!gone.status.success(), "the Deployment is removed");
-    assert_eq!(official.get("system.team").map(String::as_str), Some("ml"));
+        .kubectl_ok(["get", "ils,dls", "-n", "ml-platform", "-o", "name"]);
+    for want in ["xgboost-gpu", "with-secret", "imagenet"] {
+        assert!(sets.contains(want), "sets kept: {sets}");
+    }
+    for gone in [
+        vec!["get", "deploy", RELEASE, "-n", NS],
+        vec!["get", "sa", RELEASE, "-n", NS],
+        vec!["get", "clusterrole", RELEASE],
+    ] {
+        let out = env.cluster.kubectl(&gone);
+        assert!(
+            !out.status.success(),
+            "{gone:?} still exists after uninstall"
+        );
+    }
+    assert_eq!(
+        env.labels(&official).get("system.team").map(String::as_str),
+        Some("ml-2"),
+        "read from the simulator after the uninstall"
+    );
+    assert_eq!(
+        env.sim.sim().state_json(),
+        cloud_before_uninstall,
+        "uninstall changed no label in the cloud"
+    );
 }

@@ -31,7 +31,31 @@ pub struct Env {
 impl Env {
     /// A control plane with the CRDs installed, namespace `ns`, and a simulator seeded with `seed`.
     pub async fn start(ns: &str, seed: SeedConfig) -> Env {
+        let env = Self::start_without_crds(ns, seed).await;
+        env.install_crds();
+        env
+    }
+
+    /// As [`Env::start`], but the CRDs are not installed: for tests where
+    /// something else (`helm install` of the chart's `crds/`) must install them.
+    pub async fn start_without_crds(ns: &str, seed: SeedConfig) -> Env {
         let cluster = TestCluster::start().await;
+        let env = Env {
+            sim: Sim::from_seed(seed)
+                .expect("seed is valid")
+                .start("127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("simulator starts"),
+            cluster,
+            ns: ns.to_string(),
+        };
+        env.create_namespace(ns).await;
+        env
+    }
+
+    /// `kubectl apply` of the generated CRDs, then wait until both are Established.
+    pub fn install_crds(&self) {
+        let cluster = &self.cluster;
         let crds = cluster.write_file("crds.yaml", imagelabel::api::crds_yaml());
         assert_success(
             "kubectl apply crds",
@@ -47,17 +71,6 @@ impl Env {
                 "--timeout=60s",
             ]),
         );
-        let env = Env {
-            sim: Sim::from_seed(seed)
-                .expect("seed is valid")
-                .start("127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("simulator starts"),
-            cluster,
-            ns: ns.to_string(),
-        };
-        env.create_namespace(ns).await;
-        env
     }
 
     pub async fn create_namespace(&self, ns: &str) {
