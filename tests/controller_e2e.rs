@@ -736,9 +736,39 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     );
     assert_eq!(standby.metric("imagelabel_leader", &[]).await, 1.0);
 
-    // SIGTERM: graceful exit, lease released.
+    // SIGTERM in the middle of a write: the reconcile in flight finishes
+    // (labels and status), then the process exits 0.
+    env.sim
+        .sim()
+        .set_faults(FaultConfig {
+            latency_ms: 1500,
+            ..Default::default()
+        })
+        .unwrap();
+    env.sim.sim().add_pai_image(PaiImageSeed {
+        id: "image-l3".into(),
+        name: "l3".into(),
+        workspace_id: None,
+        labels: BTreeMap::new(),
+    });
+    env.apply(
+        "l3.yaml",
+        &image_set("l3", "image-l3", &[("system.z", "3")], ""),
+    );
+    env.wait_image("l3", "Applying", WAIT, |s| {
+        s.condition("Reconciling")
+            .is_some_and(|c| c.status == "True" && c.reason == "Applying")
+    })
+    .await;
     let status = standby.terminate().expect("operator was running");
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    assert_eq!(
+        env.labels(&pai_image("image-l3")),
+        labels(&[("system.z", "3")]),
+        "the write in flight completed"
+    );
+    let st = env.wait_image("l3", "Ready", WAIT, ready).await;
+    assert_eq!(st.owned_keys, vec!["system.z".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
