@@ -553,6 +553,26 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         Err((r, e)) => {
             // Whatever got written is owned; keep that record.
             w.status.owned_keys = r.owned.iter().cloned().collect();
+            if let Some(a) = r.applied.as_ref().filter(|a| a.calls > 0)
+                && (!a.added.is_empty() || !a.removed.is_empty())
+            {
+                let mut done: Vec<String> =
+                    a.added.iter().map(|(k, v)| format!("+{k}={v:?}")).collect();
+                done.extend(a.removed.iter().map(|k| format!("-{k}")));
+                let rid = a.last_request_id.clone().unwrap_or_default();
+                event(
+                    ctx,
+                    &*obj,
+                    EventType::Warning,
+                    "LabelsPartiallyApplied",
+                    format!(
+                        "{} on {} (RequestId {rid}) before: {e}",
+                        done.join(", "),
+                        set.target
+                    ),
+                )
+                .await;
+            }
             return failed(w, ctx, &*obj, e, &set).await;
         }
     };
