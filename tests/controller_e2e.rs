@@ -1060,7 +1060,10 @@ async fn api_server_restart_loses_nothing() {
         seed_with(&[("image-r1", &[("system.base", "1")]), ("image-r2", &[])]),
     )
     .await;
-    let mut op = env.operator("op", &[]);
+    // A lease that outlives the outage: a leader that cannot confirm its
+    // Lease before it expires exits (as kube-controller-manager does), which
+    // is not what this test is about.
+    let mut op = env.operator("op", &["--lease-duration", "30s"]);
     env.apply(
         "r1.yaml",
         &image_set("r1", "image-r1", &[("system.a", "1")], ""),
@@ -1098,4 +1101,28 @@ async fn api_server_restart_loses_nothing() {
         vec!["system.a".to_string()],
         "ownership survived"
     );
+
+    // A leader whose (6 s) Lease cannot be confirmed before it expires stops
+    // at once, since a standby may take over while it is cut off; the one
+    // with the 30 s Lease rides the same outage out.
+    let mut short = env.operator("short", &["--lease-name", "short-lease"]);
+    let deadline = Instant::now() + WAIT;
+    while short.metric("imagelabel_leader", &[]).await != 1.0 {
+        assert!(Instant::now() < deadline, "short-lease replica never led");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.cluster.kill_apiserver();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while short.is_running() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stopped = !short.is_running();
+    env.cluster.start_apiserver().await;
+    assert!(
+        stopped,
+        "a leader that cannot confirm its Lease exits: {}",
+        short.log_text()
+    );
+    assert!(short.log_text().contains("leadership lost"));
+    assert!(op.is_running(), "the 30 s lease outlived the outage");
 }
