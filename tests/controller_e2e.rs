@@ -756,8 +756,7 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
         &image_set("l3", "image-l3", &[("system.z", "3")], ""),
     );
     env.wait_image("l3", "Applying", WAIT, |s| {
-        s.condition("Reconciling")
-            .is_some_and(|c| c.status == "True" && c.reason == "Applying")
+        reason(s, "Reconciling").as_deref() == Some("Applying")
     })
     .await;
     let status = standby.terminate().expect("operator was running");
@@ -870,8 +869,7 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
         &image_set("storm", "image-ok", &[("system.s", "1")], ""),
     );
     env.wait_image("storm", "BackingOff", WAIT, |s| {
-        s.condition("Reconciling")
-            .is_some_and(|c| c.status == "True" && c.reason == "BackingOff")
+        reason(s, "Reconciling").as_deref() == Some("BackingOff")
     })
     .await;
     let started = Instant::now();

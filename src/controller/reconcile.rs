@@ -882,46 +882,43 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         wake_others::<K>(others, ctx);
         Ok(Action::await_change())
     };
-    let set = match obj.resolve(&ctx.config.default_region) {
-        Ok(set) => set,
+    // A set whose spec no longer names where its keys are must not touch
+    // either object: it lets go and says what it left behind.
+    let (set, left_in_place) = match obj.resolve(&ctx.config.default_region) {
         Err(errors) => {
-            let owned = obj
+            let why = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+            (
+                None,
+                Some(format!("deleted with an invalid spec ({})", why.join("; "))),
+            )
+        }
+        Ok(set) => {
+            let moved = obj
                 .status()
-                .map(|s| s.owned_keys.clone())
-                .unwrap_or_default();
-            if !owned.is_empty() {
-                let why = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
-                event(
-                    ctx,
-                    &*obj,
-                    EventType::Warning,
-                    reason::INVALID_SPEC,
+                .and_then(|s| s.target.clone())
+                .filter(|was| *was != set.object_key())
+                .map(|was| {
                     format!(
-                        "deleted with an invalid spec ({}): owned keys {owned:?} left in place",
-                        why.join("; ")
-                    ),
-                )
-                .await;
-            }
-            return release(others);
+                        "owned keys live on {was} but the spec names {}",
+                        set.object_key()
+                    )
+                });
+            (Some(set), moved)
         }
     };
-    if let Some(was) = obj.status().and_then(|s| s.target.clone())
-        && was != set.object_key()
-    {
-        event(
-            ctx,
-            &*obj,
-            EventType::Warning,
-            reason::INVALID_SPEC,
-            format!(
-                "owned keys live on {was} but the spec names {}: left in place",
-                set.object_key()
-            ),
-        )
-        .await;
+    let Some(set) = set.filter(|_| left_in_place.is_none()) else {
+        let owned = obj
+            .status()
+            .map(|s| s.owned_keys.clone())
+            .unwrap_or_default();
+        if let Some(why) = left_in_place
+            && !owned.is_empty()
+        {
+            let note = format!("{why}: owned keys {owned:?} left in place");
+            event(ctx, &*obj, EventType::Warning, reason::INVALID_SPEC, note).await;
+        }
         return release(others);
-    }
+    };
     let paused = obj.annotations().get(PAUSED).map(String::as_str) == Some("true");
     if set.policy.deletion_policy == DeletionPolicy::Orphan
         || paused
