@@ -233,6 +233,14 @@ fn invalid_manifests_fail_whole_naming_file_and_field() {
             "{err}"
         );
     }
+    // -o json says the same on stdout, one entry per problem.
+    let o = sim.run(&["plan", "-o", "json", "-f", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&o), 1);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    let invalid = v["invalid"].as_array().expect("invalid list");
+    assert_eq!(invalid.len(), 1, "{v}");
+    assert!(invalid[0]["source"].as_str().unwrap().ends_with("b-bad.yaml"));
+    assert_eq!(invalid[0]["field"], "spec.labels[\"team\"]");
     assert_eq!(
         sim.writes() + sim.reads(),
         0,

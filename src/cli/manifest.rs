@@ -57,7 +57,7 @@ pub struct Located {
 }
 
 /// A problem with one document.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ManifestError {
     /// `path` or `path (document N)`.
     pub source: String,

@@ -225,6 +225,15 @@ async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCod
                 errors.len(),
                 if apply { "applied" } else { "planned" }
             );
+            // A pipeline reading stdout gets the same verdict as JSON.
+            if args.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "apply": apply, "sets": [], "invalid": errors })
+                    )?
+                );
+            }
             return Ok(ExitCode::from(1));
         }
     };
