@@ -239,7 +239,12 @@ fn invalid_manifests_fail_whole_naming_file_and_field() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
     let invalid = v["invalid"].as_array().expect("invalid list");
     assert_eq!(invalid.len(), 1, "{v}");
-    assert!(invalid[0]["source"].as_str().unwrap().ends_with("b-bad.yaml"));
+    assert!(
+        invalid[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("b-bad.yaml")
+    );
     assert_eq!(invalid[0]["field"], "spec.labels[\"team\"]");
     assert_eq!(
         sim.writes() + sim.reads(),
