@@ -110,6 +110,10 @@ async fn main() {
             "1000",
             "--log-level",
             "warn",
+            // The chart's default: the test fixture's 6 s Lease is too short
+            // to be renewed in time while 10,000 patches load the API server.
+            "--lease-duration",
+            "15s",
         ],
     );
     let converge = wait_all_ready(&env, &mut op, n, started, false).await;
