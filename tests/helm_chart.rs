@@ -101,9 +101,16 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
     assert!(
         args.contains(&"--leader-election=true")
             && args.contains(&"--qps=100")
-            && args.contains(&"--concurrency=16"),
+            && args.contains(&"--concurrency=16")
+            && args.contains(&"--stalled-recheck=1h")
+            && args.contains(&"--secret-poll-interval=30s"),
         "{args:?}"
     );
+    // The binary accepts every flag the chart renders.
+    use clap::Parser;
+    let parsed =
+        imagelabel::cli::Cli::try_parse_from(std::iter::once("imagelabel").chain(args.clone()));
+    assert!(parsed.is_ok(), "{:?}", parsed.err());
 
     // Exactly the rules the controller needs; Secrets: get only.
     let cluster_role = find(&docs, "ClusterRole")[0];
