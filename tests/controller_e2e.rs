@@ -28,18 +28,20 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A PAI image named after its ID, outside any workspace.
+fn pai_seed(id: &str, pairs: &[(&str, &str)]) -> PaiImageSeed {
+    PaiImageSeed {
+        id: id.to_string(),
+        name: id.to_string(),
+        workspace_id: None,
+        labels: labels(pairs),
+    }
+}
+
 /// A seed with the demo credentials and the given PAI images.
 fn seed_with(images: &[(&str, &[(&str, &str)])]) -> SeedConfig {
     let mut seed = SeedConfig::demo();
-    seed.pai.images = images
-        .iter()
-        .map(|(id, l)| PaiImageSeed {
-            id: id.to_string(),
-            name: id.to_string(),
-            workspace_id: None,
-            labels: labels(l),
-        })
-        .collect();
+    seed.pai.images = images.iter().map(|(id, l)| pai_seed(id, l)).collect();
     seed
 }
 
@@ -374,12 +376,7 @@ async fn conflicting_sets_older_wins_without_flapping_and_deletion_hands_over() 
     // when it happens to be reconciled first. (Same creation second: the
     // name breaks the tie, so "pair-a" wins.)
     let together = pai_image("image-together");
-    env.sim.sim().add_pai_image(PaiImageSeed {
-        id: "image-together".into(),
-        name: "together".into(),
-        workspace_id: None,
-        labels: BTreeMap::new(),
-    });
+    env.sim.sim().add_pai_image(pai_seed("image-together", &[]));
     env.sim.sim().reset_counters();
     env.apply(
         "pair.yaml",
@@ -733,12 +730,7 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
             ..Default::default()
         })
         .unwrap();
-    env.sim.sim().add_pai_image(PaiImageSeed {
-        id: "image-l3".into(),
-        name: "l3".into(),
-        workspace_id: None,
-        labels: BTreeMap::new(),
-    });
+    env.sim.sim().add_pai_image(pai_seed("image-l3", &[]));
     env.apply(
         "l3.yaml",
         &image_set("l3", "image-l3", &[("system.z", "3")], ""),
@@ -827,12 +819,7 @@ async fn bad_credentials_unknown_image_and_throttling_stall_or_back_off_then_rec
         0,
         "an unknown image is not looked up again until something changes"
     );
-    env.sim.sim().add_pai_image(PaiImageSeed {
-        id: "image-missing".into(),
-        name: "late".into(),
-        workspace_id: None,
-        labels: BTreeMap::new(),
-    });
+    env.sim.sim().add_pai_image(pai_seed("image-missing", &[]));
     annotate_resume(&env, "ils", "missing");
     env.wait_image("missing", "Ready once the image exists", WAIT, ready)
         .await;
