@@ -35,10 +35,10 @@ fn main() {
                 .chain(labels("k", 15, "").into_keys())
                 .collect();
             let claims = if i % 10 == 0 {
-                vec![Claim {
-                    set: SetId::new(0, format!("ns/older{i}")),
-                    labels: labels("k", 2, "other"),
-                }]
+                vec![Claim::sync(
+                    SetId::new(0, format!("ns/older{i}")),
+                    labels("k", 2, "other"),
+                )]
             } else {
                 vec![]
             };

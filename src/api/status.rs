@@ -26,6 +26,8 @@ pub mod reason {
     pub const CLOUD_ERROR: &str = "CloudError";
     pub const BACKING_OFF: &str = "BackingOff";
     pub const DELETING: &str = "Deleting";
+    /// A deletion waits for a set that wins a key it leaves to own it.
+    pub const HANDING_OVER: &str = "HandingOver";
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::Located;
 use crate::engine::{ResolvedSet, SyncError, SyncReport, SyncRequest, sync};
-use crate::plan::{Claim, Labels};
+use crate::plan::{Claim, Labels, Role, managed};
 use crate::provider::LabelProvider;
 
 /// Hands out a provider for a resolved set (the operator's configured clouds).
@@ -127,9 +127,14 @@ pub async fn run(
             .filter(|(other, l)| {
                 other.object_key() == set.object_key() && l.manifest.set_id() != id
             })
-            .map(|(other, l)| Claim {
-                set: l.manifest.set_id(),
-                labels: other.desired.clone(),
+            .map(|(other, l)| {
+                let set = l.manifest.set_id();
+                Claim {
+                    owned: state.owned.get(&set.name).cloned().unwrap_or_default(),
+                    labels: managed(&other.desired, &other.protected),
+                    role: Role::of(other.policy.mode, false),
+                    set,
+                }
             })
             .collect();
         let owned = state.owned.get(&id.name).cloned().unwrap_or_default();

@@ -95,6 +95,12 @@ pub struct Ctx {
     pub dataset_store: Store<DatasetLabelSet>,
     /// Set once the claim index holds every set the stores know.
     pub primed: tokio::sync::OnceCell<()>,
+    /// The `ownedKeys` this process last wrote, by the set's uid. The watch
+    /// can hand a reconcile an object older than our own last status write;
+    /// ownership read from it would forget keys just claimed, and leave
+    /// them behind. Only this process (the leader) writes status, so what it
+    /// wrote last is the newest there is. Dropped when the set is gone.
+    pub written_owned: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// What a stalled set saw: its generation, resume annotation and Secret
@@ -107,6 +113,33 @@ pub struct StallMark {
 }
 
 impl Ctx {
+    /// Ownership of a set: what this process last wrote, else its status.
+    pub fn owned_keys(&self, uid: Option<&str>, status: &[String]) -> Vec<String> {
+        uid.and_then(|u| {
+            self.written_owned
+                .lock()
+                .expect("owned poisoned")
+                .get(u)
+                .cloned()
+        })
+        .unwrap_or_else(|| status.to_vec())
+    }
+
+    pub fn remember_owned(&self, uid: Option<&str>, owned: &[String]) {
+        if let Some(u) = uid {
+            self.written_owned
+                .lock()
+                .expect("owned poisoned")
+                .insert(u.to_string(), owned.to_vec());
+        }
+    }
+
+    pub fn forget_owned(&self, uid: Option<&str>) {
+        if let Some(u) = uid {
+            self.written_owned.lock().expect("owned poisoned").remove(u);
+        }
+    }
+
     /// While `set` is stalled on exactly `fingerprint`, the time left before
     /// a recheck; otherwise forgets the stall and returns `None`.
     pub fn stall_hold(&self, set: &str, fingerprint: &str) -> Option<Duration> {

@@ -1,15 +1,24 @@
-//! Which sets declare which keys on which cloud object, so the planner can
-//! resolve conflicts and never remove a key another live set desires.
+//! Which sets declare and own which keys on which cloud object, so the
+//! planner can resolve conflicts, never remove a key another live set
+//! desires, and hand ownership over (see [`crate::plan`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use crate::plan::{Claim, Labels, SetId};
+use crate::plan::{Claim, Labels, Role, SetId};
+
+/// What one set claims on its object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub labels: Labels,
+    pub owned: BTreeSet<String>,
+    pub role: Role,
+}
 
 #[derive(Default)]
 struct Inner {
-    /// object key → set → declared labels.
-    by_object: HashMap<String, BTreeMap<SetId, Labels>>,
+    /// object key → set → its claim.
+    by_object: HashMap<String, BTreeMap<SetId, Entry>>,
     /// `Kind/namespace/name` → (object key, set id), to move a set that changed target.
     by_set: HashMap<String, (String, SetId)>,
 }
@@ -21,15 +30,16 @@ pub struct ClaimIndex {
 }
 
 impl ClaimIndex {
-    /// Records what a set declares. Returns the other sets on the object(s)
-    /// it touched when its claim changed, so they can be reconciled again.
-    pub fn upsert(&self, set_key: &str, object: &str, id: &SetId, labels: &Labels) -> Vec<SetId> {
+    /// Records what a set declares and owns. Returns the other sets on the
+    /// object(s) it touched when its claim changed, so they can be reconciled
+    /// again (a new owner or a deletion may hand a key over to them).
+    pub fn upsert(&self, set_key: &str, object: &str, id: &SetId, entry: &Entry) -> Vec<SetId> {
         let mut inner = self.inner.lock().expect("claim index poisoned");
         let mut touched = Vec::new();
         if let Some((old_object, old_id)) = inner.by_set.get(set_key).cloned() {
             let unchanged = old_object == object
                 && old_id == *id
-                && inner.by_object.get(object).and_then(|m| m.get(id)) == Some(labels);
+                && inner.by_object.get(object).and_then(|m| m.get(id)) == Some(entry);
             if unchanged {
                 return touched;
             }
@@ -43,7 +53,7 @@ impl ClaimIndex {
         }
         let m = inner.by_object.entry(object.to_string()).or_default();
         touched.extend(m.keys().filter(|k| *k != id).cloned());
-        m.insert(id.clone(), labels.clone());
+        m.insert(id.clone(), entry.clone());
         inner
             .by_set
             .insert(set_key.to_string(), (object.to_string(), id.clone()));
@@ -78,9 +88,11 @@ impl ClaimIndex {
             .map(|m| {
                 m.iter()
                     .filter(|(id, _)| *id != except)
-                    .map(|(id, labels)| Claim {
+                    .map(|(id, e)| Claim {
                         set: id.clone(),
-                        labels: labels.clone(),
+                        labels: e.labels.clone(),
+                        owned: e.owned.clone(),
+                        role: e.role,
                     })
                     .collect()
             })
@@ -92,8 +104,12 @@ impl ClaimIndex {
 mod tests {
     use super::*;
 
-    fn l(k: &str, v: &str) -> Labels {
-        [(k.to_string(), v.to_string())].into()
+    fn l(k: &str, v: &str) -> Entry {
+        Entry {
+            labels: [(k.to_string(), v.to_string())].into(),
+            owned: BTreeSet::new(),
+            role: Role::Sync,
+        }
     }
 
     #[test]
@@ -117,7 +133,14 @@ mod tests {
             vec![a.clone()]
         );
         assert!(idx.claims("obj1", &a).is_empty());
-        assert_eq!(idx.remove("I/ns/a"), Vec::<SetId>::new());
+        // A change of ownership or role wakes the others too.
+        let mut owning = l("k", "2");
+        owning.owned.insert("k".into());
+        assert_eq!(idx.upsert("I/ns/a", "obj2", &a, &owning), vec![b.clone()]);
+        owning.role = Role::Deleting;
+        assert_eq!(idx.upsert("I/ns/a", "obj2", &a, &owning), vec![b.clone()]);
+        assert_eq!(idx.claims("obj2", &b)[0].role, Role::Deleting);
+        assert_eq!(idx.remove("I/ns/a"), vec![b.clone()]);
         assert_eq!(idx.remove("I/ns/b"), Vec::<SetId>::new());
     }
 }

@@ -85,6 +85,7 @@ fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher:
             reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
         }
         watcher::Event::Delete(o) => {
+            ctx.forget_owned(o.meta().uid.as_deref());
             reconcile::wake_others::<K>(ctx.index.remove(&reconcile::set_key(o)), &ctx);
         }
         watcher::Event::Init | watcher::Event::InitDone => {}
@@ -220,6 +221,7 @@ pub async fn run(
         image_store: image_store.clone(),
         dataset_store: dataset_store.clone(),
         primed: Default::default(),
+        written_owned: Default::default(),
     });
 
     // Leadership lost: stop at once, a restarted replica starts from scratch.

@@ -17,6 +17,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::{Ctx, Metered};
+use super::index::Entry;
 use super::metrics::{Metrics, ReconcileLabels};
 use super::resource::LabelSetResource;
 use crate::api::status::reason;
@@ -28,6 +29,7 @@ use crate::api::{
 use crate::engine::{
     ResolvedSet, SyncError, SyncReport, SyncRequest, carry_out, observe_and_plan, plan_for,
 };
+use crate::plan::{self, OnDeletion, Role};
 use crate::provider::{ErrorKind, LabelProvider};
 
 pub const FINALIZER: &str = "imagelabel.io/finalizer";
@@ -137,17 +139,26 @@ async fn prime_index(ctx: &Ctx) {
         .await;
 }
 
+/// Indexes what a set manages and owns. A set being deleted stays in the
+/// index, as a non-contender, until its cleanup is done: a winner must be
+/// able to inherit the keys it leaves behind.
 pub(super) fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate::plan::SetId> {
-    if obj.meta().deletion_timestamp.is_some() {
-        return ctx.index.remove(&set_key(obj));
-    }
     match obj.resolve(&ctx.config.default_region) {
-        Ok(set) => ctx.index.upsert(
-            &set_key(obj),
-            &set.object_key(),
-            &obj.set_id(),
-            &set.desired,
-        ),
+        Ok(set) => {
+            let entry = Entry {
+                labels: plan::managed(&set.desired, &set.protected),
+                owned: ctx
+                    .owned_keys(
+                        obj.meta().uid.as_deref(),
+                        obj.status().map_or(&[][..], |s| &s.owned_keys[..]),
+                    )
+                    .into_iter()
+                    .collect(),
+                role: Role::of(set.policy.mode, obj.meta().deletion_timestamp.is_some()),
+            };
+            ctx.index
+                .upsert(&set_key(obj), &set.object_key(), &obj.set_id(), &entry)
+        }
         Err(_) => ctx.index.remove(&set_key(obj)),
     }
 }
@@ -173,7 +184,8 @@ struct StatusWriter<'a, K: LabelSetResource> {
 
 impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
     fn new(obj: &'a K, ctx: &'a Ctx) -> Self {
-        let status = obj.status().cloned().unwrap_or_default();
+        let mut status = obj.status().cloned().unwrap_or_default();
+        status.owned_keys = ctx.owned_keys(obj.meta().uid.as_deref(), &status.owned_keys);
         StatusWriter {
             obj,
             ctx,
@@ -218,6 +230,10 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
     /// Server-side apply of the whole status; the operator owns every field in it.
     async fn write(&mut self) -> Result<(), kube::Error> {
         self.status.observed_generation = self.generation;
+        // Before the write: if it lands but the answer is lost, the record
+        // is still at least what the API server may hold.
+        self.ctx
+            .remember_owned(self.obj.meta().uid.as_deref(), &self.status.owned_keys);
         let api: Api<K> = Api::namespaced(
             self.ctx.client.clone(),
             &self.obj.namespace().unwrap_or_default(),
@@ -390,6 +406,9 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     let annotations = obj.annotations();
 
     if annotations.get(PAUSED).map(String::as_str) == Some("true") {
+        if let Ok(set) = obj.resolve(&ctx.config.default_region) {
+            inherit(&mut w, &set, ctx);
+        }
         w.conditions(
             (
                 false,
@@ -430,6 +449,10 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     }
     w.status.target = Some(object);
     wake_others::<K>(index_claim(&*obj, ctx), ctx);
+    if inherit(&mut w, &set, ctx) {
+        // Recorded now: a stalled set may return below without a status write.
+        w.write().await?;
+    }
     let resync = resync_of(set.policy.resync_interval.as_deref(), ctx);
     let id = obj.set_id();
 
@@ -592,6 +615,31 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     }
     finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
     Ok(Action::requeue(jittered(resync)))
+}
+
+/// Records the keys this set wins that another set owns (plan rule 2).
+/// Needs no cloud call, so paused and stalled sets take keys over too, and a
+/// deletion waiting to hand a key over is never stuck behind them.
+fn inherit<K: LabelSetResource>(w: &mut StatusWriter<'_, K>, set: &ResolvedSet, ctx: &Ctx) -> bool {
+    let object = set.object_key();
+    if set.policy.mode != Mode::Sync || w.status.target.as_ref().is_some_and(|t| *t != object) {
+        return false;
+    }
+    let id = w.obj.set_id();
+    let owned: BTreeSet<String> = w.status.owned_keys.iter().cloned().collect();
+    let claims = ctx.index.claims(&object, &id);
+    let new = plan::inherited(&id, &set.desired, &set.protected, &owned, &claims);
+    if new.is_empty() {
+        return false;
+    }
+    info!(set = %set_key(w.obj), keys = ?new, "owning keys another set owns and this one wins");
+    w.status.owned_keys = owned
+        .into_iter()
+        .chain(new)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    true
 }
 
 fn describe(report: &SyncReport) -> String {
@@ -866,7 +914,8 @@ async fn cleanup_blocked<K: LabelSetResource>(
 
 async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Error> {
     let key = set_key(&*obj);
-    let others = ctx.index.remove(&key);
+    // Indexed as deleting (no longer a contender) until the cleanup is done.
+    wake_others::<K>(index_claim(&*obj, ctx), ctx);
     ctx.fights.reset(&key);
     ctx.stalls.lock().expect("stalls poisoned").remove(&key);
     let kind = K::KIND;
@@ -878,8 +927,9 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         .conflicts
         .get_or_create(&Metrics::kind(kind))
         .set(Ctx::tally(&ctx.conflicting, &key, kind, None) as i64);
-    let release = |others| {
-        wake_others::<K>(others, ctx);
+    let release = || {
+        ctx.forget_owned(obj.meta().uid.as_deref());
+        wake_others::<K>(ctx.index.remove(&key), ctx);
         Ok(Action::await_change())
     };
     // A set whose spec no longer names where its keys are must not touch
@@ -907,23 +957,17 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         }
     };
     let Some(set) = set.filter(|_| left_in_place.is_none()) else {
-        let owned = obj
-            .status()
-            .map(|s| s.owned_keys.clone())
-            .unwrap_or_default();
+        let owned = StatusWriter::new(&*obj, ctx).status.owned_keys;
         if let Some(why) = left_in_place
             && !owned.is_empty()
         {
             let note = format!("{why}: owned keys {owned:?} left in place");
             event(ctx, &*obj, EventType::Warning, reason::INVALID_SPEC, note).await;
         }
-        return release(others);
+        return release();
     };
     let paused = obj.annotations().get(PAUSED).map(String::as_str) == Some("true");
-    if set.policy.deletion_policy == DeletionPolicy::Orphan
-        || paused
-        || set.policy.mode == Mode::Observe
-    {
+    if plan::on_deletion(set.policy.deletion_policy, set.policy.mode, paused) == OnDeletion::Leave {
         if paused {
             event(
                 ctx,
@@ -934,14 +978,15 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
             )
             .await;
         }
-        return release(others);
+        return release();
     }
-    let owned: BTreeSet<String> = obj
-        .status()
-        .map(|s| s.owned_keys.iter().cloned().collect())
-        .unwrap_or_default();
+    let owned: BTreeSet<String> = StatusWriter::new(&*obj, ctx)
+        .status
+        .owned_keys
+        .into_iter()
+        .collect();
     if owned.is_empty() {
-        return release(others);
+        return release();
     }
     let secret = match secret_data(&*obj, &set, ctx).await {
         Ok(s) => s,
@@ -968,13 +1013,17 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     };
     let report = match observe_and_plan(provider.as_ref(), &req).await {
         Ok(r) => r,
-        Err((_, SyncError::Observe(e))) if e.kind == ErrorKind::NotFound => return release(others),
+        Err((_, SyncError::Observe(e))) if e.kind == ErrorKind::NotFound => return release(),
         Err((_, e)) => return Err(cleanup_failed(ctx, &*obj, e).await),
     };
     let report = match carry_out(provider.as_ref(), &set, report, |_| async { Ok(()) }).await {
         Ok(r) => r,
         Err((_, e)) => return Err(cleanup_failed(ctx, &*obj, e).await),
     };
+    let pending = &report.plan.pending_handover;
+    if !pending.is_empty() {
+        return Err(handing_over(ctx, &*obj, &claims, pending).await);
+    }
     if !report.plan.remove.is_empty() {
         let rid = report
             .applied
@@ -993,7 +1042,39 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         )
         .await;
     }
-    release(others)
+    release()
+}
+
+/// Deletion leaves keys for contenders that do not own them yet: wake them
+/// (they take the keys over without a cloud call) and look again when their
+/// status changes. Until then this set stays, so the keys stay answered for.
+async fn handing_over<K: LabelSetResource>(
+    ctx: &Ctx,
+    obj: &K,
+    claims: &[plan::Claim],
+    pending: &BTreeSet<String>,
+) -> Error {
+    let heirs: Vec<plan::SetId> = claims
+        .iter()
+        .filter(|c| c.role == Role::Sync && pending.iter().any(|k| c.labels.contains_key(k)))
+        .map(|c| c.set.clone())
+        .collect();
+    let names: Vec<&str> = heirs.iter().map(|h| h.name.as_str()).collect();
+    let msg = format!(
+        "deletion waits for {} to take over keys {pending:?} they declare",
+        names.join(", ")
+    );
+    wake_others::<K>(heirs, ctx);
+    let mut w = StatusWriter::new(obj, ctx);
+    w.conditions(
+        (false, reason::HANDING_OVER, msg.clone()),
+        Some((reason::HANDING_OVER, msg.clone())),
+        None,
+    );
+    if let Err(e) = w.write().await {
+        warn!(set = %set_key(obj), error = %e, "could not write status while deleting");
+    }
+    Error::Transient(msg)
 }
 
 /// A cloud failure while deleting: terminal ones block visibly, others retry.

@@ -1,7 +1,46 @@
 //! The planner: a pure function from what a set declares, what the cloud
 //! reports, what the set owns and what other sets on the same object claim,
-//! to the keys to add and remove. No I/O, so every rule of DESIGN.md §2 is
-//! decided here and property-tested.
+//! to the keys to add and remove. No I/O, so every rule of the product
+//! contract is decided here and property-tested.
+//!
+//! # Who may touch a key
+//!
+//! On one cloud object, a *contender* for a key is a live set in `mode: Sync`
+//! (paused or not) that declares the key and does not protect it
+//! (`ignoreKeys` or a provider-reserved pattern). The oldest contender
+//! (creation time, then `namespace/name`) *wins* the key, and so does every
+//! contender that declares the same value; a contender with another value
+//! reports `KeyConflict` and never writes the key. Sets in `mode: Observe`
+//! and sets being deleted are never contenders: they neither keep a key
+//! alive nor win it.
+//!
+//! # Ownership
+//!
+//! A set *owns* the keys it is answerable for (`status.ownedKeys`), and only
+//! owned keys are ever removed (besides `prune: All`). The rules, which keep
+//! "a key some set wrote is in the cloud if and only if a live Sync set wins
+//! it, or a person left it there on purpose" true after any history:
+//!
+//! 1. **Write-ahead.** A key is owned before the write that creates or
+//!    changes it ([`Plan::owned_before_write`]), so a crash between the two
+//!    never leaves a written key nobody owns.
+//! 2. **Inheritance.** A Sync set that wins a key another set owns (live,
+//!    in Observe, or being deleted) owns it too, even when the cloud already
+//!    holds its value and nothing is written. A key nobody owns (set by hand,
+//!    by another tool, or left by an `Orphan` deletion) is not taken this
+//!    way: it stays the person's.
+//! 3. **Hand-over.** A set lets go of an owned key that is still in the
+//!    cloud only by removing it, or once a winning contender owns it. While
+//!    no winner owns it, the set keeps it (and a deletion waits:
+//!    [`Plan::pending_handover`]).
+//! 4. **Removal.** `prune: Owned` removes owned keys the spec no longer
+//!    declares and `deletionPolicy: Delete` removes every owned key, in
+//!    both cases unless a contender declares the key (any value: it takes
+//!    the key over). `prune: All` also removes keys nobody owns. Protected
+//!    and fight-held keys are never removed.
+//! 5. **Left on purpose.** `prune: None`, `deletionPolicy: Orphan`, and the
+//!    deletion of a paused or Observe set remove nothing; what an Orphan-like
+//!    deletion leaves is nobody's from then on, like a label set by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,11 +73,62 @@ impl SetId {
     }
 }
 
-/// Another live set on the same object and the labels it declares.
+/// How another set's declaration counts (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A live Sync set, paused or not: contends for the keys it declares.
+    Sync,
+    /// A live Observe set: declares, but neither keeps nor wins a key.
+    Observe,
+    /// Being deleted: its declaration no longer counts, its ownership does
+    /// until it is gone (so a winner can inherit its keys).
+    Deleting,
+}
+
+impl Role {
+    pub fn of(mode: Mode, deleting: bool) -> Role {
+        match (deleting, mode) {
+            (true, _) => Role::Deleting,
+            (false, Mode::Sync) => Role::Sync,
+            (false, Mode::Observe) => Role::Observe,
+        }
+    }
+}
+
+/// Another set on the same object: what it manages and what it owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub set: SetId,
+    /// The labels it declares, less the keys it protects.
     pub labels: Labels,
+    /// Its `status.ownedKeys`.
+    pub owned: BTreeSet<String>,
+    pub role: Role,
+}
+
+impl Claim {
+    /// A live Sync set that owns nothing yet.
+    pub fn sync(set: SetId, labels: Labels) -> Self {
+        Claim {
+            set,
+            labels,
+            owned: BTreeSet::new(),
+            role: Role::Sync,
+        }
+    }
+
+    fn contends(&self) -> bool {
+        self.role == Role::Sync
+    }
+}
+
+/// The labels a set manages: what it declares, less what it protects.
+pub fn managed(desired: &Labels, protected: &KeyMatcher) -> Labels {
+    desired
+        .iter()
+        .filter(|(k, _)| !protected.matches(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Everything the planner decides from.
@@ -54,7 +144,7 @@ pub struct PlanInput<'a> {
     pub deleting: Option<DeletionPolicy>,
     /// Keys never written or removed (spec.ignoreKeys plus provider-reserved patterns).
     pub protected: &'a KeyMatcher,
-    /// Other live sets on the same object.
+    /// Other sets on the same object (their own entry, if present, is ignored).
     pub claims: &'a [Claim],
     /// Keys the set stopped repairing after a fight (not written, not removed).
     pub held: &'a BTreeSet<String>,
@@ -89,10 +179,15 @@ pub struct Plan {
     /// this is all the plan reports.
     pub drift: Vec<Drift>,
     /// Ownership to record *before* any write: current ownership plus every
-    /// key about to be added, so a crash mid-write leaves no unowned key.
+    /// key about to be added (and every key inherited), so a crash mid-write
+    /// leaves no unowned key.
     pub owned_before_write: BTreeSet<String>,
     /// Ownership once every write succeeded.
     pub owned_after: BTreeSet<String>,
+    /// Deleting with `Delete`: owned keys left in the cloud for a contender
+    /// that does not own them yet. The deletion must wait until it does, or
+    /// the key would outlive every set answerable for it.
+    pub pending_handover: BTreeSet<String>,
 }
 
 impl Plan {
@@ -127,7 +222,85 @@ impl Plan {
     }
 }
 
-/// Decides the plan. See the module docs and DESIGN.md §2 for the rules.
+/// Which declared keys a set wins and which it loses, by the contender rule
+/// of the module docs. The same rule holds for an Observe set, so its report
+/// says what it would do in Sync.
+fn contest(
+    set: &SetId,
+    desired: &Labels,
+    protected: &KeyMatcher,
+    claims: &[Claim],
+) -> (Labels, Vec<Conflict>) {
+    let mut won = Labels::new();
+    let mut conflicts = Vec::new();
+    for (key, value) in desired {
+        if protected.matches(key) {
+            continue;
+        }
+        match oldest_contender(claims, set, key) {
+            Some((winner, theirs)) if winner < set && theirs != value => conflicts.push(Conflict {
+                key: key.clone(),
+                ours: value.clone(),
+                winner: winner.clone(),
+                theirs: theirs.clone(),
+            }),
+            _ => {
+                won.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    (won, conflicts)
+}
+
+/// The oldest other contender declaring `key`, with its value.
+fn oldest_contender<'c>(
+    claims: &'c [Claim],
+    me: &SetId,
+    key: &str,
+) -> Option<(&'c SetId, &'c String)> {
+    claims
+        .iter()
+        .filter(|c| &c.set != me && c.contends())
+        .filter_map(|c| c.labels.get(key).map(|v| (&c.set, v)))
+        .min_by(|a, b| a.0.cmp(b.0))
+}
+
+/// Keys a Sync set wins that another set owns: it owns them too, without a
+/// write (rule 2). Also what a paused or stalled set records, since it needs
+/// no cloud call.
+pub fn inherited(
+    set: &SetId,
+    desired: &Labels,
+    protected: &KeyMatcher,
+    owned: &BTreeSet<String>,
+    claims: &[Claim],
+) -> BTreeSet<String> {
+    let (won, _) = contest(set, desired, protected, claims);
+    won.into_keys()
+        .filter(|k| !owned.contains(k))
+        .filter(|k| claims.iter().any(|c| &c.set != set && c.owned.contains(k)))
+        .collect()
+}
+
+/// What a deletion does before any cloud call (rule 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDeletion {
+    /// Remove owned keys, hand the rest over, then let go.
+    Clean,
+    /// Let go at once and leave every label as it is: `Orphan`, or a set
+    /// that was told to change nothing (paused, or in `mode: Observe`).
+    Leave,
+}
+
+pub fn on_deletion(policy: DeletionPolicy, mode: Mode, paused: bool) -> OnDeletion {
+    if policy == DeletionPolicy::Orphan || paused || mode == Mode::Observe {
+        OnDeletion::Leave
+    } else {
+        OnDeletion::Clean
+    }
+}
+
+/// Decides the plan. See the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let PlanInput {
         set,
@@ -141,47 +314,47 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         claims,
         held,
     } = input;
+    let set: &SetId = set;
+    let live_sync = *mode == Mode::Sync && deleting.is_none();
 
-    // Keys another live set declares: never removed by us, whatever the value.
-    let claimed_elsewhere: BTreeSet<&str> = claims
-        .iter()
-        .filter(|c| &c.set != *set)
-        .flat_map(|c| c.labels.keys().map(String::as_str))
-        .collect();
-
-    // Which declared keys this set may write: not protected, not held, and
-    // not won by an older set that wants another value.
-    let mut conflicts = Vec::new();
-    let mut writable: Labels = Labels::new();
-    if deleting.is_none() {
-        for (key, value) in desired.iter() {
-            if protected.matches(key) || held.contains(key) {
-                continue;
-            }
-            let winner = claims
-                .iter()
-                .filter(|c| &c.set != *set && c.set < **set)
-                .filter_map(|c| {
-                    c.labels
-                        .get(key)
-                        .filter(|v| *v != value)
-                        .map(|v| (&c.set, v))
-                })
-                .min_by(|a, b| a.0.cmp(b.0));
-            match winner {
-                Some((winner, theirs)) => conflicts.push(Conflict {
-                    key: key.clone(),
-                    ours: value.clone(),
-                    winner: winner.clone(),
-                    theirs: theirs.clone(),
-                }),
-                None => {
-                    writable.insert(key.clone(), value.clone());
-                }
-            }
+    let contended = |key: &str| {
+        claims
+            .iter()
+            .any(|c| &c.set != set && c.contends() && c.labels.contains_key(key))
+    };
+    // Whether a set that wins `key` (counting this one while it contends)
+    // other than this one already owns it, so this one may let go (rule 3).
+    let winner_owns = |key: &str| {
+        let mut winning = oldest_contender(claims, set, key);
+        if live_sync
+            && !protected.matches(key)
+            && let Some(ours) = desired.get(key)
+            && winning.is_none_or(|(w, _)| set < w)
+        {
+            winning = Some((set, ours));
         }
-    }
+        let Some((_, value)) = winning else {
+            return false;
+        };
+        claims.iter().any(|c| {
+            &c.set != set
+                && c.contends()
+                && c.labels.get(key) == Some(value)
+                && c.owned.contains(key)
+        })
+    };
+
+    let (won, conflicts) = if deleting.is_none() {
+        contest(set, desired, protected, claims)
+    } else {
+        (Labels::new(), Vec::new())
+    };
     let lost: BTreeSet<&str> = conflicts.iter().map(|c| c.key.as_str()).collect();
+    let writable: Labels = won
+        .iter()
+        .filter(|(k, _)| !held.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
 
     let add: Labels = writable
         .iter()
@@ -193,7 +366,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         observed.contains_key(key)
             && !protected.matches(key)
             && !held.contains(key)
-            && !claimed_elsewhere.contains(key)
+            && !contended(key)
             && !writable.contains_key(key)
             && !lost.contains(key)
     };
@@ -230,31 +403,56 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }));
     drift.sort();
 
-    // Ownership: keep what we still own and can still see (or are about to
-    // write); give up keys another set won, and keys gone from the cloud that
-    // we no longer want.
+    // Ownership: keep what we win and can still see (or are about to write);
+    // let go of a key we do not win only when it is gone from the cloud or
+    // a winner owns it (rule 3).
+    let owned_elsewhere = |k: &String| claims.iter().any(|c| &c.set != set && c.owned.contains(k));
     let keep = |k: &String| {
-        !lost.contains(k.as_str()) && (observed.contains_key(k) || writable.contains_key(k))
+        if won.contains_key(k) {
+            observed.contains_key(k) || writable.contains_key(k) || owned_elsewhere(k)
+        } else {
+            observed.contains_key(k) && !winner_owns(k)
+        }
     };
-    let mut owned_before_write: BTreeSet<String> =
-        owned.iter().filter(|k| keep(k)).cloned().collect();
-    if deleting.is_some() {
-        owned_before_write = owned
+
+    if let Some(policy) = deleting {
+        let remove = if *mode == Mode::Sync {
+            remove
+        } else {
+            BTreeSet::new()
+        };
+        let owned_before_write: BTreeSet<String> = owned
             .iter()
             .filter(|k| observed.contains_key(*k))
             .cloned()
             .collect();
+        let owned_after: BTreeSet<String> = owned_before_write
+            .iter()
+            .filter(|k| !remove.contains(*k))
+            .cloned()
+            .collect();
+        let pending_handover = match policy {
+            DeletionPolicy::Delete if *mode == Mode::Sync => owned_after
+                .iter()
+                .filter(|k| contended(k) && !winner_owns(k))
+                .cloned()
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        return Plan {
+            add,
+            remove,
+            conflicts,
+            drift,
+            owned_before_write,
+            owned_after,
+            pending_handover,
+        };
     }
-    owned_before_write.extend(add.keys().cloned());
-    let owned_after: BTreeSet<String> = owned_before_write
-        .iter()
-        .filter(|k| !remove.contains(*k))
-        .cloned()
-        .collect();
 
     if *mode == Mode::Observe {
         // Observe reports the same differences but never writes, and claims
-        // nothing new: ownership only ever shrinks to what is still visible.
+        // nothing new: ownership only ever shrinks, by the same rules.
         let observed_owned: BTreeSet<String> = owned.iter().filter(|k| keep(k)).cloned().collect();
         return Plan {
             add: Labels::new(),
@@ -263,8 +461,19 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             drift,
             owned_before_write: observed_owned.clone(),
             owned_after: observed_owned,
+            pending_handover: BTreeSet::new(),
         };
     }
+
+    let mut owned_before_write: BTreeSet<String> =
+        owned.iter().filter(|k| keep(k)).cloned().collect();
+    owned_before_write.extend(add.keys().cloned());
+    owned_before_write.extend(inherited(set, desired, protected, owned, claims));
+    let owned_after: BTreeSet<String> = owned_before_write
+        .iter()
+        .filter(|k| !remove.contains(*k))
+        .cloned()
+        .collect();
 
     Plan {
         add,
@@ -273,6 +482,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         drift,
         owned_before_write,
         owned_after,
+        pending_handover: BTreeSet::new(),
     }
 }
 
@@ -434,10 +644,10 @@ mod tests {
             &[("system.a", "theirs")],
             &[],
         );
-        c.claims = vec![Claim {
-            set: SetId::new(50, "ns/older"),
-            labels: labels(&[("system.a", "theirs")]),
-        }];
+        c.claims = vec![Claim::sync(
+            SetId::new(50, "ns/older"),
+            labels(&[("system.a", "theirs")]),
+        )];
         let p = c.run();
         assert_eq!(p.add, labels(&[("system.b", "2")]));
         assert_eq!(p.conflicts.len(), 1);
@@ -446,10 +656,10 @@ mod tests {
         // The older set sees the newer one and simply writes its value.
         let mut c = Case::new(&[("system.a", "theirs")], &[("system.a", "mine")], &[]);
         c.set = SetId::new(50, "ns/older");
-        c.claims = vec![Claim {
-            set: SetId::new(100, "ns/me"),
-            labels: labels(&[("system.a", "mine")]),
-        }];
+        c.claims = vec![Claim::sync(
+            SetId::new(100, "ns/me"),
+            labels(&[("system.a", "mine")]),
+        )];
         let p = c.run();
         assert!(p.conflicts.is_empty());
         assert_eq!(p.add, labels(&[("system.a", "theirs")]));
@@ -459,10 +669,10 @@ mod tests {
     fn same_age_sets_are_ordered_by_name() {
         let mut c = Case::new(&[("system.a", "1")], &[], &[]);
         c.set = SetId::new(100, "ns/b");
-        c.claims = vec![Claim {
-            set: SetId::new(100, "ns/a"),
-            labels: labels(&[("system.a", "2")]),
-        }];
+        c.claims = vec![Claim::sync(
+            SetId::new(100, "ns/a"),
+            labels(&[("system.a", "2")]),
+        )];
         assert_eq!(c.run().conflicts.len(), 1);
     }
 
@@ -473,13 +683,21 @@ mod tests {
             &[("system.a", "mine")],
             &["system.a"],
         );
-        c.claims = vec![Claim {
-            set: SetId::new(50, "ns/older"),
-            labels: labels(&[("system.a", "theirs")]),
-        }];
+        c.claims = vec![Claim::sync(
+            SetId::new(50, "ns/older"),
+            labels(&[("system.a", "theirs")]),
+        )];
         let p = c.run();
         assert!(p.remove.is_empty());
-        assert!(!p.owned_after.contains("system.a"));
+        assert!(
+            p.owned_after.contains("system.a"),
+            "kept until the winner owns it: letting go now would leave it nobody's"
+        );
+
+        c.claims[0].owned = keys(&["system.a"]);
+        let p = c.run();
+        assert!(p.remove.is_empty());
+        assert!(!p.owned_after.contains("system.a"), "handed over");
     }
 
     #[test]
@@ -490,13 +708,20 @@ mod tests {
             &["system.a", "system.b"],
         );
         c.deleting = Some(DeletionPolicy::Delete);
-        c.claims = vec![Claim {
-            set: SetId::new(200, "ns/other"),
-            labels: labels(&[("system.b", "2")]),
-        }];
+        c.claims = vec![Claim::sync(
+            SetId::new(200, "ns/other"),
+            labels(&[("system.b", "2")]),
+        )];
         let p = c.run();
         assert_eq!(p.remove, keys(&["system.a"]));
         assert!(p.add.is_empty());
+        assert_eq!(
+            p.pending_handover,
+            keys(&["system.b"]),
+            "left for ns/other, which does not own it yet"
+        );
+        c.claims[0].owned = keys(&["system.b"]);
+        assert!(c.run().pending_handover.is_empty());
     }
 
     #[test]
@@ -513,6 +738,84 @@ mod tests {
         let p = c.run();
         assert!(p.is_empty());
         assert_eq!(p.owned_after, keys(&["system.a"]));
+    }
+
+    #[test]
+    fn a_winner_inherits_a_key_another_set_owns_without_writing() {
+        let mut c = Case::new(
+            &[("system.x", "1"), ("system.y", "2")],
+            &[("system.x", "1")],
+            &[],
+        );
+        let mut owner = Claim::sync(SetId::new(50, "ns/a"), labels(&[("system.x", "1")]));
+        owner.owned = keys(&["system.x"]);
+        c.claims = vec![owner];
+        let p = c.run();
+        assert_eq!(p.add, labels(&[("system.y", "2")]));
+        assert_eq!(p.owned_before_write, keys(&["system.x", "system.y"]));
+        assert_eq!(p.owned_after, keys(&["system.x", "system.y"]));
+        assert_eq!(
+            inherited(&c.set, &c.desired, &c.protected, &c.owned, &c.claims),
+            keys(&["system.x"]),
+            "the same answer without reading the cloud (paused or stalled sets)"
+        );
+
+        // Observe inherits nothing; nor does a Sync set that loses the key.
+        c.mode = Mode::Observe;
+        assert!(c.run().owned_after.is_empty());
+        c.mode = Mode::Sync;
+        c.desired = labels(&[("system.x", "other")]);
+        c.observed = labels(&[("system.x", "1")]);
+        assert!(c.run().owned_after.is_empty());
+    }
+
+    #[test]
+    fn observe_and_deleting_sets_neither_keep_nor_win_a_key() {
+        for role in [Role::Observe, Role::Deleting] {
+            // Same value, another value: neither stops the owner's removal.
+            for value in ["1", "2"] {
+                let mut c = Case::new(&[], &[("system.x", "1")], &["system.x"]);
+                c.deleting = Some(DeletionPolicy::Delete);
+                let mut other = Claim::sync(SetId::new(1, "ns/b"), labels(&[("system.x", value)]));
+                other.role = role;
+                c.claims = vec![other.clone()];
+                let p = c.run();
+                assert_eq!(p.remove, keys(&["system.x"]), "{role:?} {value}");
+                assert!(p.pending_handover.is_empty());
+
+                // Nor does an older one win a key from a Sync set.
+                let mut c = Case::new(&[("system.x", "9")], &[], &[]);
+                c.claims = vec![other];
+                let p = c.run();
+                assert!(p.conflicts.is_empty(), "{role:?}");
+                assert_eq!(p.add, labels(&[("system.x", "9")]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_contender_with_the_winning_value_wins_with_the_oldest() {
+        // a (oldest) and me say 1, b (older than me) says 2: b loses, I win.
+        let mut c = Case::new(&[("system.x", "1")], &[], &[]);
+        c.claims = vec![
+            Claim::sync(SetId::new(1, "ns/a"), labels(&[("system.x", "1")])),
+            Claim::sync(SetId::new(2, "ns/b"), labels(&[("system.x", "2")])),
+        ];
+        let p = c.run();
+        assert!(p.conflicts.is_empty());
+        assert_eq!(p.add, labels(&[("system.x", "1")]));
+    }
+
+    #[test]
+    fn a_protected_declaration_is_no_claim() {
+        let mut c = Case::new(&[("system.x", "mine")], &[], &[]);
+        c.claims = vec![Claim::sync(SetId::new(1, "ns/older"), Labels::new())];
+        let declared_but_ignored = managed(
+            &labels(&[("system.x", "theirs")]),
+            &KeyMatcher::new(["system.*"]).unwrap(),
+        );
+        c.claims[0].labels = declared_but_ignored;
+        assert!(c.run().conflicts.is_empty());
     }
 
     #[test]

@@ -35,6 +35,10 @@ fn prune_strategy() -> impl Strategy<Value = Prune> {
     prop_oneof![Just(Prune::Owned), Just(Prune::All), Just(Prune::None)]
 }
 
+fn role_strategy() -> impl Strategy<Value = Role> {
+    prop_oneof![3 => Just(Role::Sync), 1 => Just(Role::Observe), 1 => Just(Role::Deleting)]
+}
+
 fn deleting_strategy() -> impl Strategy<Value = Option<DeletionPolicy>> {
     prop_oneof![3 => Just(None), 1 => Just(Some(DeletionPolicy::Delete)), 1 => Just(Some(DeletionPolicy::Orphan))]
 }
@@ -58,7 +62,15 @@ fn state_strategy() -> impl Strategy<Value = State> {
         keys_strategy(),
         prune_strategy(),
         deleting_strategy(),
-        proptest::collection::vec((0i64..200, labels_strategy()), 0..3),
+        proptest::collection::vec(
+            (
+                0i64..200,
+                labels_strategy(),
+                keys_strategy(),
+                role_strategy(),
+            ),
+            0..3,
+        ),
         keys_strategy(),
         any::<bool>(),
     )
@@ -72,9 +84,11 @@ fn state_strategy() -> impl Strategy<Value = State> {
                 claims: claims
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (created, labels))| Claim {
+                    .map(|(i, (created, labels, owned, role))| Claim {
                         set: SetId::new(created, format!("ns/other{i}")),
                         labels,
+                        owned,
+                        role,
                     })
                     .collect(),
                 held,
@@ -146,7 +160,7 @@ proptest! {
         for k in &p.remove {
             prop_assert!(!protected.matches(k));
             prop_assert!(!s.held.contains(k));
-            prop_assert!(!s.claims.iter().any(|c| c.labels.contains_key(k)));
+            prop_assert!(!s.claims.iter().any(|c| c.role == Role::Sync && c.labels.contains_key(k)));
         }
         for k in p.add.keys() {
             prop_assert!(!protected.matches(k));
@@ -184,7 +198,14 @@ proptest! {
             prop_assert!(p.owned_after.contains(k));
         }
         for c in &p.conflicts {
-            prop_assert!(!p.owned_after.contains(&c.key));
+            // A lost key stays ours only while it is in the cloud and no
+            // winner owns it (hand-over), and was ours to begin with.
+            if p.owned_after.contains(&c.key) {
+                prop_assert!(s.owned.contains(&c.key) && s.observed.contains_key(&c.key));
+                let winner_owns = s.claims.iter().any(|o| o.role == Role::Sync
+                    && o.labels.get(&c.key) == Some(&c.theirs) && o.owned.contains(&c.key));
+                prop_assert!(!winner_owns, "kept {} although a winner owns it", c.key);
+            }
             prop_assert!(c.winner < SetId::new(100, "ns/me"));
         }
         for k in &p.remove {
@@ -242,8 +263,8 @@ proptest! {
         let sb = SetId::new(tb, "ns/b");
         let none = KeyMatcher::default();
         let empty = BTreeSet::new();
-        let claim_a = [Claim { set: sa.clone(), labels: a.clone() }];
-        let claim_b = [Claim { set: sb.clone(), labels: b.clone() }];
+        let claim_a = [Claim::sync(sa.clone(), a.clone())];
+        let claim_b = [Claim::sync(sb.clone(), b.clone())];
         let mk = |set: &SetId, desired: &Labels, claims: &[Claim]| plan(&PlanInput {
             set, desired, observed: &observed, owned: &empty, prune: Prune::Owned, mode: Mode::Sync,
             deleting: None, protected: &none, claims, held: &empty,
@@ -254,6 +275,43 @@ proptest! {
             if let Some(vb) = pb.add.get(k) {
                 prop_assert_eq!(va, vb, "both write {} with different values", k);
             }
+        }
+    }
+
+    /// Nothing is let go of while it is still in the cloud unless it is
+    /// removed or a winning Sync set owns it (hand-over); a deletion that
+    /// leaves an owned key for a contender waits for it.
+    #[test]
+    fn ownership_of_a_visible_key_ends_only_by_removal_or_hand_over(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        for k in s.owned.iter().filter(|k| s.observed.contains_key(*k)) {
+            if p.owned_after.contains(k) || p.remove.contains(k) || p.pending_handover.contains(k) {
+                continue;
+            }
+            let handed = s.claims.iter().any(|c| c.role == Role::Sync && c.owned.contains(k)
+                && c.labels.contains_key(k));
+            prop_assert!(handed, "let go of {} with no owner left: {:?}", k, p);
+        }
+        if s.deleting == Some(DeletionPolicy::Delete) {
+            for k in &p.pending_handover {
+                prop_assert!(p.owned_after.contains(k));
+                prop_assert!(s.claims.iter().any(|c| c.role == Role::Sync && c.labels.contains_key(k)));
+            }
+        } else {
+            prop_assert!(p.pending_handover.is_empty());
+        }
+    }
+
+    /// Only keys some other set owns are taken without a write, and only by
+    /// a live Sync set that wins them.
+    #[test]
+    fn inheritance_needs_an_owner_and_a_win(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        let lost: BTreeSet<&str> = p.conflicts.iter().map(|c| c.key.as_str()).collect();
+        for k in p.owned_after.iter().filter(|k| !s.owned.contains(*k) && !p.add.contains_key(*k)) {
+            prop_assert!(s.deleting.is_none());
+            prop_assert!(s.desired.contains_key(k) && !lost.contains(k.as_str()));
+            prop_assert!(s.claims.iter().any(|c| c.owned.contains(k)), "took {} from nobody", k);
         }
     }
 }

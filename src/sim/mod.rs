@@ -57,6 +57,7 @@ use crate::provider::{Labels, Target};
 mod admin;
 mod auth;
 mod counters;
+mod direct;
 mod faults;
 mod ims;
 mod pai;
@@ -69,6 +70,7 @@ mod wire;
 
 pub use auth::MAX_CLOCK_SKEW;
 pub use counters::{ApiCounts, CounterSnapshot};
+pub use direct::DirectProvider;
 pub use seed::{
     CredentialsSeed, DEMO_SEED_YAML, DatasetSeed, FaultConfig, ImsCredential, ImsImageSeed,
     ImsSeed, OidcSeed, PaiCredential, PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,

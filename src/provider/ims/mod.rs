@@ -431,13 +431,16 @@ impl ImsClient {
     }
 }
 
+/// What one IMS call may carry; an image holds at most [`MAX_TAGS`].
+pub const CALL_LIMITS: CallLimits = CallLimits {
+    add_per_call: MAX_TAGS,
+    remove_per_call: MAX_TAGS,
+    max_labels_on_object: Some(MAX_TAGS),
+};
+
 impl LabelProvider for ImsClient {
     fn limits(&self, _target: &Target) -> CallLimits {
-        CallLimits {
-            add_per_call: MAX_TAGS,
-            remove_per_call: MAX_TAGS,
-            max_labels_on_object: Some(MAX_TAGS),
-        }
+        CALL_LIMITS
     }
 
     fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {

@@ -627,20 +627,25 @@ impl PaiClient {
     }
 }
 
+/// What one PAI call may carry, per target kind.
+pub fn call_limits(target: &Target) -> CallLimits {
+    match target {
+        Target::PaiImage { .. } => CallLimits {
+            add_per_call: MAX_ADD_LABELS,
+            remove_per_call: 1,
+            max_labels_on_object: None,
+        },
+        _ => CallLimits {
+            add_per_call: MAX_ADD_LABELS,
+            remove_per_call: MAX_DATASET_REMOVE_KEYS,
+            max_labels_on_object: None,
+        },
+    }
+}
+
 impl LabelProvider for PaiClient {
     fn limits(&self, target: &Target) -> CallLimits {
-        match target {
-            Target::PaiImage { .. } => CallLimits {
-                add_per_call: MAX_ADD_LABELS,
-                remove_per_call: 1,
-                max_labels_on_object: None,
-            },
-            _ => CallLimits {
-                add_per_call: MAX_ADD_LABELS,
-                remove_per_call: MAX_DATASET_REMOVE_KEYS,
-                max_labels_on_object: None,
-            },
-        }
+        call_limits(target)
     }
 
     fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {
