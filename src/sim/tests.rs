@@ -117,7 +117,7 @@ fn seed_form(h: &SimHandle, method: reqwest::Method, rest: &str) -> reqwest::Req
 async fn seed_documented_forms_with_authorization_bearer() {
     let h = start().await;
     let resp = seed_form(&h, reqwest::Method::POST, "AddImageLabels/img-a/labels")
-        .json(&json!({"Labels": [{"Key": "system.x", "Value": "1"}]}))
+        .json(&json!({"Labels": [{"Key": "system.origin", "Value": "1"}]}))
         .send()
         .await
         .unwrap();
@@ -125,25 +125,29 @@ async fn seed_documented_forms_with_authorization_bearer() {
     let resp = seed_form(
         &h,
         reqwest::Method::GET,
-        "ListImageLabels?ImageId=img-a&LabelKeys=system.x",
+        "ListImageLabels?ImageId=img-a&LabelKeys=system.origin",
     )
     .send()
     .await
     .unwrap();
     assert_eq!(
         json_of(resp).await["Labels"],
-        json!([{"Key": "system.x", "Value": "1"}])
+        json!([{"Key": "system.origin", "Value": "1"}])
     );
-    let resp = seed_form(&h, reqwest::Method::DELETE, "images/img-a/labels/system.x")
-        .send()
-        .await
-        .unwrap();
+    let resp = seed_form(
+        &h,
+        reqwest::Method::DELETE,
+        "images/img-a/labels/system.origin",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     let target = Target::PaiImage {
         image_id: "img-a".into(),
         workspace_id: None,
     };
-    assert!(!h.labels_of(&target).unwrap().contains_key("system.x"));
+    assert!(!h.labels_of(&target).unwrap().contains_key("system.origin"));
     assert_eq!(h.counters().writes, 2);
 }
 
@@ -156,7 +160,7 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
     let resp = seed_form(&h, reqwest::Method::POST, "AddImageLabels/img-a/labels")
         .json(&json!({"Labels": [
             {"Key": "system.framework", "Value": "XGBoost 1.6.0"},
-            {"Key": "system.official", "Value": "true"},
+            {"Key": "system.supported.dsw", "Value": "true"},
         ]}))
         .send()
         .await
@@ -173,9 +177,12 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
         )
         .send()
     };
-    let resp = list("system.framework=XGBoost+1.6.0,system.official=true", "1")
-        .await
-        .unwrap();
+    let resp = list(
+        "system.framework=XGBoost+1.6.0,system.supported.dsw=true",
+        "1",
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     let body = json_of(resp).await;
     assert_eq!(
@@ -184,7 +191,7 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
             {"Key": "system.chipType", "Value": "GPU"},
             {"Key": "system.framework", "Value": "XGBoost 1.6.0"},
         ]),
-        "LabelKeys picks two keys; system.official matched the filter but was not asked for"
+        "LabelKeys picks two keys; system.supported.dsw matched the filter but was not asked for"
     );
     assert_eq!(body["TotalCount"], 2);
     // The filter is applied, not ignored: another value, a literal `+`
