@@ -685,6 +685,13 @@ ims:
                 "{bad:?}"
             );
         }
+        let many: Vec<_> = (0..101)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert!(matches!(
+            s.create_dataset_labels("d-1", &many),
+            Err(StoreError::Invalid(_))
+        ));
         s.delete_dataset_labels("d-1", &["owner".into(), "missing".into()])
             .unwrap();
         assert!(matches!(
@@ -708,6 +715,7 @@ ims:
             s.delete_dataset_labels("d-9", &["a".into()]),
             Err(StoreError::DatasetNotFound("d-9".into()))
         );
+        s.create_dataset_labels("d-1", &many[..100]).unwrap();
     }
 
     #[test]
