@@ -315,7 +315,7 @@ fn state_file_gives_ownership_so_prune_owned_removes_only_our_keys() {
         &set(
             "s",
             "image-4c62abc53uor",
-            "{system.chipType: GPU, system.ours: \"1\"}",
+            "{system.chipType: GPU, system.dsw.tag: \"1\"}",
             "",
         ),
     );
@@ -323,7 +323,7 @@ fn state_file_gives_ownership_so_prune_owned_removes_only_our_keys() {
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(
         saved["owned"]["ImageLabelSet/ci/s"],
-        serde_json::json!(["system.ours"])
+        serde_json::json!(["system.dsw.tag"])
     );
 
     write(&m, "s.yaml", &set("s", "image-4c62abc53uor", "{}", ""));
@@ -331,13 +331,56 @@ fn state_file_gives_ownership_so_prune_owned_removes_only_our_keys() {
     assert_eq!(code(&o), 0, "{:?}", text(&o));
     let labels = sim.image_labels("image-4c62abc53uor");
     assert!(
-        labels.get("system.ours").is_none(),
+        labels.get("system.dsw.tag").is_none(),
         "our key removed: {labels}"
     );
     assert_eq!(
         labels["system.chipType"], "GPU",
         "a key we never wrote stays"
     );
+}
+
+/// A key the cloud gained after our list is refused until the operator is
+/// told about it, with zero cloud calls either way it is refused.
+#[test]
+fn extra_pai_image_keys_extends_the_documented_list() {
+    let sim = SimProcess::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let labels = "{system.chipType: GPU, system.gpuModel: A10}";
+    write(
+        dir.path(),
+        "s.yaml",
+        &set("s", "image-4c62abc53uor", labels, ""),
+    );
+    let mp = dir.path().to_str().unwrap();
+    let o = sim.run(&["plan", "-f", mp]);
+    let (_, err) = text(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(err.contains("spec.labels[\"system.gpuModel\"]"), "{err}");
+    assert_eq!(sim.writes() + sim.reads(), 0);
+    for args in [
+        &[
+            "plan",
+            "-f",
+            mp,
+            "--extra-pai-image-keys",
+            "system.vendor,system.gpuModel",
+        ][..],
+        &["plan", "-f", mp, "--extra-pai-image-keys=system.gpuModel"][..],
+    ] {
+        let o = sim.run(args);
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 2, "{args:?}: {out}{err}");
+        assert!(out.contains("system.gpuModel"), "{out}");
+    }
+    let o = sim.run_with(
+        &["plan", "-f", mp],
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testSecret"),
+            ("IMAGELABEL_EXTRA_PAI_IMAGE_KEYS", "system.gpuModel"),
+        ],
+    );
+    assert_eq!(code(&o), 2, "{:?}", text(&o));
 }
 
 #[test]
@@ -347,24 +390,24 @@ fn conflicts_resolve_deterministically_and_ims_cap_is_checked_before_writing() {
     write(
         dir.path(),
         "a.yaml",
-        &set("a", "image-9f1e2d3c4b5a", "{system.owner: team-a}", ""),
+        &set("a", "image-9f1e2d3c4b5a", "{system.source: team-a}", ""),
     );
     write(
         dir.path(),
         "b.yaml",
-        &set("b", "image-9f1e2d3c4b5a", "{system.owner: team-b}", ""),
+        &set("b", "image-9f1e2d3c4b5a", "{system.source: team-b}", ""),
     );
     let o = sim.run(&["apply", "-f", dir.path().to_str().unwrap()]);
     let (out, err) = text(&o);
     assert_eq!(code(&o), 0, "{out}{err}");
     assert!(
         out.contains(
-            "! system.owner: wants \"team-b\", but ImageLabelSet/ci/a (older) declares \"team-a\""
+            "! system.source: wants \"team-b\", but ImageLabelSet/ci/a (older) declares \"team-a\""
         ),
         "{out}"
     );
     assert_eq!(
-        sim.image_labels("image-9f1e2d3c4b5a")["system.owner"],
+        sim.image_labels("image-9f1e2d3c4b5a")["system.source"],
         "team-a"
     );
 

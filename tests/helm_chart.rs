@@ -111,6 +111,24 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
     let parsed =
         imagelabel::cli::Cli::try_parse_from(std::iter::once("imagelabel").chain(args.clone()));
     assert!(parsed.is_ok(), "{:?}", parsed.err());
+    assert!(!args.iter().any(|a| a.starts_with("--extra-pai-image-keys")));
+
+    // Image label keys the cloud gained reach the operator as one flag.
+    let docs = render(&["--set", "extraPaiImageKeys={system.gpuModel,system.vendor}"]);
+    let args = find(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string());
+    let parsed =
+        imagelabel::cli::Cli::try_parse_from(std::iter::once("imagelabel".into()).chain(args));
+    match parsed.map(|c| c.command) {
+        Ok(imagelabel::cli::Command::Run(run)) => assert_eq!(
+            run.cloud.extra_pai_image_keys,
+            ["system.gpuModel", "system.vendor"]
+        ),
+        other => panic!("{other:?}"),
+    }
 
     // Exactly the rules the controller needs; Secrets: get only.
     let cluster_role = find(&docs, "ClusterRole")[0];
@@ -211,6 +229,7 @@ fn bad_values_are_rejected_by_the_schema() {
         ("qps=-1", "qps"),
         ("surprise=1", "surprise"),
         ("endpoints.pai=ftp://x", "pai"),
+        ("extraPaiImageKeys={team}", "extraPaiImageKeys"),
     ] {
         let flag = if set.starts_with("replicas") || set.starts_with("logLevel") {
             "--set-string"

@@ -24,6 +24,8 @@ qps: 0
 pai:
   # image-sdk0<kind> and d-sdk0<kind>: one of each per credential kind the
   # label scenarios of test_pai_sdk.py run with.
+  # A key the cloud gained after AddImageLabels' documented list.
+  extraImageLabelKeys: ["system.team ml/ops"]
   images:
     - {id: image-sdk0test0001, name: sdk-test, workspaceId: "12345", labels: {system.official: "false"}}
     - {id: image-sdk0access-key, name: sdk-ak, workspaceId: "12345", labels: {system.official: "false"}}
@@ -33,11 +35,15 @@ pai:
     - {id: d-sdk0access-key, name: sdk-ak, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
     - {id: d-sdk0sts-token, name: sdk-sts, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
     - {id: d-sdk0bearer, name: sdk-bearer, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
+    - {id: d-sdk0rules, name: sdk-rules, workspaceId: "12345", labels: {owner: seed}, versions: [{name: "v 1/β"}]}
 ims:
   images:
     - id: 67e17426-359e-49fb-aa12-0bd1756ec240
       projectId: fd73a4a14a4a4dfb9771a8475e5198ea
       tags: {env: prod, owner: ml-platform}
+    - id: 0b6a7b0c-0000-4000-8000-00000000rule
+      projectId: fd73a4a14a4a4dfb9771a8475e5198ea
+      tags: {env: prod}
 "#;
 
 fn root() -> PathBuf {
@@ -108,6 +114,7 @@ async fn official_python_sdks_work_against_the_simulator() {
         .env("IMS_STS_TOKEN", "sdkHwToken")
         .env("IMS_PROJECT_ID", "fd73a4a14a4a4dfb9771a8475e5198ea")
         .env("IMS_IMAGE_ID", "67e17426-359e-49fb-aa12-0bd1756ec240")
+        .env("IMS_RULES_IMAGE_ID", "0b6a7b0c-0000-4000-8000-00000000rule")
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
@@ -136,8 +143,11 @@ async fn official_python_sdks_work_against_the_simulator() {
 }
 
 /// Tests in tests/sdk/*.py: 9 PAI label scenarios (3 scenarios × 3
-/// credential kinds), 7 other PAI tests, 6 IMS tests.
-const MIN_PYTEST_PASSED: u64 = 22;
+/// credential kinds), 7 other PAI tests, 6 IMS tests; the rules of
+/// docs/cloud-rules.md: 5 PAI (test_pai_rules.py), 14 IMS (12 refused
+/// tags, the edges, deletes; test_ims_rules.py), 7 signing-time
+/// (test_signing_rules.py).
+const MIN_PYTEST_PASSED: u64 = 48;
 
 /// The count in pytest's `-q` summary line (`23 passed in 4.2s`); 0 when
 /// nothing passed.

@@ -126,6 +126,9 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
     validation = Rule::new("self.provider != 'huaweicloud-ims' || size(self.labels) <= 10").message("spec.labels: Huawei Cloud IMS allows at most 10 tags per image").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, size(k) <= 36 && size(self.labels[k]) <= 43)").message("spec.labels: Huawei Cloud IMS tag keys are 1-36 characters and values 0-43").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, !k.startsWith('_sys_'))").message("spec.labels: IMS tag keys starting with _sys_ are reserved by Huawei Cloud").field_path(".labels"),
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, !k.startsWith(' ') && !k.endsWith(' ') && !self.labels[k].startsWith(' ') && !self.labels[k].endsWith(' '))").message("spec.labels: Huawei Cloud IMS tag keys and values must not start or end with a space").field_path(".labels"),
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, k.matches('^[A-Za-z0-9一-鿿 _.:+@-]*$'))").message("spec.labels: Huawei Cloud IMS tag keys hold only A-Z, a-z, 0-9, CJK characters, space and _ . : + - @").field_path(".labels"),
+    validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, self.labels[k].matches('^[A-Za-z0-9一-鿿 _.:/+@-]*$'))").message("spec.labels: Huawei Cloud IMS tag values hold only A-Z, a-z, 0-9, CJK characters, space and _ . : / + - @").field_path(".labels"),
     validation = Rule::new("self.provider == oldSelf.provider && self.imageId == oldSelf.imageId").message("spec.provider and spec.imageId are immutable: create another set for another image (deleting this one applies its deletionPolicy)").field_path(".imageId"),
     validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable: create another set for an image in another region").field_path(".region"),
     validation = Rule::new("has(self.projectId) == has(oldSelf.projectId) && (!has(self.projectId) || self.projectId == oldSelf.projectId)").message("spec.projectId is immutable: create another set for an image in another project").field_path(".projectId"),
@@ -152,7 +155,8 @@ pub struct ImageLabelSetSpec {
     pub project_id: Option<String>,
     /// Desired labels, key -> value.
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 100))]
+    // Bounding values keeps the per-value CEL rules within the API server's cost budget.
+    #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 256}))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1)").message("spec.labels: keys must not be empty"))]
     pub labels: BTreeMap<String, String>,
     /// Which keys may be removed: Owned (default), All, None.
@@ -198,8 +202,11 @@ pub struct ImageLabelSetSpec {
 )]
 #[x_kube(
     validation = Rule::new("self.provider == 'pai'").message("spec.provider: DatasetLabelSet supports only provider pai").field_path(".provider"),
-    validation = Rule::new("self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 256)").message("spec.labels: PAI keys are at most 128 characters and values at most 256").field_path(".labels"),
-    validation = Rule::new("self.labels.all(k, !k.startsWith('acs:') && !k.startsWith('aliyun'))").message("spec.labels: keys starting with 'acs:' or 'aliyun' are reserved by Alibaba Cloud").field_path(".labels"),
+    validation = Rule::new("self.labels.all(k, size(k) <= 128 && size(self.labels[k]) <= 128)").message("spec.labels: PAI dataset label keys and values are at most 128 characters").field_path(".labels"),
+    validation = Rule::new("self.labels.all(k, size(self.labels[k]) >= 1)").message("spec.labels: PAI dataset label values must not be empty").field_path(".labels"),
+    validation = Rule::new("self.labels.all(k, !k.startsWith('aliyun') && !k.startsWith('acs') && !k.startsWith('http://') && !k.startsWith('https://'))").message("spec.labels: PAI dataset label keys must not start with aliyun, acs, http:// or https://").field_path(".labels"),
+    validation = Rule::new("self.labels.all(k, !k.contains('=') && !k.contains(','))").message("spec.labels: PAI dataset label keys must not contain '=' or ','").field_path(".labels"),
+    validation = Rule::new("self.labels.all(k, !self.labels[k].contains('=') && !self.labels[k].contains(','))").message("spec.labels: PAI dataset label values must not contain '=' or ','").field_path(".labels"),
     validation = Rule::new("self.datasetId == oldSelf.datasetId").message("spec.datasetId is immutable: create another set for another dataset (deleting this one applies its deletionPolicy)").field_path(".datasetId"),
     validation = Rule::new("has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version)").message("spec.version is immutable: create another set for another dataset version").field_path(".version"),
     validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable: create another set for a dataset in another region").field_path(".region"),
@@ -226,7 +233,8 @@ pub struct DatasetLabelSetSpec {
     pub workspace_id: Option<String>,
     /// Desired labels, key -> value.
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 100))]
+    // Bounding values keeps the per-value CEL rules within the API server's cost budget.
+    #[schemars(extend("maxProperties" = 100, "additionalProperties" = {"type": "string", "maxLength": 128}))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1)").message("spec.labels: keys must not be empty"))]
     pub labels: BTreeMap<String, String>,
     /// Which keys may be removed: Owned (default), All, None.

@@ -19,52 +19,7 @@ impl std::fmt::Display for FieldError {
     }
 }
 
-/// Label rules of one provider and target kind.
-#[derive(Clone, Copy, Debug)]
-pub struct LabelRules {
-    pub max_labels: usize,
-    pub max_key_chars: usize,
-    pub max_value_chars: usize,
-    /// Every key must start with this (PAI image labels are `system.` keys).
-    pub required_prefix: Option<&'static str>,
-    /// Keys the cloud reserves for itself.
-    pub reserved_prefixes: &'static [&'static str],
-    /// Extra characters allowed in keys besides letters and digits; `None` means any printable.
-    pub key_charset: Option<&'static str>,
-    pub value_charset: Option<&'static str>,
-}
-
-pub const PAI_IMAGE_RULES: LabelRules = LabelRules {
-    max_labels: 100,
-    max_key_chars: 128,
-    max_value_chars: 256,
-    required_prefix: Some("system."),
-    reserved_prefixes: &[],
-    key_charset: None,
-    value_charset: None,
-};
-
-pub const PAI_DATASET_RULES: LabelRules = LabelRules {
-    max_labels: 100,
-    max_key_chars: 128,
-    max_value_chars: 256,
-    required_prefix: None,
-    reserved_prefixes: &["acs:", "aliyun"],
-    key_charset: None,
-    value_charset: None,
-};
-
-/// Huawei Cloud tag rules: letters (any script), digits, spaces and `_ . : = + - @`;
-/// values may also hold `/`.
-pub const IMS_RULES: LabelRules = LabelRules {
-    max_labels: 10,
-    max_key_chars: 36,
-    max_value_chars: 43,
-    required_prefix: None,
-    reserved_prefixes: &["_sys_"],
-    key_charset: Some(" _.:=+-@"),
-    value_charset: Some(" _.:=+-@/"),
-};
+pub use super::rules::{IMS_RULES, LabelRules, PAI_DATASET_RULES, PAI_IMAGE_RULES};
 
 pub fn rules_for_image(provider: Provider) -> LabelRules {
     match provider {
@@ -80,14 +35,8 @@ fn err(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Int
     });
 }
 
-fn charset_ok(s: &str, extra: Option<&str>) -> bool {
-    match extra {
-        None => !s.chars().any(char::is_control),
-        Some(extra) => s.chars().all(|c| c.is_alphanumeric() || extra.contains(c)),
-    }
-}
-
-/// Checks one label map against a provider's rules.
+/// Checks one label map against a provider's rules (the PAI image key list
+/// includes this process's `--extra-pai-image-keys`).
 pub fn validate_labels(
     labels: &BTreeMap<String, String>,
     rules: &LabelRules,
@@ -105,86 +54,16 @@ pub fn validate_labels(
             ),
         );
     }
+    let extra_keys = super::rules::extra_pai_image_keys();
     for (key, value) in labels {
-        let field = format!("spec.labels[{key:?}]");
-        let key_len = key.chars().count();
-        if key.is_empty() {
-            err(
-                errors,
-                "spec.labels",
-                "a label key is empty; every key needs at least one character",
-            );
-            continue;
-        }
-        if key_len > rules.max_key_chars {
-            err(
-                errors,
-                &field,
-                format!(
-                    "key is {key_len} characters; {provider} allows at most {}",
-                    rules.max_key_chars
-                ),
-            );
-        }
-        if key.trim() != key {
-            err(errors, &field, "key must not start or end with white space");
-        }
-        if let Some(prefix) = rules.required_prefix
-            && !key.starts_with(prefix)
-        {
-            err(
-                errors,
-                &field,
-                format!(
-                    "{provider} image label keys must start with {prefix:?} (for example {prefix}chipType)"
-                ),
-            );
-        }
-        if let Some(reserved) = rules
-            .reserved_prefixes
-            .iter()
-            .find(|p| key.starts_with(**p))
-        {
-            err(
-                errors,
-                &field,
-                format!("keys starting with {reserved:?} are reserved by the cloud"),
-            );
-        }
-        if !charset_ok(key, rules.key_charset) {
-            let allowed = rules
-                .key_charset
-                .map_or("printable characters".to_string(), |c| {
-                    format!("letters, digits and {c:?}")
-                });
-            err(
-                errors,
-                &field,
-                format!("key has characters {provider} does not accept; allowed: {allowed}"),
-            );
-        }
-        let value_len = value.chars().count();
-        if value_len > rules.max_value_chars {
-            err(
-                errors,
-                &field,
-                format!(
-                    "value is {value_len} characters; {provider} allows at most {}",
-                    rules.max_value_chars
-                ),
-            );
-        }
-        if !charset_ok(value, rules.value_charset) {
-            let allowed = rules
-                .value_charset
-                .map_or("printable characters".to_string(), |c| {
-                    format!("letters, digits and {c:?}")
-                });
-            err(
-                errors,
-                &field,
-                format!("value has characters {provider} does not accept; allowed: {allowed}"),
-            );
+        for violation in rules.check(key, value, &extra_keys) {
+            // An empty key cannot be named as a field of its own.
+            let field = if key.is_empty() {
+                "spec.labels".to_string()
+            } else {
+                format!("spec.labels[{key:?}]")
+            };
+            err(errors, field, format!("{provider}: {violation}"));
         }
     }
 }
@@ -427,7 +306,7 @@ mod tests {
         let key36 = "k".repeat(36);
         let value43 = "v".repeat(43);
         let mut tags: Vec<(String, String)> = (0..9)
-            .map(|i| (format!("k{i}"), "team ml_1.0:a=b+c-d@e".to_string()))
+            .map(|i| (format!("k{i}"), "team ml_1.0:a+b-c@e".to_string()))
             .collect();
         tags.push((key36, value43));
         let mut spec = ims(&[]);

@@ -112,6 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sts_endpoint: Some(base.clone()),
         qps: 100,
         http_timeout: std::time::Duration::from_secs(10),
+        extra_pai_image_keys: Vec::new(),
     };
     let env: HashMap<String, String> = [
         ("ALIBABA_CLOUD_ACCESS_KEY_ID", "testAK"),

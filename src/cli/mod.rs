@@ -78,6 +78,10 @@ pub struct CloudArgs {
     /// Timeout of one cloud call.
     #[arg(long, env = "IMAGELABEL_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
     pub http_timeout: Duration,
+    /// PAI image label keys AddImageLabels accepts beyond the documented list
+    /// (comma-separated): the cloud may gain keys before this binary knows them.
+    #[arg(long, env = "IMAGELABEL_EXTRA_PAI_IMAGE_KEYS", value_delimiter = ',')]
+    pub extra_pai_image_keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -193,6 +197,12 @@ pub fn init_logging(level: &str, format: LogFormat) {
 /// (0 ok, 1 error, 2 `plan` found changes).
 pub async fn main(cli: Cli) -> ExitCode {
     init_logging(&cli.log_level, cli.log_format);
+    if let Command::Plan(GitopsArgs { cloud, .. })
+    | Command::Apply(GitopsArgs { cloud, .. })
+    | Command::Run(RunArgs { cloud, .. }) = &cli.command
+    {
+        crate::api::rules::allow_extra_pai_image_keys(cloud.extra_pai_image_keys.iter().cloned());
+    }
     let result = match cli.command {
         Command::Crd => {
             print!("{}", crate::api::crds_yaml());

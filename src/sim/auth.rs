@@ -27,7 +27,11 @@ use crate::sign::{self, RequestParts, SignError, acs3, sdk};
 use super::seed::{CredentialsSeed, ImsCredential};
 use super::wire::{AcsError, ApiRequest, HwError};
 
-/// How far a signed request's date may be from the simulator's clock.
+/// How far a signed request's date may be from the simulator's clock: 15
+/// minutes for `x-acs-date`
+/// (<https://help.aliyun.com/zh/model-studio/user-guide/roa-style-request-body-signature-mechanism>)
+/// and for `X-Sdk-Date` (Huawei's API signing guide,
+/// <https://support.huaweicloud.com/devg-apisign/api-sign-provide01.html>).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Who a PAI request came from; also the key of its QPS bucket.

@@ -1,7 +1,8 @@
 //! Huawei Cloud IMS v2 image-tag APIs.
 //!
 //! Codes the cloud does not document and the simulator chose: 404 `IMG.0027`
-//! (image not found), 400 `IMG.0200` (a tag breaks a rule), 400 `IMG.0201`
+//! (image not found), 404 `IMG.0028` (DeleteImageTag of a missing key; the
+//! 404 itself is documented), 400 `IMG.0200` (a tag breaks a rule), 400 `IMG.0201`
 //! (more than 10 tags), 500 `IMG.0500`, 503 `IMG.0503`; the gateway's 404
 //! `APIGW.0101` for unknown paths and 403 `APIGW.0302` when the project in the
 //! path is not the caller's (`X-Project-Id`, or the project a key is bound to).
@@ -91,6 +92,11 @@ fn store_error(e: StoreError) -> HwError {
             HwError::ims(404, "IMG.0027", format!("The image {id} does not exist."))
         }
         StoreError::TooManyTags(m) => HwError::ims(400, "IMG.0201", m),
+        // https://support.huaweicloud.com/api-ims/ims_03_0619.html: "non-idempotent:
+        // if the key to delete does not exist, status code 404 is returned".
+        StoreError::TagNotFound(key) => {
+            HwError::ims(404, "IMG.0028", format!("The tag {key:?} does not exist."))
+        }
         StoreError::Invalid(m) => HwError::ims(400, "IMG.0200", m),
         StoreError::DatasetNotFound(id) | StoreError::VersionNotFound { dataset_id: id, .. } => {
             HwError::ims(404, "IMG.0027", format!("{id} does not exist."))

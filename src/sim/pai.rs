@@ -210,7 +210,9 @@ fn store_error(e: StoreError) -> AcsError {
             "DatasetVersion.NotFound",
             format!("The version {version} of dataset {dataset_id} does not exist."),
         ),
-        StoreError::Invalid(m) | StoreError::TooManyTags(m) => AcsError::invalid(m),
+        StoreError::Invalid(m) | StoreError::TooManyTags(m) | StoreError::TagNotFound(m) => {
+            AcsError::invalid(m)
+        }
         StoreError::ImsImageNotFound(id) => AcsError::new(
             404,
             "Image.NotFound",
@@ -268,20 +270,34 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn image_json(id: &str, img: &super::store::PaiImage) -> serde_json::Value {
+/// `Verbose=true` asks for "non-essential information", which is the labels:
+/// without it GetImage and ListImages leave `Labels` out
+/// (<https://help.aliyun.com/zh/pai/developer-reference/api-aiworkspace-2021-02-04-getimage>,
+/// <https://help.aliyun.com/zh/pai/developer-reference/api-aiworkspace-2021-02-04-listimages>;
+/// the SDK's `GetImageRequest.verbose` / `ListImagesRequest.verbose` say the
+/// same). The Python SDK sends the boolean as `True`.
+fn verbose(req: &ApiRequest) -> bool {
+    req.param("Verbose")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn image_json(id: &str, img: &super::store::PaiImage, verbose: bool) -> serde_json::Value {
     let official = img
         .labels
         .get("system.official")
         .is_some_and(|v| v == "true");
-    json!({
+    let mut out = json!({
         "ImageId": id,
         "Name": img.name,
         "WorkspaceId": img.workspace_id.clone().unwrap_or_default(),
         "Accessibility": if official { "PUBLIC" } else { "PRIVATE" },
         "ImageUri": format!("registry.cn-shanghai.aliyuncs.com/pai-sim/{}:latest", if img.name.is_empty() { id } else { &img.name }),
         "GmtCreateTime": "2026-01-01T00:00:00Z",
-        "Labels": acs_labels(&img.labels),
-    })
+    });
+    if verbose {
+        out["Labels"] = acs_labels(&img.labels);
+    }
+    out
 }
 
 /// Serves one call.
@@ -336,7 +352,7 @@ pub fn handle(
         PaiCall::GetImage { image_id } => {
             let store = lock(store);
             let img = store.pai_image(image_id).map_err(store_error)?;
-            Ok(acs_ok(rid, image_json(image_id, img)))
+            Ok(acs_ok(rid, image_json(image_id, img, verbose(req))))
         }
         PaiCall::ListImages => {
             let query = ImageQuery {
@@ -364,7 +380,7 @@ pub fn handle(
                 .into_iter()
                 .skip((page - 1).saturating_mul(size))
                 .take(size)
-                .map(|(id, img)| image_json(id, img))
+                .map(|(id, img)| image_json(id, img, verbose(req)))
                 .collect();
             Ok(acs_ok(rid, json!({"Images": items, "TotalCount": total})))
         }

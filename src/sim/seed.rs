@@ -146,6 +146,10 @@ impl FaultConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaiSeed {
+    /// Keys AddImageLabels accepts beyond its documented list: the cloud
+    /// gaining keys before the operator ships them (`--extra-pai-image-keys`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_image_label_keys: Vec<String>,
     #[serde(default)]
     pub images: Vec<PaiImageSeed>,
     #[serde(default)]

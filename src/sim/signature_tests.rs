@@ -228,7 +228,7 @@ async fn access_key_signatures_are_verified() {
     );
 
     let add = || Pai {
-        body: Some(json!({"Labels": [{"Key": "system.k", "Value": "v"}]})),
+        body: Some(json!({"Labels": [{"Key": "system.dsw.tag", "Value": "v"}]})),
         ..Pai::new(
             Method::POST,
             "/api/v1/images/img-a/labels",
@@ -237,7 +237,7 @@ async fn access_key_signatures_are_verified() {
     };
     assert_eq!(add().send(&h).await.0, 200);
     let (status, body) = Pai {
-        tamper_body: Some(r#"{"Labels":[{"Key":"system.k","Value":"evil"}]}"#),
+        tamper_body: Some(r#"{"Labels":[{"Key":"system.dsw.tag","Value":"evil"}]}"#),
         ..add()
     }
     .send(&h)
@@ -250,7 +250,7 @@ async fn access_key_signatures_are_verified() {
         image_id: "img-a".into(),
         workspace_id: None,
     };
-    assert_eq!(h.labels_of(&target).unwrap()["system.k"], "v");
+    assert_eq!(h.labels_of(&target).unwrap()["system.dsw.tag"], "v");
 
     let (status, body) = Pai {
         action: "AddImageLabels",

@@ -2,40 +2,35 @@
 //! checks all its input first and then applies it whole, as the real APIs
 //! answer a request with one status.
 //!
-//! Rules and the simulator's choices where the clouds document none:
-//! - PAI image labels: 1–100 labels per AddImageLabels; keys start with
-//!   `system.`, 1–128 characters; values 0–256 characters; an existing key
-//!   is overwritten; removing a missing key succeeds.
-//! - PAI dataset and dataset-version labels: same lengths and per-call count,
-//!   any key except the cloud-reserved prefixes `acs:` and `aliyun`;
+//! The label rules themselves are `crate::api::rules` (shared with the
+//! operator's validation, each with its documentation link); this module adds
+//! the per-request and per-object counts and the simulator's choices where
+//! the clouds document none:
+//! - PAI image labels: 1–100 labels per AddImageLabels (seed documents); an
+//!   existing key is overwritten; removing a missing key succeeds.
+//! - PAI dataset and dataset-version labels: 1–100 labels a request;
 //!   deleting missing keys succeeds.
-//! - IMS tags (WIRE.md): key 1–36, value 0–43 characters (present, may be
-//!   empty), letters, digits, space and `_ . : = + - @` (values also `/`),
-//!   keys starting with `_sys_` are the cloud's; at most 10 tags per image
-//!   after the request; keys unique in one batch; batch delete checks only
-//!   key ≤ 127 and value ≤ 255 and removes by key.
+//! - IMS tags: value present (may be empty); at most 10 tags per image after
+//!   the request; keys unique in one batch; batch delete checks only key
+//!   1–127 and value ≤ 255 and removes by key
+//!   (<https://support.huaweicloud.com/api-ims/ims_03_0617.html>);
+//!   DeleteImageTag of a missing key is 404
+//!   (<https://support.huaweicloud.com/api-ims/ims_03_0619.html>).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::seed::{DatasetSeed, ImsImageSeed, PaiImageSeed, SeedConfig};
+use crate::api::rules::{IMS_RULES, LabelRules, PAI_DATASET_RULES, PAI_IMAGE_RULES};
 
 pub type Labels = BTreeMap<String, String>;
 
-pub const PAI_MAX_LABELS_PER_CALL: usize = 100;
-pub const PAI_MAX_KEY_CHARS: usize = 128;
-pub const PAI_MAX_VALUE_CHARS: usize = 256;
-pub const PAI_IMAGE_KEY_PREFIX: &str = "system.";
-pub const PAI_DATASET_RESERVED_PREFIXES: [&str; 2] = ["acs:", "aliyun"];
+pub const PAI_MAX_LABELS_PER_CALL: usize = PAI_IMAGE_RULES.max_labels;
 
-pub const IMS_MAX_TAGS: usize = 10;
-pub const IMS_MAX_KEY_CHARS: usize = 36;
-pub const IMS_MAX_VALUE_CHARS: usize = 43;
+pub const IMS_MAX_TAGS: usize = IMS_RULES.max_labels;
 pub const IMS_DELETE_MAX_KEY_CHARS: usize = 127;
 pub const IMS_DELETE_MAX_VALUE_CHARS: usize = 255;
-const IMS_KEY_EXTRA: &str = " _.:=+-@";
-const IMS_VALUE_EXTRA: &str = " _.:=+-@/";
 
 /// Why a store call failed; the API modules turn it into their wire errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +46,8 @@ pub enum StoreError {
     Invalid(String),
     /// IMS: the image would hold more than 10 tags.
     TooManyTags(String),
+    /// IMS DeleteImageTag: the image has no tag with this key.
+    TagNotFound(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -78,6 +75,9 @@ pub struct Store {
     pub pai_datasets: BTreeMap<String, Dataset>,
     /// project id → image id → tags.
     pub ims_images: BTreeMap<String, BTreeMap<String, Labels>>,
+    /// Keys AddImageLabels accepts beyond the documented list.
+    #[serde(skip)]
+    pub extra_pai_image_keys: BTreeSet<String>,
 }
 
 /// Filters of ListImageLabels / ListImages.
@@ -117,51 +117,43 @@ pub fn split_keys(raw: &str) -> Vec<String> {
         .collect()
 }
 
-fn check_pai_labels(labels: &[(String, String)], image: bool) -> Result<(), StoreError> {
+/// The first rule a label breaks, as the API's parameter error.
+fn first_violation(
+    rules: &LabelRules,
+    key: &str,
+    value: &str,
+    extra_keys: &BTreeSet<String>,
+    key_field: &str,
+    value_field: &str,
+) -> Result<(), StoreError> {
+    match rules.check(key, value, extra_keys).first() {
+        None => Ok(()),
+        Some(v) => Err(StoreError::Invalid(format!(
+            "{}: {key:?}: {v}",
+            if v.is_value() { value_field } else { key_field }
+        ))),
+    }
+}
+
+fn check_pai_labels(
+    labels: &[(String, String)],
+    rules: &LabelRules,
+    extra_keys: &BTreeSet<String>,
+) -> Result<(), StoreError> {
     if labels.is_empty() {
         return Err(StoreError::Invalid(
             "Labels: at least one label is required".into(),
         ));
     }
-    if labels.len() > PAI_MAX_LABELS_PER_CALL {
+    if labels.len() > rules.max_labels {
         return Err(StoreError::Invalid(format!(
-            "Labels: at most {PAI_MAX_LABELS_PER_CALL} labels per request, got {}",
+            "Labels: at most {} labels per request, got {}",
+            rules.max_labels,
             labels.len()
         )));
     }
     for (key, value) in labels {
-        if key.is_empty() {
-            return Err(StoreError::Invalid("Labels.Key: must not be empty".into()));
-        }
-        if chars(key) > PAI_MAX_KEY_CHARS {
-            return Err(StoreError::Invalid(format!(
-                "Labels.Key: {key:?} is longer than {PAI_MAX_KEY_CHARS} characters"
-            )));
-        }
-        if chars(value) > PAI_MAX_VALUE_CHARS {
-            return Err(StoreError::Invalid(format!(
-                "Labels.Value: the value of {key:?} is longer than {PAI_MAX_VALUE_CHARS} characters"
-            )));
-        }
-        if key.chars().any(char::is_control) || value.chars().any(char::is_control) {
-            return Err(StoreError::Invalid(format!(
-                "Labels: {key:?} holds control characters"
-            )));
-        }
-        if image && !key.starts_with(PAI_IMAGE_KEY_PREFIX) {
-            return Err(StoreError::Invalid(format!(
-                "Labels.Key: image label keys must start with {PAI_IMAGE_KEY_PREFIX:?}, got {key:?}"
-            )));
-        }
-        if !image
-            && let Some(p) = PAI_DATASET_RESERVED_PREFIXES
-                .iter()
-                .find(|p| key.starts_with(**p))
-        {
-            return Err(StoreError::Invalid(format!(
-                "Labels.Key: keys starting with {p:?} are reserved, got {key:?}"
-            )));
-        }
+        first_violation(rules, key, value, extra_keys, "Labels.Key", "Labels.Value")?;
     }
     Ok(())
 }
@@ -181,10 +173,6 @@ fn check_keys(keys: &[String], field: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn ims_charset_ok(s: &str, extra: &str) -> bool {
-    s.chars().all(|c| c.is_alphanumeric() || extra.contains(c))
-}
-
 /// One tag of an IMS create request; `None` value means the field was absent.
 pub type ImsTagInput = (String, Option<String>);
 
@@ -194,33 +182,21 @@ fn check_ims_create(tags: &[ImsTagInput]) -> Result<(), StoreError> {
             "tags: at least one tag is required".into(),
         ));
     }
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for (key, value) in tags {
-        if key.is_empty() || chars(key) > IMS_MAX_KEY_CHARS {
-            return Err(StoreError::Invalid(format!(
-                "tag key {key:?} must be 1 to {IMS_MAX_KEY_CHARS} characters"
-            )));
-        }
-        if !ims_charset_ok(key, IMS_KEY_EXTRA) || key.starts_with("_sys_") {
-            return Err(StoreError::Invalid(format!(
-                "tag key {key:?} has characters that are not allowed or a reserved prefix"
-            )));
-        }
         let Some(value) = value else {
             return Err(StoreError::Invalid(format!(
                 "tag {key:?}: value is required (it may be empty)"
             )));
         };
-        if chars(value) > IMS_MAX_VALUE_CHARS {
-            return Err(StoreError::Invalid(format!(
-                "tag {key:?}: value must be at most {IMS_MAX_VALUE_CHARS} characters"
-            )));
-        }
-        if !ims_charset_ok(value, IMS_VALUE_EXTRA) {
-            return Err(StoreError::Invalid(format!(
-                "tag {key:?}: value has characters that are not allowed"
-            )));
-        }
+        first_violation(
+            &IMS_RULES,
+            key,
+            value,
+            &BTreeSet::new(),
+            "tag key",
+            "tag value",
+        )?;
         if !seen.insert(key.as_str()) {
             return Err(StoreError::Invalid(format!(
                 "tag key {key:?} appears twice in the request"
@@ -232,7 +208,10 @@ fn check_ims_create(tags: &[ImsTagInput]) -> Result<(), StoreError> {
 
 impl Store {
     pub fn from_seed(seed: &SeedConfig) -> Store {
-        let mut store = Store::default();
+        let mut store = Store {
+            extra_pai_image_keys: seed.pai.extra_image_label_keys.iter().cloned().collect(),
+            ..Store::default()
+        };
         for image in &seed.pai.images {
             store.add_pai_image(image.clone());
         }
@@ -350,7 +329,7 @@ impl Store {
         labels: &[(String, String)],
     ) -> Result<(), StoreError> {
         self.pai_image(id)?;
-        check_pai_labels(labels, true)?;
+        check_pai_labels(labels, &PAI_IMAGE_RULES, &self.extra_pai_image_keys)?;
         let img = self.pai_image_mut(id)?;
         for (k, v) in labels {
             img.labels.insert(k.clone(), v.clone());
@@ -406,7 +385,7 @@ impl Store {
         labels: &[(String, String)],
     ) -> Result<(), StoreError> {
         self.dataset(id)?;
-        check_pai_labels(labels, false)?;
+        check_pai_labels(labels, &PAI_DATASET_RULES, &BTreeSet::new())?;
         let ds = self.dataset_mut(id)?;
         ds.labels.extend(labels.iter().cloned());
         Ok(())
@@ -429,7 +408,7 @@ impl Store {
         labels: &[(String, String)],
     ) -> Result<(), StoreError> {
         self.dataset_version(id, version)?;
-        check_pai_labels(labels, false)?;
+        check_pai_labels(labels, &PAI_DATASET_RULES, &BTreeSet::new())?;
         self.dataset_version_mut(id, version)?
             .extend(labels.iter().cloned());
         Ok(())
@@ -506,9 +485,9 @@ impl Store {
             ));
         }
         for (key, value) in tags {
-            if key.is_empty() || chars(key) > IMS_DELETE_MAX_KEY_CHARS {
+            if key.trim().is_empty() || chars(key) > IMS_DELETE_MAX_KEY_CHARS {
                 return Err(StoreError::Invalid(format!(
-                    "tag key must be 1 to {IMS_DELETE_MAX_KEY_CHARS} characters"
+                    "tag key must be 1 to {IMS_DELETE_MAX_KEY_CHARS} characters and not blank"
                 )));
             }
             if value
@@ -527,15 +506,18 @@ impl Store {
         Ok(())
     }
 
-    /// DeleteImageTag: deleting a missing tag succeeds.
+    /// DeleteImageTag is not idempotent: a missing key is 404
+    /// (<https://support.huaweicloud.com/api-ims/ims_03_0619.html>).
     pub fn ims_delete_tag(
         &mut self,
         project: &str,
         image: &str,
         key: &str,
     ) -> Result<(), StoreError> {
-        self.ims_tags_mut(project, image)?.remove(key);
-        Ok(())
+        match self.ims_tags_mut(project, image)?.remove(key) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::TagNotFound(key.to_string())),
+        }
     }
 }
 
@@ -629,14 +611,14 @@ ims:
         let mut s = store();
         s.add_image_labels(
             "img-a",
-            &kv(&[("system.chipType", "NPU"), ("system.new", "")]),
+            &kv(&[("system.chipType", "NPU"), ("system.origin", "")]),
         )
         .unwrap();
         assert_eq!(
             s.pai_image("img-a").unwrap().labels["system.chipType"],
             "NPU"
         );
-        assert_eq!(s.pai_image("img-a").unwrap().labels["system.new"], "");
+        assert_eq!(s.pai_image("img-a").unwrap().labels["system.origin"], "");
         let bad = |s: &mut Store, labels: Vec<(String, String)>| {
             matches!(
                 s.add_image_labels("img-a", &labels),
@@ -644,24 +626,26 @@ ims:
             )
         };
         assert!(bad(&mut s, kv(&[("team", "x")])));
+        assert!(bad(&mut s, kv(&[("system.official", "x")])));
         assert!(bad(&mut s, vec![]));
-        assert!(bad(
-            &mut s,
-            vec![(format!("system.{}", "k".repeat(122)), "v".into())]
-        ));
-        assert!(!bad(
-            &mut s,
-            vec![(format!("system.{}", "k".repeat(121)), "v".repeat(256))]
-        ));
-        assert!(bad(&mut s, vec![("system.v".into(), "v".repeat(257))]));
+        // Keys the seed adds to the documented list, as the cloud may.
+        let long = |n: usize| format!("system.{}", "k".repeat(n));
         let many: Vec<_> = (0..101)
             .map(|i| (format!("system.k{i}"), "v".to_string()))
             .collect();
+        s.extra_pai_image_keys.extend(
+            many.iter()
+                .map(|(k, _)| k.clone())
+                .chain([long(121), long(122)]),
+        );
+        assert!(bad(&mut s, vec![(long(122), "v".into())]));
+        assert!(!bad(&mut s, vec![(long(121), "v".repeat(256))]));
+        assert!(bad(&mut s, vec![("system.source".into(), "v".repeat(257))]));
         assert!(bad(&mut s, many.clone()));
         assert!(!bad(&mut s, many[..100].to_vec()));
         // A rejected request changes nothing.
         let before = s.pai_image("img-a").unwrap().clone();
-        assert!(bad(&mut s, kv(&[("system.ok", "1"), ("nope", "2")])));
+        assert!(bad(&mut s, kv(&[("system.source", "1"), ("nope", "2")])));
         assert_eq!(s.pai_image("img-a").unwrap(), &before);
         s.remove_image_label("img-a", "system.chipType").unwrap();
         s.remove_image_label("img-a", "system.chipType").unwrap();
@@ -686,8 +670,26 @@ ims:
             s.dataset("d-1").unwrap().labels,
             kv(&[("owner", "me"), ("team", "cv")]).into_iter().collect()
         );
+        for bad in [
+            ("acs:x", "1"),
+            ("aliyunx", "1"),
+            ("https://x", "1"),
+            ("k", ""),
+            ("k", "a,b"),
+        ] {
+            assert!(
+                matches!(
+                    s.create_dataset_labels("d-1", &kv(&[bad])),
+                    Err(StoreError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<_> = (0..101)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
         assert!(matches!(
-            s.create_dataset_labels("d-1", &kv(&[("acs:x", "1")])),
+            s.create_dataset_labels("d-1", &many),
             Err(StoreError::Invalid(_))
         ));
         s.delete_dataset_labels("d-1", &["owner".into(), "missing".into()])
@@ -713,6 +715,7 @@ ims:
             s.delete_dataset_labels("d-9", &["a".into()]),
             Err(StoreError::DatasetNotFound("d-9".into()))
         );
+        s.create_dataset_labels("d-1", &many[..100]).unwrap();
     }
 
     #[test]
@@ -744,6 +747,15 @@ ims:
         assert!(invalid(&mut s, tags(&[("a", Some("1")), ("a", Some("2"))])));
         assert!(invalid(&mut s, tags(&[("a/b", Some("1"))])));
         assert!(invalid(&mut s, tags(&[("_sys_x", Some("1"))])));
+        for bad in [
+            (" k", "v"),
+            ("k", "v "),
+            ("a=b", "v"),
+            ("k", "a=b"),
+            ("ü", "v"),
+        ] {
+            assert!(invalid(&mut s, tags(&[(bad.0, Some(bad.1))])), "{bad:?}");
+        }
         assert!(!invalid(&mut s, tags(&[("team ml", Some("a/b"))])));
         // 10 tags at most, counted after the request; overwrites are free.
         let have = s.ims_tags("p1", "ims-1").unwrap().len();
@@ -770,7 +782,16 @@ ims:
             s.ims_delete_tags("p1", "ims-1", &tags(&[(&"k".repeat(128), None)])),
             Err(StoreError::Invalid(_))
         ));
-        s.ims_delete_tag("p1", "ims-1", "missing").unwrap();
+        assert!(matches!(
+            s.ims_delete_tags("p1", "ims-1", &tags(&[("  ", None)])),
+            Err(StoreError::Invalid(_))
+        ));
+        // DeleteImageTag: one key, and it must be there.
+        s.ims_delete_tag("p1", "ims-1", "k9").unwrap();
+        assert_eq!(
+            s.ims_delete_tag("p1", "ims-1", "k9"),
+            Err(StoreError::TagNotFound("k9".into()))
+        );
         assert_eq!(
             s.ims_tags("p2", "ims-1"),
             Err(StoreError::ImsImageNotFound("ims-1".into()))

@@ -1,7 +1,13 @@
 //! STS `AssumeRoleWithOIDC` (RPC style, unsigned): exchanges the seeded OIDC
 //! token for temporary PAI keys that the simulator then accepts with their
 //! security token. Error codes follow Alibaba Cloud's STS error table; the
-//! 404 `EntityNotExist.Role` for an unknown role ARN is the simulator's choice.
+//! 404 `EntityNotExist.Role` for an unknown role ARN and 400
+//! `InvalidParameter.OIDCToken` for a token of the wrong length are the
+//! simulator's choice. Parameter limits: the STS SDK's `AssumeRoleWithOIDCRequest`
+//! (<https://aliyunsdk-pages.alicdn.com/apidocs/Sts/2015-04-01/java-async-tea/latest/com/aliyun/sdk/service/sts20150401/models/AssumeRoleWithOIDCRequest.Builder.html>):
+//! DurationSeconds 900 to the role's MaxSessionDuration (at most 43,200),
+//! default 3600; OIDCToken 4–20,000 characters; RoleSessionName 2–64 of
+//! letters, digits and `. @ - _`.
 
 use axum::response::Response;
 use jiff::{SignedDuration, Timestamp};
@@ -16,6 +22,7 @@ use super::wire::{AcsError, ApiRequest, acs_ok};
 pub const DEFAULT_DURATION_SECONDS: u64 = 3600;
 pub const MIN_DURATION_SECONDS: u64 = 900;
 pub const MAX_DURATION_SECONDS: u64 = 43_200;
+pub const OIDC_TOKEN_CHARS: std::ops::RangeInclusive<usize> = 4..=20_000;
 
 fn random(n: usize) -> String {
     rand::rng()
@@ -87,6 +94,13 @@ pub fn handle(
             "The OIDCToken can not empty.",
         )
     })?;
+    if !OIDC_TOKEN_CHARS.contains(&token.chars().count()) {
+        return Err(AcsError::new(
+            400,
+            "InvalidParameter.OIDCToken",
+            "The parameter OIDCToken must be 4 to 20000 characters.",
+        ));
+    }
     let session = get("RoleSessionName").ok_or_else(|| AcsError::missing("RoleSessionName"))?;
     if !valid_session_name(session) {
         return Err(AcsError::new(

@@ -117,7 +117,7 @@ fn seed_form(h: &SimHandle, method: reqwest::Method, rest: &str) -> reqwest::Req
 async fn seed_documented_forms_with_authorization_bearer() {
     let h = start().await;
     let resp = seed_form(&h, reqwest::Method::POST, "AddImageLabels/img-a/labels")
-        .json(&json!({"Labels": [{"Key": "system.x", "Value": "1"}]}))
+        .json(&json!({"Labels": [{"Key": "system.origin", "Value": "1"}]}))
         .send()
         .await
         .unwrap();
@@ -125,25 +125,29 @@ async fn seed_documented_forms_with_authorization_bearer() {
     let resp = seed_form(
         &h,
         reqwest::Method::GET,
-        "ListImageLabels?ImageId=img-a&LabelKeys=system.x",
+        "ListImageLabels?ImageId=img-a&LabelKeys=system.origin",
     )
     .send()
     .await
     .unwrap();
     assert_eq!(
         json_of(resp).await["Labels"],
-        json!([{"Key": "system.x", "Value": "1"}])
+        json!([{"Key": "system.origin", "Value": "1"}])
     );
-    let resp = seed_form(&h, reqwest::Method::DELETE, "images/img-a/labels/system.x")
-        .send()
-        .await
-        .unwrap();
+    let resp = seed_form(
+        &h,
+        reqwest::Method::DELETE,
+        "images/img-a/labels/system.origin",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     let target = Target::PaiImage {
         image_id: "img-a".into(),
         workspace_id: None,
     };
-    assert!(!h.labels_of(&target).unwrap().contains_key("system.x"));
+    assert!(!h.labels_of(&target).unwrap().contains_key("system.origin"));
     assert_eq!(h.counters().writes, 2);
 }
 
@@ -156,7 +160,7 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
     let resp = seed_form(&h, reqwest::Method::POST, "AddImageLabels/img-a/labels")
         .json(&json!({"Labels": [
             {"Key": "system.framework", "Value": "XGBoost 1.6.0"},
-            {"Key": "system.official", "Value": "true"},
+            {"Key": "system.supported.dsw", "Value": "true"},
         ]}))
         .send()
         .await
@@ -173,9 +177,12 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
         )
         .send()
     };
-    let resp = list("system.framework=XGBoost+1.6.0,system.official=true", "1")
-        .await
-        .unwrap();
+    let resp = list(
+        "system.framework=XGBoost+1.6.0,system.supported.dsw=true",
+        "1",
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     let body = json_of(resp).await;
     assert_eq!(
@@ -184,7 +191,7 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
             {"Key": "system.chipType", "Value": "GPU"},
             {"Key": "system.framework", "Value": "XGBoost 1.6.0"},
         ]),
-        "LabelKeys picks two keys; system.official matched the filter but was not asked for"
+        "LabelKeys picks two keys; system.supported.dsw matched the filter but was not asked for"
     );
     assert_eq!(body["TotalCount"], 2);
     // The filter is applied, not ignored: another value, a literal `+`
@@ -540,29 +547,43 @@ async fn admin_endpoints_change_state_without_counting() {
     assert_eq!(h.counters().total, 0);
 }
 
+/// AssumeRoleWithOIDC with the demo seed's good parameters, some replaced.
+async fn assume_role(h: &SimHandle, replace: &[(&str, &str)]) -> reqwest::Response {
+    let mut query: Vec<(String, String)> = [
+        ("Action", "AssumeRoleWithOIDC"),
+        ("Format", "JSON"),
+        ("Version", "2015-04-01"),
+        ("RoleArn", "acs:ram::123:role/op"),
+        ("OIDCProviderArn", "acs:ram::123:oidc-provider/ack"),
+        ("OIDCToken", "oidc-token"),
+        ("RoleSessionName", "imagelabel"),
+        ("DurationSeconds", "3600"),
+        ("Timestamp", "2026-01-01T00:00:00Z"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in replace {
+        if let Some(pair) = query.iter_mut().find(|(name, _)| name == k) {
+            pair.1 = v.to_string();
+        }
+    }
+    http()
+        .get(format!("{}/", h.base_url()))
+        .query(&query)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn sts_issues_credentials_and_rejects_wrong_inputs() {
     let h = start().await;
-    let c = http();
-    let sts = |token: &str, role: &str| {
-        let query = [
-            ("Action", "AssumeRoleWithOIDC"),
-            ("Format", "JSON"),
-            ("Version", "2015-04-01"),
-            ("RoleArn", role),
-            ("OIDCProviderArn", "acs:ram::123:oidc-provider/ack"),
-            ("OIDCToken", token),
-            ("RoleSessionName", "imagelabel"),
-            ("DurationSeconds", "3600"),
-            ("Timestamp", "2026-01-01T00:00:00Z"),
-        ];
-        let query: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        c.get(format!("{}/", h.base_url())).query(&query).send()
+    let h = &h;
+    let sts = |token: &'static str, role: &'static str| async move {
+        assume_role(h, &[("OIDCToken", token), ("RoleArn", role)]).await
     };
-    let resp = sts("oidc-token", "acs:ram::123:role/op").await.unwrap();
+    let resp = sts("oidc-token", "acs:ram::123:role/op").await;
     assert_eq!(resp.status(), 200);
     let body = json_of(resp).await;
     let creds = &body["Credentials"];
@@ -576,17 +597,67 @@ async fn sts_issues_credentials_and_rejects_wrong_inputs() {
     // expirySeconds in the seed caps the lifetime.
     assert!(expiration <= jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3));
 
-    let resp = sts("wrong", "acs:ram::123:role/op").await.unwrap();
+    let resp = sts("wrong", "acs:ram::123:role/op").await;
     assert_eq!(
         (resp.status().as_u16(), json_of(resp).await["Code"].clone()),
         (401, json!("AuthenticationFail.OIDCToken.Invalid"))
     );
-    let resp = sts("oidc-token", "acs:ram::123:role/other").await.unwrap();
+    let resp = sts("oidc-token", "acs:ram::123:role/other").await;
     assert_eq!(
         (resp.status().as_u16(), json_of(resp).await["Code"].clone()),
         (404, json!("EntityNotExist.Role"))
     );
     assert_eq!(h.counters().api("AssumeRoleWithOIDC").total(), 3);
+}
+
+/// The documented parameter limits, each at the edge it allows and one past.
+#[tokio::test]
+async fn sts_parameter_rules() {
+    let h = start().await;
+    let long_token = "t".repeat(20_001);
+    let long_session = "s".repeat(65);
+    for (replace, code) in [
+        (
+            ("DurationSeconds", "899"),
+            "InvalidParameter.DurationSeconds",
+        ),
+        (
+            ("DurationSeconds", "43201"),
+            "InvalidParameter.DurationSeconds",
+        ),
+        (("RoleSessionName", "a"), "InvalidParameter.RoleSessionName"),
+        (
+            ("RoleSessionName", long_session.as_str()),
+            "InvalidParameter.RoleSessionName",
+        ),
+        (
+            ("RoleSessionName", "bad name"),
+            "InvalidParameter.RoleSessionName",
+        ),
+        (("OIDCToken", "abc"), "InvalidParameter.OIDCToken"),
+        (
+            ("OIDCToken", long_token.as_str()),
+            "InvalidParameter.OIDCToken",
+        ),
+    ] {
+        let resp = assume_role(&h, &[replace]).await;
+        assert_eq!(
+            (resp.status().as_u16(), json_of(resp).await["Code"].clone()),
+            (400, json!(code)),
+            "{replace:?}"
+        );
+    }
+    for replace in [
+        ("DurationSeconds", "900"),
+        ("DurationSeconds", "43200"),
+        ("RoleSessionName", "a.b@c-d_e"),
+    ] {
+        assert_eq!(
+            assume_role(&h, &[replace]).await.status(),
+            200,
+            "{replace:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -54,8 +54,11 @@ def test_list_add_batch_delete():
     assert tags(c) == {"env": "dev", "owner": "ml-platform", "team ml": "a/b"}
 
     c.delete_image_tag(DeleteImageTagRequest(image_id=image(), key="team ml"))
-    c.delete_image_tag(DeleteImageTagRequest(image_id=image(), key="never-there"))
     assert tags(c) == {"env": "dev", "owner": "ml-platform"}
+    # Not idempotent (https://support.huaweicloud.com/api-ims/ims_03_0619.html).
+    with pytest.raises(hw_errors.ClientRequestException) as e:
+        c.delete_image_tag(DeleteImageTagRequest(image_id=image(), key="team ml"))
+    assert e.value.status_code == 404
 
 
 def test_delete_key_with_slash_set_out_of_band(sim):

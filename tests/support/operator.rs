@@ -22,6 +22,34 @@ pub const PAI_SECRET: &str = "testSecret";
 pub const IMS_AK: &str = "hwAK";
 pub const IMS_SK: &str = "hwSK";
 
+/// Short made-up keys the end-to-end tests and the benchmark declare, which
+/// AddImageLabels' documented list lacks: the simulated cloud has gained
+/// them (its seed) and the operator is told with `--extra-pai-image-keys`,
+/// as a deployment would be when the cloud adds keys.
+pub const EXTRA_PAI_IMAGE_KEYS: &[&str] = &[
+    "system.a",
+    "system.b",
+    "system.c",
+    "system.d",
+    "system.e",
+    "system.x",
+    "system.y",
+    "system.z",
+    "system.o",
+    "system.s",
+    "system.base",
+    "system.extra",
+    "system.keep",
+    "system.new",
+    "system.owner",
+    "system.pre",
+    "system.scratch",
+    "system.seeded",
+    "system.shared",
+    "system.team",
+    "system.vendor",
+];
+
 pub struct Env {
     pub cluster: TestCluster,
     pub sim: SimHandle,
@@ -38,7 +66,10 @@ impl Env {
 
     /// As [`Env::start`], but the CRDs are not installed: for tests where
     /// something else (`helm install` of the chart's `crds/`) must install them.
-    pub async fn start_without_crds(ns: &str, seed: SeedConfig) -> Env {
+    pub async fn start_without_crds(ns: &str, mut seed: SeedConfig) -> Env {
+        seed.pai
+            .extra_image_label_keys
+            .extend(EXTRA_PAI_IMAGE_KEYS.iter().map(|k| k.to_string()));
         let cluster = TestCluster::start().await;
         let env = Env {
             sim: Sim::from_seed(seed)
@@ -211,6 +242,7 @@ impl Operator {
             .open(&log)
             .expect("operator log");
         let base = env.sim.base_url();
+        let extra_keys = EXTRA_PAI_IMAGE_KEYS.join(",");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagelabel"));
         cmd.args([
             "run",
@@ -244,6 +276,7 @@ impl Operator {
             ("--backoff-cap", "5s"),
             ("--log-format", "json"),
             ("--log-level", "info,imagelabel=debug"),
+            ("--extra-pai-image-keys", extra_keys.as_str()),
         ];
         for (flag, value) in defaults {
             if !extra.iter().any(|a| a.split('=').next() == Some(flag)) {

@@ -359,7 +359,10 @@ impl ImsClient {
         })
     }
 
-    /// DeleteImageTag: removes one tag (a missing tag is not an error).
+    /// DeleteImageTag: removes one tag. Not idempotent: a missing tag is 404
+    /// (`ErrorKind::NotFound`, like a missing image;
+    /// <https://support.huaweicloud.com/api-ims/ims_03_0619.html>), which is
+    /// why the engine removes tags with BatchAddOrDeleteTags instead.
     pub async fn delete_image_tag(
         &self,
         project_id: &str,
