@@ -72,7 +72,7 @@ fn objects() -> Vec<ObjectDef> {
     let image_keys: &'static [&'static str] = &[
         "system.chipType",
         "system.framework",
-        "system.official",
+        "system.origin",
         "system.supported.dsw",
     ];
     vec![

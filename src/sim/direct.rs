@@ -30,7 +30,8 @@ fn cloud_error(api: &'static str, e: StoreError) -> CloudError {
         StoreError::ImageNotFound(_)
         | StoreError::DatasetNotFound(_)
         | StoreError::VersionNotFound { .. }
-        | StoreError::ImsImageNotFound(_) => ErrorKind::NotFound,
+        | StoreError::ImsImageNotFound(_)
+        | StoreError::TagNotFound(_) => ErrorKind::NotFound,
         StoreError::Invalid(_) | StoreError::TooManyTags(_) => ErrorKind::Invalid,
     };
     CloudError::new(kind, api, format!("{e:?}"))
