@@ -544,14 +544,11 @@ async fn delete_and_orphan_policies() {
             "--timeout=60s",
         ]),
     );
-    // Delete removed its own key but kept the one another live set desires; Orphan kept everything.
+    // Delete removed its own keys, also the one an Observe set declares
+    // (observing keeps nothing alive); Orphan kept everything.
     assert_eq!(
         env.labels(&target),
-        labels(&[
-            ("system.keep", "1"),
-            ("system.o", "1"),
-            ("system.shared", "s")
-        ])
+        labels(&[("system.keep", "1"), ("system.o", "1")])
     );
     let left = env
         .cluster
@@ -695,6 +692,14 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
             .await,
         env.sim.sim().counters().api("AddImageLabels").ok as f64,
         "every write the simulator saw came from the leader"
+    );
+    let writers = env.sim.sim().counters().writes_by_agent;
+    assert!(
+        !writers.is_empty()
+            && writers
+                .keys()
+                .all(|agent| agent.ends_with(&format!("({})", leader.name))),
+        "the simulator saw writes from the leader only: {writers:?}"
     );
     assert!(leader.metric("imagelabel_reconciles_total", &[]).await >= 1.0);
     assert_eq!(
@@ -1098,4 +1103,109 @@ async fn api_server_restart_loses_nothing() {
     );
     assert!(short.log_text().contains("leadership lost"));
     assert!(op.is_running(), "the 30 s lease outlived the outage");
+}
+
+/// The three leaks of issue 12, on the real control plane: a set A writes
+/// `system.chipType`; B declares the same key (Sync with the same value,
+/// Observe with the same value, Observe with another value); A is deleted,
+/// then B goes or drops the key. The key must end gone, never left with
+/// nobody answerable for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_owner_hands_its_keys_over_and_leaves_nothing_behind() {
+    let images = ["image-h1", "image-h1b", "image-h2", "image-h3"];
+    let seed: Vec<(&str, &[(&str, &str)])> = images
+        .iter()
+        .map(|i| (*i, &[("system.origin", "by-hand")][..]))
+        .collect();
+    let env = Env::start("e2e", seed_with(&seed)).await;
+    let _op = env.operator("op", &[]);
+    let x = ("system.chipType", "GPU");
+    for img in images {
+        env.apply(
+            &format!("a-{img}.yaml"),
+            &image_set(&format!("a-{img}"), img, &[x], ""),
+        );
+    }
+    for img in images {
+        env.wait_image(&format!("a-{img}"), "Ready", WAIT, ready)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // B is strictly newer
+    let b_sets = [
+        ("image-h1", vec![x, ("system.framework", "XGBoost")], ""),
+        ("image-h1b", vec![x, ("system.framework", "XGBoost")], ""),
+        ("image-h2", vec![x], "  mode: Observe\n"),
+        (
+            "image-h3",
+            vec![("system.chipType", "CPU")],
+            "  mode: Observe\n",
+        ),
+    ];
+    for (img, pairs, extra) in &b_sets {
+        env.apply(
+            &format!("b-{img}.yaml"),
+            &image_set(&format!("b-{img}"), img, pairs, extra),
+        );
+    }
+    // The Sync heirs own the key they never wrote: it was a set's.
+    for img in ["image-h1", "image-h1b"] {
+        env.wait_image(
+            &format!("b-{img}"),
+            "Ready owning the inherited key",
+            WAIT,
+            |s| ready(s) && s.owned_keys.iter().any(|k| k == "system.chipType"),
+        )
+        .await;
+    }
+    env.wait_image("b-image-h3", "KeyConflict", WAIT, |s| {
+        s.conflicts.iter().any(|c| c.key == "system.chipType")
+    })
+    .await;
+
+    let a_sets: Vec<String> = images.iter().map(|i| format!("a-{i}")).collect();
+    let mut delete = vec!["delete", "-n", "e2e", "ils", "--timeout=60s"];
+    delete.extend(a_sets.iter().map(String::as_str));
+    assert_success("delete the owners", &env.cluster.kubectl(delete));
+    // A Sync heir keeps the key; an Observe set, whatever its value, does not.
+    let origin = ("system.origin", "by-hand");
+    for img in ["image-h1", "image-h1b"] {
+        assert_eq!(
+            env.labels(&pai_image(img)),
+            labels(&[x, ("system.framework", "XGBoost"), origin])
+        );
+    }
+    for img in ["image-h2", "image-h3"] {
+        assert_eq!(env.labels(&pai_image(img)), labels(&[origin]), "{img}");
+    }
+
+    // The heirs go (h1) or drop the key (h1b): it goes with them; the
+    // label set by hand stays through all of it.
+    env.apply(
+        "b-image-h1b.yaml",
+        &image_set(
+            "b-image-h1b",
+            "image-h1b",
+            &[("system.framework", "XGBoost")],
+            "",
+        ),
+    );
+    assert_success(
+        "delete the heirs",
+        &env.cluster.kubectl([
+            "delete",
+            "-n",
+            "e2e",
+            "ils",
+            "b-image-h1",
+            "b-image-h2",
+            "b-image-h3",
+            "--timeout=60s",
+        ]),
+    );
+    assert_eq!(env.labels(&pai_image("image-h1")), labels(&[origin]));
+    env.wait_cloud("h1b drops chipType", WAIT, |s| {
+        s.labels_of(&pai_image("image-h1b"))
+            == Some(labels(&[("system.framework", "XGBoost"), origin]))
+    })
+    .await;
 }

@@ -24,7 +24,7 @@
 //! `src/controller/reconcile.rs` (pause, inheritance, fight holds, stalls,
 //! write-ahead, hand-over on deletion), from the same library functions.
 //!
-//! `IMAGELABEL_MODEL_HISTORIES` (default 1500) sets the budget and
+//! `IMAGELABEL_MODEL_HISTORIES` (default 4000) sets the budget and
 //! `IMAGELABEL_MODEL_SEED` the first seed; a failure prints its seed and a
 //! shrunk history, replayable with `IMAGELABEL_MODEL_SEED=<seed>
 //! IMAGELABEL_MODEL_HISTORIES=1`.
@@ -1474,7 +1474,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn random_histories_leave_nothing_behind() {
-    let histories = env_u64("IMAGELABEL_MODEL_HISTORIES", 1500);
+    let histories = env_u64("IMAGELABEL_MODEL_HISTORIES", 4000);
     let first = env_u64("IMAGELABEL_MODEL_SEED", 109_537);
     let objects = objects();
     let started = Instant::now();

@@ -28,6 +28,15 @@ pub struct Clouds {
 
 impl Clouds {
     pub fn from_args(args: &CloudArgs, defaults: DefaultCredentials) -> anyhow::Result<Self> {
+        Self::for_client(args, defaults, None)
+    }
+
+    /// As [`Clouds::from_args`], with calls marked as `client_id`'s.
+    pub fn for_client(
+        args: &CloudArgs,
+        defaults: DefaultCredentials,
+        client_id: Option<String>,
+    ) -> anyhow::Result<Self> {
         let config = CloudConfig {
             pai_endpoint: args.pai_endpoint.clone(),
             ims_endpoint: args.ims_endpoint.clone(),
@@ -35,6 +44,7 @@ impl Clouds {
             qps: NonZeroU32::new(args.qps)
                 .ok_or_else(|| anyhow::anyhow!("--qps must be at least 1"))?,
             http_timeout: args.http_timeout,
+            client_id,
             ..CloudConfig::default()
         };
         let registry = registry::Clouds::new(config)

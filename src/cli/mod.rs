@@ -278,8 +278,6 @@ async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCod
 
 async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default().await?;
-    let clouds =
-        clouds::Clouds::from_args(&args.cloud, clouds::DefaultCredentials::FromEnvironment)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -287,6 +285,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         )
     });
+    let clouds = clouds::Clouds::for_client(
+        &args.cloud,
+        clouds::DefaultCredentials::FromEnvironment,
+        Some(identity.clone()),
+    )?;
     let cfg = crate::controller::RunConfig {
         reconcile: crate::controller::context::ReconcileConfig {
             default_region: args.cloud.default_region.clone(),

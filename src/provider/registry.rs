@@ -38,6 +38,9 @@ pub struct CloudConfig {
     pub retry: RetryPolicy,
     /// Whole-request timeout of one attempt.
     pub http_timeout: Duration,
+    /// Who is calling, added to the User-Agent (a replica's Lease identity),
+    /// so the cloud's logs and the simulator can tell replicas apart.
+    pub client_id: Option<String>,
 }
 
 impl Default for CloudConfig {
@@ -49,6 +52,7 @@ impl Default for CloudConfig {
             qps: DEFAULT_QPS,
             retry: RetryPolicy::default(),
             http_timeout: Duration::from_secs(30),
+            client_id: None,
         }
     }
 }
@@ -113,7 +117,10 @@ impl Clouds {
         config
             .validate()
             .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
-        let http = http_client(config.http_timeout)?;
+        let http = http_client_as(
+            config.http_timeout,
+            &user_agent(config.client_id.as_deref()),
+        )?;
         Ok(Clouds {
             limiters: Limiters::new(config.qps),
             config,
@@ -281,9 +288,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `imagelabel/<version>`, and the caller's identity when there is one.
+pub fn user_agent(client_id: Option<&str>) -> String {
+    let base = concat!("imagelabel/", env!("CARGO_PKG_VERSION"));
+    match client_id {
+        Some(id) => format!("{base} ({id})"),
+        None => base.to_string(),
+    }
+}
+
 /// An HTTP client for cloud calls. HTTP/1.1 only, as the official SDKs speak
 /// it, so the signed `host` header is exactly the one sent.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, CloudError> {
+    http_client_as(timeout, &user_agent(None))
+}
+
+/// [`http_client`] with a User-Agent of the caller's choosing.
+pub fn http_client_as(timeout: Duration, agent: &str) -> Result<reqwest::Client, CloudError> {
     install_crypto_provider();
     reqwest::Client::builder()
         .timeout(timeout)
@@ -291,7 +312,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, CloudError> {
         .http1_only()
         // Signed requests must not be replayed at another host.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("imagelabel/", env!("CARGO_PKG_VERSION")))
+        .user_agent(agent)
         .build()
         .map_err(|e| {
             CloudError::new(

@@ -61,6 +61,10 @@ pub struct CounterSnapshot {
     pub writes: u64,
     /// All calls, including STS and unmatched requests.
     pub total: u64,
+    /// Calls to write APIs by the caller's User-Agent, so a test can tell
+    /// which replica of the operator wrote.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub writes_by_agent: BTreeMap<String, u64>,
 }
 
 impl CounterSnapshot {
@@ -100,6 +104,12 @@ impl Counters {
         }
     }
 
+    /// One write call by `agent` (whatever its outcome).
+    pub fn record_writer(&self, agent: &str) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *c.writes_by_agent.entry(agent.to_string()).or_default() += 1;
+    }
+
     pub fn snapshot(&self) -> CounterSnapshot {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -131,7 +141,10 @@ mod tests {
         );
         c.record("AddImageLabels", CallKind::Write, Outcome::Dropped, None);
         c.record("AssumeRoleWithOIDC", CallKind::Other, Outcome::Ok, None);
+        c.record_writer("imagelabel/0 (a)");
+        c.record_writer("imagelabel/0 (a)");
         let s = c.snapshot();
+        assert_eq!(s.writes_by_agent["imagelabel/0 (a)"], 2);
         assert_eq!((s.reads, s.writes, s.total), (2, 2, 5));
         let list = s.api("ListImageLabels");
         assert_eq!(

@@ -255,6 +255,12 @@ async fn entry(
             return error_response(family, &request_id, &host, 413, code, msg);
         }
     };
+    let agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     let req = ApiRequest::new(
         parts.method,
         path,
@@ -284,7 +290,7 @@ async fn entry(
                         call.kind(),
                         resp.unwrap_or_else(|e| e.into_pai(&req.request_id, &host)),
                     ),
-                    None => return dropped(&sim, call.api_name(), call.kind()),
+                    None => return dropped(&sim, call.api_name(), call.kind(), &agent),
                 }
             }
         },
@@ -298,11 +304,14 @@ async fn entry(
                         call.kind(),
                         resp.unwrap_or_else(|e| e.into_ims(&req.request_id)),
                     ),
-                    None => return dropped(&sim, call.api_name(), call.kind()),
+                    None => return dropped(&sim, call.api_name(), call.kind(), &agent),
                 }
             }
         },
     };
+    if kind == CallKind::Write {
+        sim.counters.record_writer(&agent);
+    }
     let outcome = match resp.extensions().get::<ErrorMeta>() {
         Some(meta) => {
             sim.counters.record(
@@ -321,7 +330,10 @@ async fn entry(
     resp
 }
 
-fn dropped(sim: &SimState, api: &str, kind: CallKind) -> Response {
+fn dropped(sim: &SimState, api: &str, kind: CallKind, agent: &str) -> Response {
+    if kind == CallKind::Write {
+        sim.counters.record_writer(agent);
+    }
     sim.counters.record(api, kind, Outcome::Dropped, None);
     // Never reaches the caller: the connection is already marked dead.
     Body::empty().into_response()

@@ -3,5 +3,6 @@
 // Every test binary compiles this module but uses only part of it.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod cluster;
 pub mod operator;

@@ -160,6 +160,19 @@ impl Env {
         );
     }
 
+    /// [`Env::apply`] that reports a refusal (API server down, say) instead of failing.
+    pub fn try_apply(&self, name: &str, yaml: &str) -> Result<(), String> {
+        let path = self.cluster.write_file(name, yaml);
+        let out = self
+            .cluster
+            .kubectl(["apply", "-n", &self.ns, "-f", path.to_str().unwrap()]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     pub fn labels(&self, target: &Target) -> BTreeMap<String, String> {
         self.sim
             .sim()
