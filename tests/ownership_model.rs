@@ -42,8 +42,8 @@ use imagelabel::api::{
 };
 use imagelabel::controller::fights::FightDetector;
 use imagelabel::engine::{
-    ResolvedSet, SyncError, SyncRequest, carry_out, observe_and_plan, plan_for, resolve_dataset,
-    resolve_image,
+    Order, ResolvedSet, SyncError, SyncRequest, carry_out, check_limits, observe_and_plan,
+    plan_for, resolve_dataset, resolve_image,
 };
 use imagelabel::plan::{self, Claim, OnDeletion, Role, SetId};
 use imagelabel::provider::{
@@ -244,6 +244,13 @@ enum Event {
     Deliver {
         n: u8,
     },
+    /// Someone changes a key the set declares, the set repairs it, again
+    /// and again: fight detection's ground.
+    Tamper {
+        set: u8,
+        key: usize,
+        rounds: u8,
+    },
     Restart,
     OutOfBand {
         object: usize,
@@ -252,9 +259,11 @@ enum Event {
 }
 
 fn gen_labels(rng: &mut StdRng, keys: usize) -> BTreeMap<usize, usize> {
+    // The IMS pool is larger: fuller sets reach its 10-tag cap.
+    let p = if keys > 4 { 0.6 } else { 0.45 };
     let mut out = BTreeMap::new();
     for k in 0..keys {
-        if rng.random_bool(0.45) {
+        if rng.random_bool(p) {
             out.insert(k, rng.random_range(0..VALUES.len()));
         }
     }
@@ -293,7 +302,8 @@ fn gen_history(seed: u64, objects: &[ObjectDef]) -> Vec<Event> {
         let set = rng.random_range(0..SETS);
         let ev = match rng.random_range(0..100) {
             0..=13 => {
-                let object = rng.random_range(0..objects.len());
+                // The IMS image (last) twice as often: its cap needs company.
+                let object = rng.random_range(0..=objects.len()).min(objects.len() - 1);
                 let keys = objects[object].keys.len();
                 Event::Create {
                     set,
@@ -357,11 +367,21 @@ fn gen_history(seed: u64, objects: &[ObjectDef]) -> Vec<Event> {
                 n: rng.random_range(1..6),
             },
             85..=86 => Event::Restart,
+            87..=88 => Event::Tamper {
+                set,
+                key: rng.random_range(0..8),
+                rounds: rng.random_range(2..5),
+            },
             _ => {
                 let object = rng.random_range(0..objects.len());
                 let o = &objects[object];
                 let value = rng.random_range(0..VALUES.len());
-                let change = match rng.random_range(0..4) {
+                let foreign_first = o.provider == Provider::HuaweicloudIms && rng.random_bool(0.5);
+                let change = match if foreign_first {
+                    3
+                } else {
+                    rng.random_range(0..4)
+                } {
                     0 => OutOfBand::Change {
                         key: rng.random_range(0..o.keys.len()),
                         value,
@@ -481,6 +501,9 @@ struct State {
     effects: Effects,
     clock: i64,
     cloud_writes: u64,
+    /// How often each rarely reached path ran, so the generator can be
+    /// held to reaching them.
+    seen: BTreeMap<&'static str, u64>,
     violations: Vec<String>,
 }
 
@@ -520,6 +543,7 @@ impl World {
                 effects: Effects::default(),
                 clock: 1_000,
                 cloud_writes: 0,
+                seen: BTreeMap::new(),
                 violations: vec![],
             }),
         }
@@ -691,6 +715,10 @@ impl World {
         }
     }
 
+    fn saw(&self, what: &'static str) {
+        *self.st().seen.entry(what).or_default() += 1;
+    }
+
     fn is_dead(&self) -> bool {
         self.st().effects.dead
     }
@@ -770,7 +798,11 @@ impl Cloud<'_> {
         let acting = self.check_writer(&mut st, what).expect("acting");
         let apply = match tick {
             Tick::Die | Tick::Fail(Fault::Server) | Tick::Fail(Fault::Throttled) => false,
-            Tick::Go | Tick::GoThenDie | Tick::Fail(Fault::LostAnswer) => true,
+            Tick::Fail(Fault::LostAnswer) => {
+                *st.seen.entry("answer lost after the write").or_default() += 1;
+                true
+            }
+            Tick::Go | Tick::GoThenDie => true,
         };
         if apply {
             let owned = st
@@ -917,6 +949,13 @@ impl World {
             else {
                 return;
             };
+            if st
+                .persisted
+                .get(name)
+                .is_some_and(|p| p.status != obj.status)
+            {
+                *st.seen.entry("reconciled a stale object").or_default() += 1;
+            }
             obj.status.owned = self.owned_of(&obj);
             st.effects = Effects {
                 kill,
@@ -951,6 +990,7 @@ impl World {
         };
         if killed {
             // A new process: no memory, a fresh list.
+            self.saw("killed mid-reconcile");
             self.restart();
         }
     }
@@ -982,6 +1022,9 @@ impl World {
             &claims,
         );
         status.owned.extend(new.iter().cloned());
+        if !new.is_empty() {
+            self.saw("inherited without a write");
+        }
         !new.is_empty()
     }
 
@@ -990,6 +1033,7 @@ impl World {
         let g = obj.generation;
         let mut status = obj.status.clone();
         if obj.paused {
+            self.saw("paused set reconciled");
             self.inherit(obj, &set, &mut status);
             return self.write_status(&obj.name, g, &status);
         }
@@ -1028,6 +1072,15 @@ impl World {
         if self.is_dead() {
             return Err(());
         }
+        let limits = cloud.limits(&set.target);
+        if check_limits(&report.observed, &report.plan, &limits, set.provider)
+            == Ok(Order::RemovesFirst)
+        {
+            self.saw("removes first under the IMS cap");
+        }
+        if obj.spec.mode == Mode::Observe && !report.plan.drift.is_empty() {
+            self.saw("observe set reports drift");
+        }
         let was_synced = status.synced_generation == Some(g);
         let drifted: Vec<String> = if was_synced && obj.spec.mode == Mode::Sync {
             report
@@ -1048,6 +1101,7 @@ impl World {
                 more_held.insert(k.clone());
                 status.fights.insert(k.clone());
                 fought = true;
+                self.saw("fight detected");
             }
         }
         if fought {
@@ -1095,7 +1149,10 @@ impl World {
         }
         match &e {
             SyncError::Ownership(_) => return Err(()),
-            SyncError::Limit(_) => status.stalled_generation = Some(obj.generation),
+            SyncError::Limit(_) => {
+                self.saw("IMS cap stall");
+                status.stalled_generation = Some(obj.generation)
+            }
             SyncError::Observe(c) | SyncError::Write(c) if !c.kind.is_retryable() => {
                 status.stalled_generation = Some(obj.generation)
             }
@@ -1114,6 +1171,9 @@ impl World {
         if plan::on_deletion(obj.spec.policy, obj.spec.mode, obj.paused) == OnDeletion::Leave
             || obj.status.owned.is_empty()
         {
+            if !obj.status.owned.is_empty() {
+                self.saw("owned keys left on purpose");
+            }
             return self.release(obj, &set, true);
         }
         let id = obj.id();
@@ -1136,6 +1196,7 @@ impl World {
             return Err(());
         }
         if !report.plan.pending_handover.is_empty() {
+            self.saw("deletion waits for a hand-over");
             // The controller writes a HandingOver condition and waits.
             return self.write_status(&obj.name, obj.generation, &obj.status);
         }
@@ -1231,6 +1292,26 @@ impl World {
                 self.reconcile(&format!("s{set}"), *kill, *fault)
             }
             Event::Deliver { n } => self.deliver(usize::from(*n)),
+            Event::Tamper { set, key, rounds } => {
+                let name = format!("s{set}");
+                let Some(object) = self.st().persisted.get(&name).map(|o| o.spec.object) else {
+                    return;
+                };
+                let o = &self.objects[object];
+                let Some(k) = o.keys.get(*key) else {
+                    return;
+                };
+                for _ in 0..*rounds {
+                    *self.minutes.lock().unwrap() += 1;
+                    if self.labels_of(object).contains_key(*k) {
+                        self.sim
+                            .set_label_out_of_band(&o.target, k, "tampered")
+                            .unwrap();
+                    }
+                    self.deliver(usize::MAX);
+                    self.reconcile(&name, None, None);
+                }
+            }
             Event::Restart => self.restart(),
             Event::OutOfBand { object, change } => self.out_of_band(*object, change),
         }
@@ -1421,6 +1502,11 @@ impl World {
 
 /// Runs a history; the violations, if any.
 fn verdict(history: &[Event]) -> Vec<String> {
+    run_history(history).0
+}
+
+/// Runs a history; the violations and which rare paths it reached.
+fn run_history(history: &[Event]) -> (Vec<String>, BTreeMap<&'static str, u64>) {
     let world = World::new();
     for ev in history {
         world.run(ev);
@@ -1444,7 +1530,8 @@ fn verdict(history: &[Event]) -> Vec<String> {
             out.push(format!("  at the end: {} {l:?}", def.target));
         }
     }
-    out
+    let seen = world.st().seen.clone();
+    (out, seen)
 }
 
 /// Drops events while the history still fails: the shortest story to read.
@@ -1479,10 +1566,14 @@ fn random_histories_leave_nothing_behind() {
     let objects = objects();
     let started = Instant::now();
     let mut events = 0;
+    let mut seen: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in first..first + histories {
         let history = gen_history(seed, &objects);
         events += history.len();
-        let v = verdict(&history);
+        let (v, reached) = run_history(&history);
+        for (k, n) in reached {
+            *seen.entry(k).or_default() += n;
+        }
         if !v.is_empty() {
             let (short, why) = shrink(history);
             let story: Vec<String> = short.iter().map(|e| format!("  {e:?}")).collect();
@@ -1496,9 +1587,30 @@ fn random_histories_leave_nothing_behind() {
         }
     }
     println!(
-        "{histories} histories from seed {first} ({events} events) held in {:.1?}",
+        "{histories} histories from seed {first} ({events} events) held in {:.1?}; reached: {seen:?}",
         started.elapsed()
     );
+    // A generator that stopped reaching these would pass without testing them.
+    if histories >= 1000 {
+        for path in [
+            "answer lost after the write",
+            "killed mid-reconcile",
+            "inherited without a write",
+            "reconciled a stale object",
+            "paused set reconciled",
+            "fight detected",
+            "IMS cap stall",
+            "removes first under the IMS cap",
+            "observe set reports drift",
+            "owned keys left on purpose",
+            "deletion waits for a hand-over",
+        ] {
+            assert!(
+                seen.get(path).copied().unwrap_or(0) > 0,
+                "no history reached: {path}; {seen:?}"
+            );
+        }
+    }
 }
 
 // ------------------------------------------- the three leaks of issue 12
