@@ -10,10 +10,12 @@ use crate::api::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, P
 use crate::plan::{Claim, KeyMatcher, Labels, Plan, PlanInput, SetId};
 use crate::provider::{CallLimits, CloudError, LabelProvider, Target};
 
-/// Keys each cloud sets itself; never written or removed by any set.
+/// Keys each cloud sets itself; never written or removed by any set. PAI:
+/// the prefixes CreateDatasetLabels forbids to callers (docs/cloud-rules.md),
+/// which only the cloud can have set.
 pub fn reserved_patterns(provider: Provider) -> &'static [&'static str] {
     match provider {
-        Provider::Pai => &["acs:*", "aliyun*"],
+        Provider::Pai => &["acs*", "aliyun*", "http://*", "https://*"],
         Provider::HuaweicloudIms => &["_sys_*"],
     }
 }

@@ -693,14 +693,16 @@ impl World {
     /// A status write (server-side apply of the whole status): an effect.
     fn write_status(&self, name: &str, generation: i64, status: &Status) -> Result<(), ()> {
         let mut st = self.st();
-        if let Some(p) = st.persisted.get(name) {
-            self.memo
-                .lock()
-                .unwrap()
-                .insert((name.to_string(), p.created), status.owned.clone());
-        }
         let tick = st.effects.tick();
-        if matches!(tick, Tick::Die) {
+        // An API error (5xx, throttling) changes nothing; a lost answer
+        // changed it; a kill may have come before or after.
+        if matches!(
+            tick,
+            Tick::Die | Tick::Fail(Fault::Server | Fault::Throttled)
+        ) {
+            if matches!(tick, Tick::Fail(_)) {
+                *st.seen.entry("status write refused").or_default() += 1;
+            }
             return Err(());
         }
         let Some(p) = st.persisted.get_mut(name) else {
@@ -708,10 +710,15 @@ impl World {
         };
         p.status = status.clone();
         p.status.observed_generation = Some(generation);
+        let uid = (name.to_string(), p.created);
         Self::publish(&mut st, name);
         match tick {
-            Tick::GoThenDie => Err(()),
-            _ => Ok(()),
+            Tick::Go => {
+                // `Ctx::written_owned`: only what the API server took.
+                self.memo.lock().unwrap().insert(uid, status.owned.clone());
+                Ok(())
+            }
+            _ => Err(()),
         }
     }
 
@@ -1604,6 +1611,7 @@ fn random_histories_leave_nothing_behind() {
             "observe set reports drift",
             "owned keys left on purpose",
             "deletion waits for a hand-over",
+            "status write refused",
         ] {
             assert!(
                 seen.get(path).copied().unwrap_or(0) > 0,

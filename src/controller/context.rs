@@ -95,7 +95,7 @@ pub struct Ctx {
     pub dataset_store: Store<DatasetLabelSet>,
     /// Set once the claim index holds every set the stores know.
     pub primed: tokio::sync::OnceCell<()>,
-    /// The `ownedKeys` this process last wrote, by the set's uid. The watch
+    /// The `ownedKeys` this process last wrote successfully, by the set's uid. The watch
     /// can hand a reconcile an object older than our own last status write;
     /// ownership read from it would forget keys just claimed, and leave
     /// them behind. Only this process (the leader) writes status, so what it

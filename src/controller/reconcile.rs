@@ -230,10 +230,6 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
     /// Server-side apply of the whole status; the operator owns every field in it.
     async fn write(&mut self) -> Result<(), kube::Error> {
         self.status.observed_generation = self.generation;
-        // Before the write: if it lands but the answer is lost, the record
-        // is still at least what the API server may hold.
-        self.ctx
-            .remember_owned(self.obj.meta().uid.as_deref(), &self.status.owned_keys);
         let api: Api<K> = Api::namespaced(
             self.ctx.client.clone(),
             &self.obj.namespace().unwrap_or_default(),
@@ -249,6 +245,11 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
             &Patch::Apply(&body),
         )
         .await?;
+        // Only what the API server took: ownership remembered from a refused
+        // write would let the next pass skip its write-ahead record, and a
+        // crash then leaves a written key nobody owns (the model test found it).
+        self.ctx
+            .remember_owned(self.obj.meta().uid.as_deref(), &self.status.owned_keys);
         Ok(())
     }
 }

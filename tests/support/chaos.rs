@@ -31,6 +31,8 @@ const IMAGE_KEYS: [&str; 4] = [
 ];
 const DATASET_KEYS: [&str; 3] = ["team", "stage", "tier"];
 const VALUES: [&str; 2] = ["a", "b"];
+/// Out-of-band changes are only seen at a resync: keep it short.
+const REPLICA_FLAGS: &[&str] = &["--lease-duration=15s", "--resync-interval=15s"];
 /// Set by a person on every object; no set declares it.
 const BY_HAND: (&str, &str) = ("system.origin", "by-hand");
 const DATASET_BY_HAND: (&str, &str) = ("owner", "by-hand");
@@ -225,8 +227,8 @@ async fn chaos(
     let objs = objects(images, datasets);
     let mut report = Report::default();
     let mut replicas: Vec<Operator> = vec![
-        env.operator("replica-a", &["--lease-duration=15s"]),
-        env.operator("replica-b", &["--lease-duration=15s"]),
+        env.operator("replica-a", REPLICA_FLAGS),
+        env.operator("replica-b", REPLICA_FLAGS),
     ];
     env.sim
         .sim()
@@ -240,6 +242,7 @@ async fn chaos(
         .expect("faults");
 
     let mut live: BTreeMap<String, SetSpec> = BTreeMap::new();
+    let mut story: Vec<String> = vec![];
     let mut pruned_all: BTreeSet<String> = BTreeSet::new();
     let started = Instant::now();
     let mut next_kill = Instant::now() + Duration::from_secs(rng.random_range(4..10));
@@ -276,6 +279,15 @@ async fn chaos(
             spec.applied = env
                 .try_apply(&format!("{name}.yaml"), &manifest(&name, &spec))
                 .is_ok();
+            story.push(format!(
+                "{:?} create {name} on {} {} {} {:?} applied={}",
+                started.elapsed(),
+                object.id(),
+                spec.mode,
+                spec.prune,
+                spec.labels,
+                spec.applied
+            ));
             live.insert(name, spec);
         } else {
             let names: Vec<String> = live.keys().cloned().collect();
@@ -302,6 +314,12 @@ async fn chaos(
                     let out =
                         env.cluster
                             .kubectl(["delete", "-n", &env.ns, kind, &name, "--wait=false"]);
+                    story.push(format!(
+                        "{:?} delete {name} on {}: {}",
+                        started.elapsed(),
+                        spec.object.id(),
+                        out.status.success()
+                    ));
                     if out.status.success() {
                         live.remove(&name);
                     }
@@ -313,6 +331,11 @@ async fn chaos(
                     let o = spec.object;
                     let key = o.keys()[rng.random_range(0..o.keys().len())];
                     let sim = env.sim.sim();
+                    story.push(format!(
+                        "{:?} person touches {key} on {}",
+                        started.elapsed(),
+                        o.id()
+                    ));
                     if rng.random_bool(0.5) {
                         let _ = sim.remove_label_out_of_band(&o.target(), key);
                     } else if sim
@@ -327,6 +350,15 @@ async fn chaos(
             spec.applied = env
                 .try_apply(&format!("{name}.yaml"), &manifest(&name, spec))
                 .is_ok();
+            story.push(format!(
+                "{:?} edit {name} on {}: {} paused={} {:?} applied={}",
+                started.elapsed(),
+                spec.object.id(),
+                spec.mode,
+                spec.paused,
+                spec.labels,
+                spec.applied
+            ));
         }
         if Instant::now() >= next_kill {
             let i = rng.random_range(0..replicas.len());
@@ -334,7 +366,7 @@ async fn chaos(
             report.kills += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let name = replicas[i].name.clone();
-            replicas[i] = env.operator(&name, &["--lease-duration=15s"]);
+            replicas[i] = env.operator(&name, REPLICA_FLAGS);
             next_kill = Instant::now() + Duration::from_secs(rng.random_range(4..10));
         }
         if !restarted && Instant::now() >= restart_at {
@@ -354,13 +386,31 @@ async fn chaos(
     for r in &mut replicas {
         if !r.is_running() {
             let name = r.name.clone();
-            *r = env.operator(&name, &["--lease-duration=15s"]);
+            *r = env.operator(&name, REPLICA_FLAGS);
         }
     }
     for (name, spec) in live.iter_mut() {
         spec.mode = "Sync";
         spec.paused = false;
         apply_until_accepted(env, name, spec).await;
+    }
+    // People stopped too: resume keys held after fights with them.
+    let stamp = format!("imagelabel.io/reconcile-requested-at=end-{seed}");
+    for kind in ["ils", "dls"] {
+        let out = env.cluster.kubectl([
+            "annotate",
+            "-n",
+            &env.ns,
+            kind,
+            "--all",
+            &stamp,
+            "--overwrite",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let converging = Instant::now();
     wait_converged(env, &objs).await;
@@ -389,8 +439,16 @@ async fn chaos(
             .collect();
         assert!(
             left.is_empty(),
-            "{}: keys declared by sets outlived every set: {left:?} in {labels:?}",
-            o.id()
+            "{}: keys declared by sets outlived every set: {left:?} in {labels:?}; what happened there:\n{}",
+            o.id(),
+            story
+                .iter()
+                .filter(
+                    |l| l.contains(&format!("{} ", o.id())) || l.contains(&format!("{}:", o.id()))
+                )
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let (k, v) = o.by_hand();
         if !pruned_all.contains(&o.id()) {
