@@ -600,6 +600,15 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         }
     };
 
+    if !report.plan.adopted.is_empty() {
+        let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
+        let msg = format!(
+            "adopted {} on {} (already had the declared values; nothing written)",
+            keys.join(", "),
+            set.target
+        );
+        event(ctx, &*obj, EventType::Normal, "LabelsAdopted", msg).await;
+    }
     let repaired: Vec<&String> = drifted
         .iter()
         .filter(|k| report.plan.add.contains_key(*k) || report.plan.remove.contains(*k))
