@@ -299,15 +299,20 @@ fn set(name: &str, image: &str, labels: &str, extra: &str) -> String {
     )
 }
 
+/// A temp dir for a state file, with a manifest directory `m` in it.
+fn state_and_manifests() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    (dir, m)
+}
+
 #[test]
 fn state_file_gives_ownership_so_prune_owned_removes_only_our_keys() {
     let sim = SimProcess::start(None);
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, m) = state_and_manifests();
     let state = dir.path().join("state.json");
-    let st = state.to_str().unwrap();
-    let m = dir.path().join("m");
-    std::fs::create_dir(&m).unwrap();
-    let mp = m.to_str().unwrap();
+    let (st, mp) = (state.to_str().unwrap(), m.to_str().unwrap());
     // image-4c62abc53uor already has system.chipType=GPU (not ours).
     write(
         &m,
@@ -483,4 +488,82 @@ fn crd_and_demo_commands() {
         Some("cuda = 12.4 [declared]"),
         "{after}"
     );
+}
+
+#[test]
+fn adoption_is_recorded_in_the_state_file_without_a_write() {
+    let sim = SimProcess::start(None);
+    let (dir, m) = state_and_manifests();
+    let state = dir.path().join("state.json");
+    let (st, mp) = (state.to_str().unwrap(), m.to_str().unwrap());
+    // image-4c62abc53uor already has system.chipType=GPU, set by someone else.
+    let declared = "{system.chipType: GPU}";
+    write(
+        &m,
+        "s.yaml",
+        &set("s", "image-4c62abc53uor", declared, "  adopt: true\n"),
+    );
+    let plan = sim.run(&["plan", "-f", mp, "-o", "json"]);
+    assert_eq!(
+        code(&plan),
+        0,
+        "adoption alone is no change: {:?}",
+        text(&plan)
+    );
+    let v: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        v["sets"][0]["adopted"],
+        serde_json::json!(["system.chipType"])
+    );
+
+    let writes = sim.writes();
+    let o = sim.run(&["apply", "-f", mp, "--state", st]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    assert_eq!(sim.writes(), writes, "adopting writes nothing");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["owned"]["ImageLabelSet/ci/s"],
+        serde_json::json!(["system.chipType"])
+    );
+
+    // Owned now: dropping it from the spec removes it.
+    write(
+        &m,
+        "s.yaml",
+        &set("s", "image-4c62abc53uor", "{}", "  adopt: true\n"),
+    );
+    let o = sim.run(&["apply", "-f", mp, "--state", st]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let labels = sim.image_labels("image-4c62abc53uor");
+    assert!(labels.get("system.chipType").is_none(), "{labels}");
+}
+
+#[test]
+fn plan_as_markdown_for_a_pull_request_comment() {
+    let sim = SimProcess::start(None);
+    let ex = repo("examples");
+    let o = sim.run(&["plan", "-f", ex.to_str().unwrap(), "-o", "markdown"]);
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 2, "same exit code as the table: {out}{err}");
+    let header = "| set | target | action | key | from | to |";
+    assert!(out.starts_with("### imagelabel plan: "), "{out}");
+    assert!(out.contains(header), "{out}");
+    // The same change the table shows as `~ system.framework: ... -> ...`.
+    assert!(
+        out.lines().any(|l| l.contains("`ml-platform/xgboost-gpu`")
+            && l.contains("| change | system.framework | \"XGBoost 1.6.0\" | \"XGBoost 2.0.3\" |")),
+        "{out}"
+    );
+    // Every row has as many cells as the header, whatever the values hold.
+    let cells = |l: &str| l.replace("\\|", "").matches('|').count();
+    for l in out.lines().filter(|l| l.starts_with('|')) {
+        assert_eq!(cells(l), cells(header), "{l}");
+    }
+
+    assert_eq!(code(&sim.run(&["apply", "-f", ex.to_str().unwrap()])), 0);
+    let o = sim.run(&["plan", "-f", ex.to_str().unwrap(), "-o", "markdown"]);
+    let (out, _) = text(&o);
+    assert_eq!(code(&o), 0);
+    assert!(out.contains("No changes"), "{out}");
+    assert!(!out.contains(header), "{out}");
 }

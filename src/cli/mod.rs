@@ -157,6 +157,8 @@ pub struct GitopsArgs {
 pub enum Output {
     Table,
     Json,
+    /// A Markdown table, for a pull-request comment.
+    Markdown,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -260,6 +262,7 @@ async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCod
     .map_err(anyhow::Error::msg)?;
     match args.output {
         Output::Table => print!("{}", gitops::render_table(&results, apply)),
+        Output::Markdown => print!("{}", gitops::render_markdown(&results, apply)),
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "apply": apply, "sets": results }))?
