@@ -567,3 +567,185 @@ fn plan_as_markdown_for_a_pull_request_comment() {
     assert!(out.contains("No changes"), "{out}");
     assert!(!out.contains(header), "{out}");
 }
+
+/// A cloud as people leave it: `images` PAI images in each of two
+/// workspaces with hand-set labels (some the cloud's own, which no set may
+/// claim), datasets with versions, and IMS images.
+fn busy_seed(images: usize) -> String {
+    let mut s = String::from(
+        "credentials:\n  pai: [{accessKeyId: testAK, accessKeySecret: testSecret}]\n  ims: [{ak: hwAK, sk: hwSK}]\nqps: 0\npai:\n  images:\n",
+    );
+    let chips = ["GPU", "CPU", "PPU"];
+    for ws in ["1001", "2002"] {
+        for i in 0..images {
+            let mut labels = format!("system.chipType: {}", chips[i % 3]);
+            if i % 4 == 0 {
+                labels.push_str(&format!(", system.framework: \"PyTorch 2.{i}\""));
+            }
+            if i % 5 == 0 {
+                labels.push_str(", system.official: \"false\", acs:owner: platform");
+            }
+            if i % 7 == 0 {
+                labels = "system.official: \"true\"".into();
+            }
+            s.push_str(&format!(
+                "    - {{id: image-{ws}x{i:04}, name: \"Team Image {i}\", workspaceId: \"{ws}\", labels: {{{labels}}}}}\n"
+            ));
+        }
+    }
+    s.push_str("  datasets:\n");
+    for i in 0..6 {
+        let ws = if i % 2 == 0 { "1001" } else { "2002" };
+        s.push_str(&format!(
+            "    - {{id: d-{i:03}, name: data{i}, workspaceId: \"{ws}\", labels: {{team: t{i}, aliyun.x: y}}, versions: [{{name: v1, labels: {{stage: raw}}}}, {{name: v2}}]}}\n"
+        ));
+    }
+    s.push_str("ims:\n  images:\n");
+    for i in 0..12 {
+        s.push_str(&format!(
+            "    - {{id: 00000000-0000-4000-8000-{i:012}, projectId: {IMS_PROJECT}, tags: {{env: e{}, _sys_x: y}}}}\n",
+            i % 3
+        ));
+    }
+    s
+}
+
+fn ok_calls(sim: &SimProcess, api: &str) -> u64 {
+    sim.get("/_sim/counters")["apis"][api]["ok"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn export_then_plan_finds_nothing_to_change_and_is_stable() {
+    const PER_WORKSPACE: usize = 150;
+    const PAGE: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, busy_seed(PER_WORKSPACE)).unwrap();
+    let sim = SimProcess::start(Some(&seed));
+    let export = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--workspace",
+            "1001",
+            "--workspace",
+            "2002",
+            "--project",
+            IMS_PROJECT,
+            "--namespace",
+            "ml",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = sim.run(&args);
+        assert_eq!(code(&o), 0, "{:?}", text(&o));
+    };
+    let first = dir.path().join("first");
+    export(&first, &["--mode", "Sync", "--adopt"]);
+    // ⌈150 ÷ 100⌉ = 2 ListImages calls per workspace, never more.
+    assert_eq!(
+        ok_calls(&sim, "ListImages") as usize,
+        2 * PER_WORKSPACE.div_ceil(PAGE)
+    );
+    assert_eq!(
+        ok_calls(&sim, "ListCloudImages"),
+        1,
+        "12 IMS images fit one page"
+    );
+    assert_eq!(sim.writes(), 0, "export only reads");
+
+    let mut files: Vec<String> = std::fs::read_dir(&first)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            format!("ims-cn-shanghai-project-{IMS_PROJECT}.yaml"),
+            "pai-cn-shanghai-workspace-1001.yaml".into(),
+            "pai-cn-shanghai-workspace-2002.yaml".into(),
+        ]
+    );
+    let all: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(first.join(f)).unwrap())
+        .collect();
+    for reserved in ["system.official", "acs:owner", "aliyun.x", "_sys_x"] {
+        assert!(!all.contains(reserved), "{reserved} exported");
+    }
+
+    // The exported sets describe the cloud exactly: nothing to plan, and
+    // applying them with adoption writes nothing but owns every key.
+    let plan = sim.run(&["plan", "-f", first.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code(&plan), 0, "{:?}", text(&plan));
+    let v: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let sets = v["sets"].as_array().unwrap();
+    // Every image but the 1-in-7 holding only the cloud's own label, 6
+    // datasets and their 6 labelled versions, 12 IMS images.
+    let pai_images = 2 * (PER_WORKSPACE - PER_WORKSPACE.div_ceil(7));
+    assert_eq!(sets.len(), pai_images + 6 + 6 + 12);
+    let state = dir.path().join("state.json");
+    let writes = sim.writes();
+    let apply = sim.run(&[
+        "apply",
+        "-f",
+        first.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&apply), 0, "{:?}", text(&apply));
+    assert_eq!(sim.writes(), writes, "adoption writes nothing");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let owned = saved["owned"].as_object().unwrap();
+    assert_eq!(owned.len(), sets.len(), "every set owns what it adopted");
+    assert!(
+        !owned.keys().any(|k| k.contains("1001x0000")),
+        "image 0 holds only the cloud's system.official: no set"
+    );
+    assert_eq!(
+        saved["owned"]["ImageLabelSet/ml/team-image-4-image-1001x0004"],
+        serde_json::json!(["system.chipType", "system.framework"])
+    );
+
+    let second = dir.path().join("second");
+    export(&second, &["--mode", "Sync", "--adopt"]);
+    for f in &files {
+        assert_eq!(
+            std::fs::read(first.join(f)).unwrap(),
+            std::fs::read(second.join(f)).unwrap(),
+            "{f} differs between two exports"
+        );
+    }
+}
+
+#[test]
+fn export_refuses_filters_the_cloud_would_refuse() {
+    let sim = SimProcess::start(None);
+    for (args, field) in [
+        (
+            &["--workspace", "1", "--label", "team=x"][..],
+            "--label team=x",
+        ),
+        (
+            &["--workspace", "1", "--label", "system.chipType=a,b"][..],
+            "--label",
+        ),
+        (&["--project", "p", "--tag", "a=b=c"][..], "--tag a=b=c"),
+        (
+            &["--workspace", "1", "--namespace", "Bad_NS"][..],
+            "--namespace",
+        ),
+        (&[][..], "--workspace"),
+    ] {
+        let mut all = vec!["export"];
+        all.extend_from_slice(args);
+        let o = sim.run(&all);
+        let (_, err) = text(&o);
+        assert_ne!(code(&o), 0, "{args:?}");
+        assert!(err.contains(field), "{args:?}: {err}");
+    }
+    assert_eq!(sim.reads() + sim.writes(), 0, "nothing sent");
+}
