@@ -624,7 +624,8 @@ fn export_then_plan_finds_nothing_to_change_and_is_stable() {
     let seed = dir.path().join("seed.yaml");
     std::fs::write(&seed, busy_seed(PER_WORKSPACE)).unwrap();
     let sim = SimProcess::start(Some(&seed));
-    let export = |out: &Path, extra: &[&str]| {
+    // Both workspaces and the IMS project; `extra` picks mode and output.
+    let export = |extra: &[&str]| {
         let mut args = vec![
             "export",
             "--workspace",
@@ -635,15 +636,14 @@ fn export_then_plan_finds_nothing_to_change_and_is_stable() {
             IMS_PROJECT,
             "--namespace",
             "ml",
-            "-o",
-            out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         let o = sim.run(&args);
         assert_eq!(code(&o), 0, "{:?}", text(&o));
+        o
     };
     let first = dir.path().join("first");
-    export(&first, &["--mode", "Sync", "--adopt"]);
+    export(&["-o", first.to_str().unwrap(), "--mode", "Sync", "--adopt"]);
     // ⌈150 ÷ 100⌉ = 2 ListImages calls per workspace, never more.
     assert_eq!(
         ok_calls(&sim, "ListImages") as usize,
@@ -710,8 +710,24 @@ fn export_then_plan_finds_nothing_to_change_and_is_stable() {
         serde_json::json!(["system.chipType", "system.framework"])
     );
 
+    // On stdout the files form one stream that plans the same.
+    let o = export(&[]);
+    let stream = dir.path().join("stream.yaml");
+    std::fs::write(&stream, &o.stdout).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        all.replace("mode: Sync\n  adopt: true", "mode: Observe")
+    );
+    let replan = sim.run(&["plan", "-f", stream.to_str().unwrap()]);
+    let (out, _) = text(&replan);
+    assert_eq!(code(&replan), 0, "{out}");
+    assert!(
+        out.contains(&format!("0 of {} sets with changes", sets.len())),
+        "{out}"
+    );
+
     let second = dir.path().join("second");
-    export(&second, &["--mode", "Sync", "--adopt"]);
+    export(&["-o", second.to_str().unwrap(), "--mode", "Sync", "--adopt"]);
     for f in &files {
         assert_eq!(
             std::fs::read(first.join(f)).unwrap(),

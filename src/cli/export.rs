@@ -131,10 +131,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             }
         }
-        None => {
-            let docs: Vec<&str> = files.iter().map(|f| f.text.as_str()).collect();
-            print!("{}", docs.join("---\n"));
-        }
+        // Each file opens with its comment and `---`, so the files simply
+        // follow each other as one multi-document stream.
+        None => files.iter().for_each(|f| print!("{}", f.text)),
     }
     eprintln!(
         "exported {sets} set(s) from {} object(s) into {} file(s)",

@@ -262,7 +262,12 @@ fn md_cell(s: &str) -> String {
 pub fn render_markdown(results: &[SetResult], apply: bool) -> String {
     let mut rows = Vec::new();
     for r in results {
-        let set = format!("{} `{}`", r.kind, r.name.replace('`', "'"));
+        // GitHub splits cells at `|` even inside a code span, unless escaped.
+        let set = format!(
+            "{} `{}`",
+            r.kind,
+            r.name.replace('`', "'").replace('|', "\\|")
+        );
         let target = md_cell(&format!("{} {} ({})", r.provider, r.target, r.region));
         let mut row = |op: &str, key: &str, from: Option<&str>, to: Option<&str>| {
             let q = |v: Option<&str>| v.map(|v| md_cell(&format!("{v:?}"))).unwrap_or_default();
@@ -383,4 +388,55 @@ pub fn render_table(results: &[SetResult], apply: bool) -> String {
         if errors > 0 { format!(", {errors} failed") } else { String::new() }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(add: &[(&str, &str)], error: Option<&str>) -> SetResult {
+        SetResult {
+            name: "ns/a|b".into(),
+            kind: "ImageLabelSet".into(),
+            source: "f.yaml".into(),
+            provider: "pai".into(),
+            region: "cn-shanghai".into(),
+            target: "image-1".into(),
+            add: add
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            change: BTreeMap::new(),
+            remove: BTreeSet::new(),
+            adopted: ["system.x".to_string()].into(),
+            conflicts: vec![],
+            applied: false,
+            error: error.map(str::to_string),
+            request_id: None,
+            labels_after: Labels::new(),
+        }
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table() {
+        let md = render_markdown(
+            &[result(
+                &[("system.x|y", "a|b\nc <b>`x`</b>")],
+                Some("boom | bad\nline"),
+            )],
+            false,
+        );
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 2 + 3, "header, rule, add, adopt, error: {md}");
+        let header_cells = rows[0].matches('|').count();
+        for row in &rows {
+            let unescaped = row.replace("\\|", "");
+            assert_eq!(unescaped.matches('|').count(), header_cells, "{row}");
+            assert!(!row.contains("<b>"), "{row}");
+        }
+        assert!(
+            rows.iter().any(|r| r.contains("| adopt | system.x |")),
+            "{md}"
+        );
+    }
 }
