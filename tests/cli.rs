@@ -568,16 +568,16 @@ fn plan_as_markdown_for_a_pull_request_comment() {
     assert!(!out.contains(header), "{out}");
 }
 
-/// A cloud as people leave it: `images` PAI images in each of two
-/// workspaces with hand-set labels (some the cloud's own, which no set may
+/// A cloud as people leave it: PAI images in two workspaces (1001 and
+/// 2002, as many as `images` says) with hand-set labels (some the cloud's own, which no set may
 /// claim), datasets with versions, and IMS images.
-fn busy_seed(images: usize) -> String {
+fn busy_seed(images: [usize; 2]) -> String {
     let mut s = String::from(
         "credentials:\n  pai: [{accessKeyId: testAK, accessKeySecret: testSecret}]\n  ims: [{ak: hwAK, sk: hwSK}]\nqps: 0\npai:\n  images:\n",
     );
     let chips = ["GPU", "CPU", "PPU"];
-    for ws in ["1001", "2002"] {
-        for i in 0..images {
+    for (ws, count) in ["1001", "2002"].into_iter().zip(images) {
+        for i in 0..count {
             let mut labels = format!("system.chipType: {}", chips[i % 3]);
             if i % 4 == 0 {
                 labels.push_str(&format!(", system.framework: \"PyTorch 2.{i}\""));
@@ -618,7 +618,9 @@ fn ok_calls(sim: &SimProcess, api: &str) -> u64 {
 
 #[test]
 fn export_then_plan_finds_nothing_to_change_and_is_stable() {
-    const PER_WORKSPACE: usize = 150;
+    // 200 is a whole number of pages: the reported total, not an empty
+    // page, must end the listing.
+    const PER_WORKSPACE: [usize; 2] = [150, 200];
     const PAGE: usize = 100;
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("seed.yaml");
@@ -644,10 +646,13 @@ fn export_then_plan_finds_nothing_to_change_and_is_stable() {
     };
     let first = dir.path().join("first");
     export(&["-o", first.to_str().unwrap(), "--mode", "Sync", "--adopt"]);
-    // ⌈150 ÷ 100⌉ = 2 ListImages calls per workspace, never more.
+    // ⌈images ÷ 100⌉ ListImages calls per workspace, never more: 2 + 2.
     assert_eq!(
         ok_calls(&sim, "ListImages") as usize,
-        2 * PER_WORKSPACE.div_ceil(PAGE)
+        PER_WORKSPACE
+            .iter()
+            .map(|n| n.div_ceil(PAGE))
+            .sum::<usize>()
     );
     assert_eq!(
         ok_calls(&sim, "ListCloudImages"),
@@ -685,7 +690,7 @@ fn export_then_plan_finds_nothing_to_change_and_is_stable() {
     let sets = v["sets"].as_array().unwrap();
     // Every image but the 1-in-7 holding only the cloud's own label, 6
     // datasets and their 6 labelled versions, 12 IMS images.
-    let pai_images = 2 * (PER_WORKSPACE - PER_WORKSPACE.div_ceil(7));
+    let pai_images: usize = PER_WORKSPACE.iter().map(|n| n - n.div_ceil(7)).sum();
     assert_eq!(sets.len(), pai_images + 6 + 6 + 12);
     let state = dir.path().join("state.json");
     let writes = sim.writes();

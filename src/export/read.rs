@@ -66,8 +66,11 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<Page, CloudError>>,
 {
+    // The simulator's PageNumber bound; a cloud that never ends a list must
+    // not keep the export calling forever.
+    const MAX_PAGES: u32 = 100_000;
     let mut out = Vec::new();
-    for number in 1.. {
+    for number in 1..=MAX_PAGES {
         let p = page(number).await?;
         let short = p.items.len() < PAGE_SIZE as usize;
         out.extend(p.items);
