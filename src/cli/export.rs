@@ -74,11 +74,35 @@ fn validate_namespace(ns: &str) -> Result<(), String> {
     })
 }
 
+/// The IDs go into `spec.workspaceId` / `spec.projectId`: the schema's
+/// rules for those fields, so every exported file is admitted.
+fn validate_ids(args: &ExportArgs) -> Result<(), String> {
+    for w in &args.workspaces {
+        if w.is_empty() || w.chars().count() > 64 {
+            return Err(format!(
+                "--workspace {w:?}: a workspace ID is 1-64 characters"
+            ));
+        }
+    }
+    for p in &args.projects {
+        let ok = !p.is_empty()
+            && p.len() <= 64
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(format!(
+                "--project {p:?}: a project ID is 1-64 letters, digits and '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.workspaces.is_empty() && args.projects.is_empty() {
         anyhow::bail!("name at least one --workspace (PAI) or --project (IMS) to export");
     }
     validate_namespace(&args.namespace).map_err(anyhow::Error::msg)?;
+    validate_ids(&args).map_err(anyhow::Error::msg)?;
     let filters = Filters {
         image_name: args.name.clone(),
         image_labels: args.labels.clone(),
@@ -89,19 +113,18 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let clouds = Clouds::from_args(&args.cloud, DefaultCredentials::FromEnvironment)?;
     let registry = clouds.registry();
     let region = args.cloud.default_region.as_str();
-    let pai = match args.workspaces.is_empty() {
-        true => None,
-        false => {
-            let creds = registry.default_credentials(Provider::Pai)?;
-            Some(registry.pai(region, creds).map_err(anyhow::Error::msg)?)
-        }
+    // Only the clouds asked for need credentials.
+    let pai = if args.workspaces.is_empty() {
+        None
+    } else {
+        let creds = registry.default_credentials(Provider::Pai)?;
+        Some(registry.pai(region, creds).map_err(anyhow::Error::msg)?)
     };
-    let ims = match args.projects.is_empty() {
-        true => None,
-        false => {
-            let creds = registry.default_credentials(Provider::HuaweicloudIms)?;
-            Some(registry.ims(region, creds).map_err(anyhow::Error::msg)?)
-        }
+    let ims = if args.projects.is_empty() {
+        None
+    } else {
+        let creds = registry.default_credentials(Provider::HuaweicloudIms)?;
+        Some(registry.ims(region, creds).map_err(anyhow::Error::msg)?)
     };
     let found = read(&ExportQuery {
         region,
