@@ -600,15 +600,6 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         }
     };
 
-    if !report.plan.adopted.is_empty() {
-        let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
-        let msg = format!(
-            "adopted {} on {} (already had the declared values; nothing written)",
-            keys.join(", "),
-            set.target
-        );
-        event(ctx, &*obj, EventType::Normal, "LabelsAdopted", msg).await;
-    }
     let repaired: Vec<&String> = drifted
         .iter()
         .filter(|k| report.plan.add.contains_key(*k) || report.plan.remove.contains(*k))
@@ -623,6 +614,16 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             .inc_by(repaired.len() as u64);
     }
     finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
+    // Said once the keys are recorded in status.ownedKeys.
+    if !report.plan.adopted.is_empty() {
+        let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
+        let msg = format!(
+            "adopted {} on {} (already had the declared values; nothing written)",
+            keys.join(", "),
+            set.target
+        );
+        event(ctx, &*obj, EventType::Normal, "LabelsAdopted", msg).await;
+    }
     Ok(Action::requeue(jittered(resync)))
 }
 
