@@ -69,6 +69,7 @@ fn main() {
                 protected: &protected,
                 claims,
                 held: &held,
+                adopt: false,
             }));
             adds += p.add.len();
             removes += p.remove.len();

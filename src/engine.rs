@@ -317,6 +317,7 @@ pub fn plan_for(req: &SyncRequest<'_>, observed: &Labels) -> Plan {
         protected: &req.set.protected,
         claims: req.claims,
         held: req.held,
+        adopt: req.set.policy.adopt,
     })
 }
 

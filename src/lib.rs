@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod engine;
+pub mod export;
 pub mod plan;
 pub mod provider;
 pub mod sign;

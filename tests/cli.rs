@@ -299,15 +299,20 @@ fn set(name: &str, image: &str, labels: &str, extra: &str) -> String {
     )
 }
 
+/// A temp dir for a state file, with a manifest directory `m` in it.
+fn state_and_manifests() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    (dir, m)
+}
+
 #[test]
 fn state_file_gives_ownership_so_prune_owned_removes_only_our_keys() {
     let sim = SimProcess::start(None);
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, m) = state_and_manifests();
     let state = dir.path().join("state.json");
-    let st = state.to_str().unwrap();
-    let m = dir.path().join("m");
-    std::fs::create_dir(&m).unwrap();
-    let mp = m.to_str().unwrap();
+    let (st, mp) = (state.to_str().unwrap(), m.to_str().unwrap());
     // image-4c62abc53uor already has system.chipType=GPU (not ours).
     write(
         &m,
@@ -483,4 +488,285 @@ fn crd_and_demo_commands() {
         Some("cuda = 12.4 [declared]"),
         "{after}"
     );
+}
+
+#[test]
+fn adoption_is_recorded_in_the_state_file_without_a_write() {
+    let sim = SimProcess::start(None);
+    let (dir, m) = state_and_manifests();
+    let state = dir.path().join("state.json");
+    let (st, mp) = (state.to_str().unwrap(), m.to_str().unwrap());
+    // image-4c62abc53uor already has system.chipType=GPU, set by someone else.
+    let declared = "{system.chipType: GPU}";
+    write(
+        &m,
+        "s.yaml",
+        &set("s", "image-4c62abc53uor", declared, "  adopt: true\n"),
+    );
+    let plan = sim.run(&["plan", "-f", mp, "-o", "json"]);
+    assert_eq!(
+        code(&plan),
+        0,
+        "adoption alone is no change: {:?}",
+        text(&plan)
+    );
+    let v: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        v["sets"][0]["adopted"],
+        serde_json::json!(["system.chipType"])
+    );
+
+    let writes = sim.writes();
+    let o = sim.run(&["apply", "-f", mp, "--state", st]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    assert_eq!(sim.writes(), writes, "adopting writes nothing");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["owned"]["ImageLabelSet/ci/s"],
+        serde_json::json!(["system.chipType"])
+    );
+
+    // Owned now: dropping it from the spec removes it.
+    write(
+        &m,
+        "s.yaml",
+        &set("s", "image-4c62abc53uor", "{}", "  adopt: true\n"),
+    );
+    let o = sim.run(&["apply", "-f", mp, "--state", st]);
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    let labels = sim.image_labels("image-4c62abc53uor");
+    assert!(labels.get("system.chipType").is_none(), "{labels}");
+}
+
+#[test]
+fn plan_as_markdown_for_a_pull_request_comment() {
+    let sim = SimProcess::start(None);
+    let ex = repo("examples");
+    let o = sim.run(&["plan", "-f", ex.to_str().unwrap(), "-o", "markdown"]);
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 2, "same exit code as the table: {out}{err}");
+    let header = "| set | target | action | key | from | to |";
+    assert!(out.starts_with("### imagelabel plan: "), "{out}");
+    assert!(out.contains(header), "{out}");
+    // The same change the table shows as `~ system.framework: ... -> ...`.
+    assert!(
+        out.lines().any(|l| l.contains("`ml-platform/xgboost-gpu`")
+            && l.contains("| change | system.framework | \"XGBoost 1.6.0\" | \"XGBoost 2.0.3\" |")),
+        "{out}"
+    );
+    // Every row has as many cells as the header, whatever the values hold.
+    let cells = |l: &str| l.replace("\\|", "").matches('|').count();
+    for l in out.lines().filter(|l| l.starts_with('|')) {
+        assert_eq!(cells(l), cells(header), "{l}");
+    }
+
+    assert_eq!(code(&sim.run(&["apply", "-f", ex.to_str().unwrap()])), 0);
+    let o = sim.run(&["plan", "-f", ex.to_str().unwrap(), "-o", "markdown"]);
+    let (out, _) = text(&o);
+    assert_eq!(code(&o), 0);
+    assert!(out.contains("No changes"), "{out}");
+    assert!(!out.contains(header), "{out}");
+}
+
+/// A cloud as people leave it: PAI images in two workspaces (1001 and
+/// 2002, as many as `images` says) with hand-set labels (some the cloud's own, which no set may
+/// claim), datasets with versions, and IMS images.
+fn busy_seed(images: [usize; 2]) -> String {
+    let mut s = String::from(
+        "credentials:\n  pai: [{accessKeyId: testAK, accessKeySecret: testSecret}]\n  ims: [{ak: hwAK, sk: hwSK}]\nqps: 0\npai:\n  images:\n",
+    );
+    let chips = ["GPU", "CPU", "PPU"];
+    for (ws, count) in ["1001", "2002"].into_iter().zip(images) {
+        for i in 0..count {
+            let mut labels = format!("system.chipType: {}", chips[i % 3]);
+            if i % 4 == 0 {
+                labels.push_str(&format!(", system.framework: \"PyTorch 2.{i}\""));
+            }
+            if i % 5 == 0 {
+                labels.push_str(", system.official: \"false\", acs:owner: platform");
+            }
+            if i % 7 == 0 {
+                labels = "system.official: \"true\"".into();
+            }
+            s.push_str(&format!(
+                "    - {{id: image-{ws}x{i:04}, name: \"Team Image {i}\", workspaceId: \"{ws}\", labels: {{{labels}}}}}\n"
+            ));
+        }
+    }
+    s.push_str("  datasets:\n");
+    for i in 0..6 {
+        let ws = if i % 2 == 0 { "1001" } else { "2002" };
+        s.push_str(&format!(
+            "    - {{id: d-{i:03}, name: data{i}, workspaceId: \"{ws}\", labels: {{team: t{i}, aliyun.x: y}}, versions: [{{name: v1, labels: {{stage: raw}}}}, {{name: v2}}]}}\n"
+        ));
+    }
+    s.push_str("ims:\n  images:\n");
+    for i in 0..12 {
+        s.push_str(&format!(
+            "    - {{id: 00000000-0000-4000-8000-{i:012}, projectId: {IMS_PROJECT}, tags: {{env: e{}, _sys_x: y}}}}\n",
+            i % 3
+        ));
+    }
+    s
+}
+
+fn ok_calls(sim: &SimProcess, api: &str) -> u64 {
+    sim.get("/_sim/counters")["apis"][api]["ok"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn export_then_plan_finds_nothing_to_change_and_is_stable() {
+    // 200 is a whole number of pages: the reported total, not an empty
+    // page, must end the listing.
+    const PER_WORKSPACE: [usize; 2] = [150, 200];
+    const PAGE: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, busy_seed(PER_WORKSPACE)).unwrap();
+    let sim = SimProcess::start(Some(&seed));
+    // Both workspaces and the IMS project; `extra` picks mode and output.
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--workspace",
+            "1001",
+            "--workspace",
+            "2002",
+            "--project",
+            IMS_PROJECT,
+            "--namespace",
+            "ml",
+        ];
+        args.extend_from_slice(extra);
+        let o = sim.run(&args);
+        assert_eq!(code(&o), 0, "{:?}", text(&o));
+        o
+    };
+    let first = dir.path().join("first");
+    export(&["-o", first.to_str().unwrap(), "--mode", "Sync", "--adopt"]);
+    // ⌈images ÷ 100⌉ ListImages calls per workspace, never more: 2 + 2.
+    assert_eq!(
+        ok_calls(&sim, "ListImages") as usize,
+        PER_WORKSPACE
+            .iter()
+            .map(|n| n.div_ceil(PAGE))
+            .sum::<usize>()
+    );
+    assert_eq!(
+        ok_calls(&sim, "ListCloudImages"),
+        1,
+        "12 IMS images fit one page"
+    );
+    assert_eq!(sim.writes(), 0, "export only reads");
+
+    let mut files: Vec<String> = std::fs::read_dir(&first)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            format!("ims-cn-shanghai-project-{IMS_PROJECT}.yaml"),
+            "pai-cn-shanghai-workspace-1001.yaml".into(),
+            "pai-cn-shanghai-workspace-2002.yaml".into(),
+        ]
+    );
+    let all: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(first.join(f)).unwrap())
+        .collect();
+    for reserved in ["system.official", "acs:owner", "aliyun.x", "_sys_x"] {
+        assert!(!all.contains(reserved), "{reserved} exported");
+    }
+
+    // The exported sets describe the cloud exactly: nothing to plan, and
+    // applying them with adoption writes nothing but owns every key.
+    let plan = sim.run(&["plan", "-f", first.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code(&plan), 0, "{:?}", text(&plan));
+    let v: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let sets = v["sets"].as_array().unwrap();
+    // Every image but the 1-in-7 holding only the cloud's own label, 6
+    // datasets and their 6 labelled versions, 12 IMS images.
+    let pai_images: usize = PER_WORKSPACE.iter().map(|n| n - n.div_ceil(7)).sum();
+    assert_eq!(sets.len(), pai_images + 6 + 6 + 12);
+    let state = dir.path().join("state.json");
+    let writes = sim.writes();
+    let apply = sim.run(&[
+        "apply",
+        "-f",
+        first.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&apply), 0, "{:?}", text(&apply));
+    assert_eq!(sim.writes(), writes, "adoption writes nothing");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let owned = saved["owned"].as_object().unwrap();
+    assert_eq!(owned.len(), sets.len(), "every set owns what it adopted");
+    assert!(
+        !owned.keys().any(|k| k.contains("1001x0000")),
+        "image 0 holds only the cloud's system.official: no set"
+    );
+    assert_eq!(
+        saved["owned"]["ImageLabelSet/ml/team-image-4-image-1001x0004"],
+        serde_json::json!(["system.chipType", "system.framework"])
+    );
+
+    // On stdout the files form one stream that plans the same.
+    let o = export(&[]);
+    let stream = dir.path().join("stream.yaml");
+    std::fs::write(&stream, &o.stdout).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        all.replace("mode: Sync\n  adopt: true", "mode: Observe")
+    );
+    let replan = sim.run(&["plan", "-f", stream.to_str().unwrap()]);
+    let (out, _) = text(&replan);
+    assert_eq!(code(&replan), 0, "{out}");
+    assert!(
+        out.contains(&format!("0 of {} sets with changes", sets.len())),
+        "{out}"
+    );
+
+    let second = dir.path().join("second");
+    export(&["-o", second.to_str().unwrap(), "--mode", "Sync", "--adopt"]);
+    for f in &files {
+        assert_eq!(
+            std::fs::read(first.join(f)).unwrap(),
+            std::fs::read(second.join(f)).unwrap(),
+            "{f} differs between two exports"
+        );
+    }
+}
+
+#[test]
+fn export_refuses_filters_the_cloud_would_refuse() {
+    let sim = SimProcess::start(None);
+    for (args, field) in [
+        (
+            &["--workspace", "1", "--label", "team=x"][..],
+            "--label team=x",
+        ),
+        (
+            &["--workspace", "1", "--label", "system.chipType=a,b"][..],
+            "--label",
+        ),
+        (&["--project", "p", "--tag", "a=b=c"][..], "--tag a=b=c"),
+        (
+            &["--workspace", "1", "--namespace", "Bad_NS"][..],
+            "--namespace",
+        ),
+        (&[][..], "--workspace"),
+    ] {
+        let mut all = vec!["export"];
+        all.extend_from_slice(args);
+        let o = sim.run(&all);
+        let (_, err) = text(&o);
+        assert_ne!(code(&o), 0, "{args:?}");
+        assert!(err.contains(field), "{args:?}: {err}");
+    }
+    assert_eq!(sim.reads() + sim.writes(), 0, "nothing sent");
 }

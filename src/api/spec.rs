@@ -180,6 +180,9 @@ pub struct ImageLabelSetSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 128)))]
     pub ignore_keys: Vec<String>,
+    /// Take ownership of declared keys the cloud already holds with the declared value, without writing them (Sync only; conflicts and ignoreKeys apply as usual). Adopted keys are listed in status.ownedKeys, so prune and deletionPolicy then apply to them. Default false: such keys stay whoever set them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 /// Desired labels of one PAI dataset or dataset version.
@@ -258,6 +261,9 @@ pub struct DatasetLabelSetSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 128)))]
     pub ignore_keys: Vec<String>,
+    /// Take ownership of declared keys the cloud already holds with the declared value, without writing them (Sync only; conflicts and ignoreKeys apply as usual). Adopted keys are listed in status.ownedKeys, so prune and deletionPolicy then apply to them. Default false: such keys stay whoever set them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 /// Fields that govern how the engine writes; identical for both kinds. The
@@ -271,6 +277,7 @@ pub struct Policy {
     pub credentials_ref: Option<SecretRef>,
     pub resync_interval: Option<String>,
     pub ignore_keys: Vec<String>,
+    pub adopt: bool,
 }
 
 macro_rules! policy_of {
@@ -282,6 +289,7 @@ macro_rules! policy_of {
             credentials_ref: $spec.credentials_ref.clone(),
             resync_interval: $spec.resync_interval.clone(),
             ignore_keys: $spec.ignore_keys.clone(),
+            adopt: $spec.adopt,
         }
     };
 }

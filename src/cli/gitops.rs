@@ -58,6 +58,9 @@ pub struct SetResult {
     pub add: Labels,
     pub change: BTreeMap<String, Change>,
     pub remove: BTreeSet<String>,
+    /// Keys this set takes ownership of without a write (`spec.adopt`).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub adopted: BTreeSet<String>,
     pub conflicts: Vec<ConflictOut>,
     pub applied: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,6 +217,7 @@ fn result_of(
         add,
         change,
         remove: report.plan.remove.clone(),
+        adopted: report.plan.adopted.clone(),
         conflicts: report
             .plan
             .conflicts
@@ -233,6 +237,97 @@ fn result_of(
             .and_then(|a| a.last_request_id.clone()),
         labels_after: report.labels_after.clone(),
     }
+}
+
+/// Escapes a cell of a Markdown table: `|` would end the cell, a newline
+/// the row, and backticks or `<` could turn a value into markup.
+fn md_cell(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '|' | '\\' | '`' | '*' | '_' | '<' | '>' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The plan for a pull-request comment: one table row per key that changes
+/// (or conflicts, is adopted, or failed), and a summary line; a plan without
+/// changes says so in one line.
+pub fn render_markdown(results: &[SetResult], apply: bool) -> String {
+    let mut rows = Vec::new();
+    for r in results {
+        // GitHub splits cells at `|` even inside a code span, unless escaped.
+        let set = format!(
+            "{} `{}`",
+            r.kind,
+            r.name.replace('`', "'").replace('|', "\\|")
+        );
+        let target = md_cell(&format!("{} {} ({})", r.provider, r.target, r.region));
+        let mut row = |op: &str, key: &str, from: Option<&str>, to: Option<&str>| {
+            let q = |v: Option<&str>| v.map(|v| md_cell(&format!("{v:?}"))).unwrap_or_default();
+            rows.push(format!(
+                "| {set} | {target} | {op} | {} | {} | {} |",
+                md_cell(key),
+                q(from),
+                q(to)
+            ));
+        };
+        for (k, v) in &r.add {
+            row("add", k, None, Some(v));
+        }
+        for (k, c) in &r.change {
+            row("change", k, Some(&c.from), Some(&c.to));
+        }
+        for k in &r.remove {
+            row("remove", k, r.labels_after.get(k).map(String::as_str), None);
+        }
+        for k in &r.adopted {
+            row("adopt", k, None, None);
+        }
+        for c in &r.conflicts {
+            let to = format!(
+                "{:?} (kept: {} declares {:?})",
+                c.value, c.winner, c.winner_value
+            );
+            rows.push(format!(
+                "| {set} | {target} | conflict | {} |  | {} |",
+                md_cell(&c.key),
+                md_cell(&to)
+            ));
+        }
+        if let Some(e) = &r.error {
+            rows.push(format!(
+                "| {set} | {target} | error |  |  | {} |",
+                md_cell(e)
+            ));
+        }
+    }
+    let changed = results.iter().filter(|r| r.has_changes()).count();
+    let title = if apply {
+        "imagelabel apply"
+    } else {
+        "imagelabel plan"
+    };
+    let mut out = format!(
+        "### {title}: {changed} of {} sets with changes\n\n",
+        results.len()
+    );
+    if rows.is_empty() {
+        out.push_str("No changes: the cloud matches the manifests.\n");
+        return out;
+    }
+    out.push_str("| set | target | action | key | from | to |\n|---|---|---|---|---|---|\n");
+    for row in rows {
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
 }
 
 /// The human form: one block per set, `+` add, `~` change, `-` remove, `!` conflict.
@@ -262,6 +357,9 @@ pub fn render_table(results: &[SetResult], apply: bool) -> String {
         for k in &r.remove {
             out.push_str(&format!("  - {k}\n"));
         }
+        for k in &r.adopted {
+            out.push_str(&format!("  = {k}: adopted (already right, not written)\n"));
+        }
         for c in &r.conflicts {
             out.push_str(&format!(
                 "  ! {k}: wants {v:?}, but {w} (older) declares {wv:?}; not written\n",
@@ -290,4 +388,55 @@ pub fn render_table(results: &[SetResult], apply: bool) -> String {
         if errors > 0 { format!(", {errors} failed") } else { String::new() }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(add: &[(&str, &str)], error: Option<&str>) -> SetResult {
+        SetResult {
+            name: "ns/a|b".into(),
+            kind: "ImageLabelSet".into(),
+            source: "f.yaml".into(),
+            provider: "pai".into(),
+            region: "cn-shanghai".into(),
+            target: "image-1".into(),
+            add: add
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            change: BTreeMap::new(),
+            remove: BTreeSet::new(),
+            adopted: ["system.x".to_string()].into(),
+            conflicts: vec![],
+            applied: false,
+            error: error.map(str::to_string),
+            request_id: None,
+            labels_after: Labels::new(),
+        }
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table() {
+        let md = render_markdown(
+            &[result(
+                &[("system.x|y", "a|b\nc <b>`x`</b>")],
+                Some("boom | bad\nline"),
+            )],
+            false,
+        );
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 2 + 3, "header, rule, add, adopt, error: {md}");
+        let header_cells = rows[0].matches('|').count();
+        for row in &rows {
+            let unescaped = row.replace("\\|", "");
+            assert_eq!(unescaped.matches('|').count(), header_cells, "{row}");
+            assert!(!row.contains("<b>"), "{row}");
+        }
+        assert!(
+            rows.iter().any(|r| r.contains("| adopt | system.x |")),
+            "{md}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod clouds;
 pub mod demo;
+pub mod export;
 pub mod gitops;
 pub mod manifest;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Plan(GitopsArgs),
     /// Make the changes the manifests declare, directly against the cloud.
     Apply(GitopsArgs),
+    /// Write manifests for the labels the clouds already hold (one set per object).
+    Export(export::ExportArgs),
     /// Serve the cloud simulator.
     Sim(SimArgs),
     /// Run the simulator in-process, apply the bundled examples, show the result.
@@ -157,6 +160,8 @@ pub struct GitopsArgs {
 pub enum Output {
     Table,
     Json,
+    /// A Markdown table, for a pull-request comment.
+    Markdown,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -199,7 +204,8 @@ pub async fn main(cli: Cli) -> ExitCode {
     init_logging(&cli.log_level, cli.log_format);
     if let Command::Plan(GitopsArgs { cloud, .. })
     | Command::Apply(GitopsArgs { cloud, .. })
-    | Command::Run(RunArgs { cloud, .. }) = &cli.command
+    | Command::Run(RunArgs { cloud, .. })
+    | Command::Export(export::ExportArgs { cloud, .. }) = &cli.command
     {
         crate::api::rules::allow_extra_pai_image_keys(cloud.extra_pai_image_keys.iter().cloned());
     }
@@ -211,6 +217,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Plan(args) => gitops_command(args, false).await,
         Command::Apply(args) => gitops_command(args, true).await,
         Command::Run(args) => run_command(args).await,
+        Command::Export(args) => export::run(args).await,
         Command::Sim(args) => demo::serve_sim(args).await,
         Command::Demo(args) => demo::run(args).await,
     };
@@ -260,6 +267,7 @@ async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCod
     .map_err(anyhow::Error::msg)?;
     match args.output {
         Output::Table => print!("{}", gitops::render_table(&results, apply)),
+        Output::Markdown => print!("{}", gitops::render_markdown(&results, apply)),
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "apply": apply, "sets": results }))?

@@ -615,6 +615,16 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             .inc_by(repaired.len() as u64);
     }
     finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
+    // Said once the keys are recorded in status.ownedKeys.
+    if !report.plan.adopted.is_empty() {
+        let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
+        let msg = format!(
+            "adopted {} on {} (already had the declared values; nothing written)",
+            keys.join(", "),
+            set.target
+        );
+        event(ctx, &*obj, EventType::Normal, "LabelsAdopted", msg).await;
+    }
     Ok(Action::requeue(jittered(resync)))
 }
 

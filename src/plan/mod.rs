@@ -41,6 +41,16 @@
 //! 5. **Left on purpose.** `prune: None`, `deletionPolicy: Orphan`, and the
 //!    deletion of a paused or Observe set remove nothing; what an Orphan-like
 //!    deletion leaves is nobody's from then on, like a label set by hand.
+//! 6. **Adoption.** A live Sync set with `adopt: true` owns a key nobody
+//!    owns when it wins the key, may write it (not protected, not
+//!    fight-held) and the cloud already holds the declared value
+//!    ([`Plan::adopted`]); nothing is written. It is the person saying "this
+//!    key is the set's now", so rule 2's "stays the person's" no longer
+//!    applies to it: from then on the key is owned like a written one
+//!    (write-ahead recorded, removed by `prune: Owned` or a `Delete`
+//!    deletion). A key with another value is written as usual, a lost key
+//!    is never adopted, and Observe, deleting and non-adopting sets adopt
+//!    nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -148,6 +158,9 @@ pub struct PlanInput<'a> {
     pub claims: &'a [Claim],
     /// Keys the set stopped repairing after a fight (not written, not removed).
     pub held: &'a BTreeSet<String>,
+    /// `spec.adopt`: take ownership of declared keys the cloud already holds
+    /// with the declared value (rule 6).
+    pub adopt: bool,
 }
 
 /// A key this set declares but another, older set wins.
@@ -184,6 +197,9 @@ pub struct Plan {
     pub owned_before_write: BTreeSet<String>,
     /// Ownership once every write succeeded.
     pub owned_after: BTreeSet<String>,
+    /// Keys owned from now on without a write, because the set adopts them
+    /// (rule 6); also part of `owned_before_write`.
+    pub adopted: BTreeSet<String>,
     /// Deleting with `Delete`: owned keys left in the cloud for a contender
     /// that does not own them yet. The deletion must wait until it does, or
     /// the key would outlive every set answerable for it.
@@ -313,6 +329,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         protected,
         claims,
         held,
+        adopt,
     } = input;
     let set: &SetId = set;
     let live_sync = *mode == Mode::Sync && deleting.is_none();
@@ -446,6 +463,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             drift,
             owned_before_write,
             owned_after,
+            adopted: BTreeSet::new(),
             pending_handover,
         };
     }
@@ -461,6 +479,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             drift,
             owned_before_write: observed_owned.clone(),
             owned_after: observed_owned,
+            adopted: BTreeSet::new(),
             pending_handover: BTreeSet::new(),
         };
     }
@@ -469,6 +488,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         owned.iter().filter(|k| keep(k)).cloned().collect();
     owned_before_write.extend(add.keys().cloned());
     owned_before_write.extend(inherited(set, desired, protected, owned, claims));
+    // Rule 6: what is left unowned among the keys already right.
+    let adopted: BTreeSet<String> = if *adopt {
+        writable
+            .iter()
+            .filter(|(k, v)| observed.get(*k) == Some(*v) && !owned_before_write.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    owned_before_write.extend(adopted.iter().cloned());
     let owned_after: BTreeSet<String> = owned_before_write
         .iter()
         .filter(|k| !remove.contains(*k))
@@ -482,6 +512,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         drift,
         owned_before_write,
         owned_after,
+        adopted,
         pending_handover: BTreeSet::new(),
     }
 }
@@ -512,6 +543,7 @@ mod tests {
         protected: KeyMatcher,
         claims: Vec<Claim>,
         held: BTreeSet<String>,
+        adopt: bool,
     }
 
     impl Case {
@@ -527,6 +559,7 @@ mod tests {
                 protected: KeyMatcher::default(),
                 claims: vec![],
                 held: BTreeSet::new(),
+                adopt: false,
             }
         }
         fn run(&self) -> Plan {
@@ -541,6 +574,7 @@ mod tests {
                 protected: &self.protected,
                 claims: &self.claims,
                 held: &self.held,
+                adopt: self.adopt,
             })
         }
     }
@@ -566,6 +600,56 @@ mod tests {
             p.owned_after.is_empty(),
             "a key someone else set stays theirs"
         );
+    }
+
+    #[test]
+    fn an_adopting_set_owns_keys_already_right_without_writing() {
+        let mut c = Case::new(
+            &[("system.a", "1"), ("system.b", "2"), ("system.c", "3")],
+            &[("system.a", "1"), ("system.b", "0")],
+            &[],
+        );
+        c.adopt = true;
+        let p = c.run();
+        assert_eq!(p.add, labels(&[("system.b", "2"), ("system.c", "3")]));
+        assert_eq!(p.adopted, keys(&["system.a"]), "only the key already right");
+        assert_eq!(
+            p.owned_before_write,
+            keys(&["system.a", "system.b", "system.c"]),
+            "recorded before any write, like a written key"
+        );
+
+        // Once adopted, dropping it from the spec removes it (prune: Owned).
+        let mut later = Case::new(&[], &[("system.a", "1")], &["system.a"]);
+        later.adopt = true;
+        assert_eq!(later.run().remove, keys(&["system.a"]));
+    }
+
+    #[test]
+    fn adoption_respects_conflicts_protection_fights_and_mode() {
+        let mut c = Case::new(
+            &[("system.a", "mine"), ("system.b", "1"), ("acs:x", "1")],
+            &[("system.a", "mine"), ("system.b", "1"), ("acs:x", "1")],
+            &[],
+        );
+        c.adopt = true;
+        c.protected = KeyMatcher::new(["acs:*"]).unwrap();
+        c.held = keys(&["system.b"]);
+        c.claims = vec![Claim::sync(
+            SetId::new(50, "ns/older"),
+            labels(&[("system.a", "theirs")]),
+        )];
+        let p = c.run();
+        assert!(p.adopted.is_empty(), "lost, held and protected keys: {p:?}");
+        assert!(p.owned_after.is_empty());
+
+        let mut c = Case::new(&[("system.a", "1")], &[("system.a", "1")], &[]);
+        c.adopt = true;
+        c.mode = Mode::Observe;
+        assert!(c.run().owned_after.is_empty(), "observe adopts nothing");
+        c.mode = Mode::Sync;
+        c.deleting = Some(DeletionPolicy::Delete);
+        assert!(c.run().owned_after.is_empty(), "nor does a deletion");
     }
 
     #[test]

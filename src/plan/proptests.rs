@@ -53,6 +53,7 @@ struct State {
     claims: Vec<Claim>,
     held: BTreeSet<String>,
     protect_dsw: bool,
+    adopt: bool,
 }
 
 fn state_strategy() -> impl Strategy<Value = State> {
@@ -73,9 +74,10 @@ fn state_strategy() -> impl Strategy<Value = State> {
         ),
         keys_strategy(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(desired, observed, owned, prune, deleting, claims, held, protect_dsw)| State {
+            |(desired, observed, owned, prune, deleting, claims, held, protect_dsw, adopt)| State {
                 desired,
                 observed,
                 owned,
@@ -93,6 +95,7 @@ fn state_strategy() -> impl Strategy<Value = State> {
                     .collect(),
                 held,
                 protect_dsw,
+                adopt,
             },
         )
 }
@@ -119,6 +122,7 @@ fn run(s: &State, mode: Mode) -> Plan {
         protected: &protected,
         claims: &s.claims,
         held: &s.held,
+        adopt: s.adopt,
     })
 }
 
@@ -267,7 +271,7 @@ proptest! {
         let claim_b = [Claim::sync(sb.clone(), b.clone())];
         let mk = |set: &SetId, desired: &Labels, claims: &[Claim]| plan(&PlanInput {
             set, desired, observed: &observed, owned: &empty, prune: Prune::Owned, mode: Mode::Sync,
-            deleting: None, protected: &none, claims, held: &empty,
+            deleting: None, protected: &none, claims, held: &empty, adopt: false,
         });
         let pa = mk(&sa, &a, &claim_b);
         let pb = mk(&sb, &b, &claim_a);
@@ -303,7 +307,8 @@ proptest! {
     }
 
     /// Only keys some other set owns are taken without a write, and only by
-    /// a live Sync set that wins them.
+    /// a live Sync set that wins them; a key nobody owns is taken without a
+    /// write only by adoption.
     #[test]
     fn inheritance_needs_an_owner_and_a_win(s in state_strategy()) {
         let p = run(&s, Mode::Sync);
@@ -311,7 +316,56 @@ proptest! {
         for k in p.owned_after.iter().filter(|k| !s.owned.contains(*k) && !p.add.contains_key(*k)) {
             prop_assert!(s.deleting.is_none());
             prop_assert!(s.desired.contains_key(k) && !lost.contains(k.as_str()));
-            prop_assert!(s.claims.iter().any(|c| c.owned.contains(k)), "took {} from nobody", k);
+            let from_owner = s.claims.iter().any(|c| c.owned.contains(k));
+            prop_assert!(from_owner || p.adopted.contains(k), "took {} from nobody", k);
+        }
+    }
+
+    /// Adoption takes exactly the declared keys that are already right, won,
+    /// writable and nobody's, writes none of them, and records them ahead.
+    #[test]
+    fn adoption_takes_exactly_the_unowned_keys_already_right(s in state_strategy()) {
+        let p = run(&s, Mode::Sync);
+        if !s.adopt || s.deleting.is_some() {
+            prop_assert!(p.adopted.is_empty());
+            return Ok(());
+        }
+        let protected = protected(&s);
+        let lost: BTreeSet<&str> = p.conflicts.iter().map(|c| c.key.as_str()).collect();
+        let owned_elsewhere = |k: &String| s.claims.iter().any(|c| c.owned.contains(k));
+        let expected: BTreeSet<String> = s.desired.iter()
+            .filter(|(k, v)| s.observed.get(*k) == Some(*v))
+            .filter(|(k, _)| !protected.matches(k) && !s.held.contains(*k) && !lost.contains(k.as_str()))
+            .filter(|(k, _)| !s.owned.contains(*k) && !owned_elsewhere(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        prop_assert_eq!(&p.adopted, &expected);
+        for k in &p.adopted {
+            prop_assert!(!p.add.contains_key(k) && !p.remove.contains(k));
+            prop_assert!(p.owned_before_write.contains(k) && p.owned_after.contains(k));
+        }
+        // Without adoption the same state writes the same, and only ownership differs.
+        let plain = run(&State { adopt: false, ..s.clone() }, Mode::Sync);
+        prop_assert_eq!(&plain.add, &p.add);
+        prop_assert_eq!(&plain.remove, &p.remove);
+        let diff: BTreeSet<String> = p.owned_after.difference(&plain.owned_after).cloned().collect();
+        prop_assert_eq!(diff, expected);
+    }
+
+    /// An adopted key is answerable like a written one: once the spec drops
+    /// it, `prune: Owned` removes it.
+    #[test]
+    fn an_adopted_key_dropped_from_the_spec_is_removed(s in state_strategy()) {
+        let s = State { deleting: None, prune: Prune::Owned, adopt: true, ..s };
+        let p = run(&s, Mode::Sync);
+        let after = State { observed: p.result_of(&s.observed), owned: p.owned_after.clone(), ..s.clone() };
+        for k in &p.adopted {
+            let mut dropped = after.clone();
+            dropped.desired.remove(k);
+            let contended = s.claims.iter().any(|c| c.role == Role::Sync && c.labels.contains_key(k));
+            if !contended {
+                prop_assert!(run(&dropped, Mode::Sync).remove.contains(k), "{} not removed", k);
+            }
         }
     }
 }

@@ -28,15 +28,21 @@ pub struct ImsCall {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImsOp {
+    /// `GET /v2/cloudimages`: the project's images (no image in the path).
+    ListImages,
     ListImageTags,
     AddImageTag,
     BatchAddOrDeleteTags,
-    DeleteImageTag { key: String },
+    DeleteImageTag {
+        key: String,
+    },
 }
 
 impl ImsCall {
     pub fn api_name(&self) -> &'static str {
         match self.op {
+            // Not "ListImages": the counters are keyed by name, and PAI has one.
+            ImsOp::ListImages => "ListCloudImages",
             ImsOp::ListImageTags => "ListImageTags",
             ImsOp::AddImageTag => "AddImageTag",
             ImsOp::BatchAddOrDeleteTags => "BatchAddOrDeleteTags",
@@ -46,7 +52,7 @@ impl ImsCall {
 
     pub fn kind(&self) -> CallKind {
         match self.op {
-            ImsOp::ListImageTags => CallKind::Read,
+            ImsOp::ListImages | ImsOp::ListImageTags => CallKind::Read,
             _ => CallKind::Write,
         }
     }
@@ -58,6 +64,20 @@ pub fn route(req: &ApiRequest) -> Result<ImsCall, HwError> {
         .ok_or_else(|| HwError::ims(400, "IMG.0001", "The request message format is invalid."))?;
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = &req.method;
+    if let ["v2", "cloudimages"] = s.as_slice()
+        && m == Method::GET
+    {
+        // The project is the caller's: the SDK sends it as X-Project-Id
+        // (there is none in this path).
+        let project = req.header("x-project-id").ok_or_else(|| {
+            HwError::ims(400, "IMG.0001", "X-Project-Id is required to list images.")
+        })?;
+        return Ok(ImsCall {
+            project_id: project.to_string(),
+            image_id: String::new(),
+            op: ImsOp::ListImages,
+        });
+    }
     let (project, image, op) = match s.as_slice() {
         ["v2", p, "images", i, "tags"] if m == Method::GET => (p, i, ImsOp::ListImageTags),
         ["v2", p, "images", i, "tags"] if m == Method::POST => (p, i, ImsOp::AddImageTag),
@@ -151,6 +171,7 @@ pub fn handle(store: &Mutex<Store>, call: &ImsCall, req: &ApiRequest) -> Result<
     let (p, i) = (call.project_id.as_str(), call.image_id.as_str());
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
     match &call.op {
+        ImsOp::ListImages => list_images(&store, p, req),
         ImsOp::ListImageTags => {
             let tags = store.ims_tags(p, i).map_err(store_error)?;
             let list: Vec<_> = tags
@@ -188,4 +209,63 @@ pub fn handle(store: &Mutex<Store>, call: &ImsCall, req: &ApiRequest) -> Result<
             Ok(hw_ok(rid, StatusCode::NO_CONTENT, None))
         }
     }
+}
+
+/// Querying Images (`GET /v2/cloudimages`,
+/// <https://support.huaweicloud.com/api-ims/ims_03_0602.html>; SDK
+/// `ListImagesRequest`): `limit` (default 500), `marker` (the image ID the
+/// page starts after), `tag` (`key.value`, the image tag form of the v1
+/// tag API, <https://support.huaweicloud.com/api-ims/ims_03_0613.html>);
+/// each image carries `tags` in that `key.value` form, and `page_info.next_marker`
+/// names where the next page starts. Images come in ID order (the
+/// documented default sorts by creation time; the simulator has none). Other
+/// filters are not simulated and are refused rather than ignored.
+fn list_images(store: &Store, project: &str, req: &ApiRequest) -> Result<Response, HwError> {
+    const DEFAULT_LIMIT: usize = 500;
+    let simulated = ["limit", "marker", "tag"];
+    if let Some((k, _)) = req
+        .query
+        .iter()
+        .find(|(k, _)| !simulated.contains(&k.as_str()))
+    {
+        return Err(malformed(format!(
+            "the filter {k} is not supported by the simulator"
+        )));
+    }
+    let limit = match req.param("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| malformed(format!("limit must be a positive integer, got {raw:?}")))?,
+    };
+    let marker = req.param("marker");
+    let tag = req.param("tag");
+    let empty = std::collections::BTreeMap::new();
+    let images = store.ims_images.get(project).unwrap_or(&empty);
+    let form = |tags: &std::collections::BTreeMap<String, String>| -> Vec<String> {
+        tags.iter().map(|(k, v)| format!("{k}.{v}")).collect()
+    };
+    let matching: Vec<_> = images
+        .iter()
+        .filter(|(id, _)| marker.is_none_or(|m| id.as_str() > m))
+        .filter(|(_, tags)| tag.is_none_or(|t| form(tags).iter().any(|f| f == t)))
+        .collect();
+    let more = matching.len() > limit;
+    let page: Vec<_> = matching.into_iter().take(limit).collect();
+    let next = if more {
+        page.last().map(|(id, _)| id.as_str())
+    } else {
+        None
+    };
+    let items: Vec<_> = page
+        .iter()
+        .map(|(id, tags)| json!({"id": id, "name": id, "owner": project, "status": "active", "tags": form(tags)}))
+        .collect();
+    let mut body = json!({"images": items});
+    if let Some(next) = next {
+        body["page_info"] = json!({"next_marker": next});
+    }
+    Ok(hw_ok(&req.request_id, StatusCode::OK, Some(body)))
 }

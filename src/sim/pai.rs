@@ -35,6 +35,8 @@ pub enum PaiCall {
     GetImage { image_id: String },
     ListImages,
     GetDataset { dataset_id: String },
+    ListDatasets,
+    ListDatasetVersions { dataset_id: String },
     CreateDatasetLabels { dataset_id: String },
     DeleteDatasetLabels { dataset_id: String },
     GetDatasetVersion { dataset_id: String, version: String },
@@ -51,6 +53,8 @@ impl PaiCall {
             PaiCall::GetImage { .. } => "GetImage",
             PaiCall::ListImages => "ListImages",
             PaiCall::GetDataset { .. } => "GetDataset",
+            PaiCall::ListDatasets => "ListDatasets",
+            PaiCall::ListDatasetVersions { .. } => "ListDatasetVersions",
             PaiCall::CreateDatasetLabels { .. } => "CreateDatasetLabels",
             PaiCall::DeleteDatasetLabels { .. } => "DeleteDatasetLabels",
             PaiCall::GetDatasetVersion { .. } => "GetDatasetVersion",
@@ -64,6 +68,8 @@ impl PaiCall {
             PaiCall::ListImageLabels
             | PaiCall::GetImage { .. }
             | PaiCall::ListImages
+            | PaiCall::ListDatasets
+            | PaiCall::ListDatasetVersions { .. }
             | PaiCall::GetDataset { .. }
             | PaiCall::GetDatasetVersion { .. } => CallKind::Read,
             _ => CallKind::Write,
@@ -103,6 +109,12 @@ pub fn route(req: &ApiRequest) -> Result<PaiCall, AcsError> {
             PaiCall::RemoveImageLabels {
                 image_id: owned(id),
                 key: owned(key),
+            }
+        }
+        ["api", "v1", "datasets"] if m == Method::GET => PaiCall::ListDatasets,
+        ["api", "v1", "datasets", id, "versions"] if m == Method::GET => {
+            PaiCall::ListDatasetVersions {
+                dataset_id: owned(id),
             }
         }
         ["api", "v1", "datasets", id] if m == Method::GET => PaiCall::GetDataset {
@@ -300,6 +312,108 @@ fn image_json(id: &str, img: &super::store::PaiImage, verbose: bool) -> serde_js
     out
 }
 
+/// The largest page the simulator serves. No AIWorkSpace page documents a
+/// maximum PageSize (ListImages, ListDatasets and ListDatasetVersions give
+/// only defaults); 100 is the simulator's choice, refused above with
+/// `InvalidParameter` naming `PageSize` (docs/cloud-rules.md).
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// One page of `items` by `PageNumber` / `PageSize` (both 1-based counts).
+fn page_of<T>(
+    req: &ApiRequest,
+    items: Vec<T>,
+    default_size: usize,
+    required: bool,
+) -> Result<(Vec<T>, usize, usize, usize), AcsError> {
+    if required {
+        for name in ["PageNumber", "PageSize"] {
+            req.param(name).ok_or_else(|| AcsError::missing(name))?;
+        }
+    }
+    let page = page_param(req, "PageNumber", 1, 100_000)?;
+    let size = page_param(req, "PageSize", default_size, MAX_PAGE_SIZE)?;
+    let total = items.len();
+    let items = items
+        .into_iter()
+        .skip((page - 1).saturating_mul(size))
+        .take(size)
+        .collect();
+    Ok((items, total, page, size))
+}
+
+/// ListDatasets (`GET /api/v1/datasets`): `WorkspaceId`, `Name` (fuzzy),
+/// `Label` ("datasets whose label key or value contains the specified
+/// string"), `PageNumber`, `PageSize` (default 10); each dataset carries its
+/// `Labels` (SDK `ListDatasetsRequest`, `Dataset.labels`;
+/// <https://help.aliyun.com/zh/pai/developer-reference/api-aiworkspace-2021-02-04-listdatasets>).
+fn list_datasets(store: &Mutex<Store>, req: &ApiRequest) -> Result<Response, AcsError> {
+    let workspace = req.param("WorkspaceId");
+    let name = req.param("Name");
+    let label = req.param("Label");
+    let store = lock(store);
+    let found: Vec<_> = store
+        .pai_datasets
+        .iter()
+        .filter(|(_, d)| workspace.is_none_or(|w| d.workspace_id.as_deref() == Some(w)))
+        .filter(|(_, d)| name.is_none_or(|n| d.name.contains(n)))
+        .filter(|(_, d)| {
+            label.is_none_or(|l| d.labels.iter().any(|(k, v)| k.contains(l) || v.contains(l)))
+        })
+        .collect();
+    let (items, total, _, _) = page_of(req, found, 10, false)?;
+    let items: Vec<_> = items
+        .into_iter()
+        .map(|(id, d)| {
+            json!({
+                "DatasetId": id,
+                "Name": d.name,
+                "WorkspaceId": d.workspace_id.clone().unwrap_or_default(),
+                "Labels": acs_labels(&d.labels),
+            })
+        })
+        .collect();
+    Ok(acs_ok(
+        &req.request_id,
+        json!({"Datasets": items, "TotalCount": total}),
+    ))
+}
+
+/// ListDatasetVersions (`GET /api/v1/datasets/{DatasetId}/versions`):
+/// `PageNumber` and `PageSize` are required (default 10 in the model's
+/// words); each version carries its `Labels` (SDK
+/// `ListDatasetVersionsRequest`, `DatasetVersion.labels`;
+/// <https://help.aliyun.com/zh/pai/developer-reference/api-aiworkspace-2021-02-04-listdatasetversions>).
+/// The label filters (`LabelKeys`, `LabelValues`) are not simulated and are
+/// refused rather than ignored, so no caller mistakes a full list for a
+/// filtered one.
+fn list_dataset_versions(
+    store: &Mutex<Store>,
+    req: &ApiRequest,
+    dataset_id: &str,
+) -> Result<Response, AcsError> {
+    for unsupported in ["LabelKeys", "LabelValues"] {
+        if req.param(unsupported).is_some() {
+            return Err(AcsError::invalid(format!(
+                "{unsupported} is not supported by the simulator"
+            )));
+        }
+    }
+    let store = lock(store);
+    let ds = store.dataset(dataset_id).map_err(store_error)?;
+    let versions: Vec<_> = ds.versions.iter().collect();
+    let (items, total, page, size) = page_of(req, versions, 10, true)?;
+    let items: Vec<_> = items
+        .into_iter()
+        .map(|(v, labels)| {
+            json!({"DatasetId": dataset_id, "VersionName": v, "Labels": acs_labels(labels)})
+        })
+        .collect();
+    Ok(acs_ok(
+        &req.request_id,
+        json!({"DatasetVersions": items, "TotalCount": total, "PageNumber": page, "PageSize": size}),
+    ))
+}
+
 /// Serves one call.
 pub fn handle(
     store: &Mutex<Store>,
@@ -365,8 +479,6 @@ pub fn handle(
                     .unwrap_or_default(),
                 ..Default::default()
             };
-            let page = page_param(req, "PageNumber", 1, 100_000)?;
-            let size = page_param(req, "PageSize", 20, 100)?;
             let name = req.param("Name");
             let store = lock(store);
             let images: Vec<_> = store
@@ -375,11 +487,10 @@ pub fn handle(
                 .into_iter()
                 .filter(|(_, img)| name.is_none_or(|n| img.name.contains(n)))
                 .collect();
-            let total = images.len();
-            let items: Vec<_> = images
+            // ListImages: PageSize defaults to 20 (SDK `ListImagesRequest.page_size`).
+            let (page, total, _, _) = page_of(req, images, 20, false)?;
+            let items: Vec<_> = page
                 .into_iter()
-                .skip((page - 1).saturating_mul(size))
-                .take(size)
                 .map(|(id, img)| image_json(id, img, verbose(req)))
                 .collect();
             Ok(acs_ok(rid, json!({"Images": items, "TotalCount": total})))
@@ -397,6 +508,10 @@ pub fn handle(
                     "Labels": acs_labels(&ds.labels),
                 }),
             ))
+        }
+        PaiCall::ListDatasets => list_datasets(store, req),
+        PaiCall::ListDatasetVersions { dataset_id } => {
+            list_dataset_versions(store, req, dataset_id)
         }
         PaiCall::CreateDatasetLabels { dataset_id } => {
             let labels = labels_from_body(req)?;

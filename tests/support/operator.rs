@@ -220,6 +220,17 @@ impl Env {
     }
 }
 
+/// The simulator's test credentials as the default chain reads them, and
+/// nothing else of this process's cloud environment.
+pub fn with_test_credentials(cmd: &mut Command) -> &mut Command {
+    cmd.env("ALIBABA_CLOUD_ACCESS_KEY_ID", PAI_AK)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", PAI_SECRET)
+        .env("HUAWEICLOUD_SDK_AK", IMS_AK)
+        .env("HUAWEICLOUD_SDK_SK", IMS_SK)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .env_remove("DASHSCOPE_API_KEY")
+}
+
 pub fn ready(s: &LabelSetStatus) -> bool {
     s.is_ready()
 }
@@ -269,16 +280,11 @@ impl Operator {
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(["--identity", name])
         .args(extra)
-        .env("KUBECONFIG", kubeconfig)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", PAI_AK)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", PAI_SECRET)
-        .env("HUAWEICLOUD_SDK_AK", IMS_AK)
-        .env("HUAWEICLOUD_SDK_SK", IMS_SK)
-        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-        .env_remove("DASHSCOPE_API_KEY")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
+        .env("KUBECONFIG", kubeconfig);
+        with_test_credentials(&mut cmd)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
         // Test defaults, each unless the caller passes that flag itself
         // (a chart install leases in its own namespace and watches all).
         let defaults = [

@@ -19,6 +19,7 @@ use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, Wr
 use crate::sign::{self, RequestParts, sdk};
 
 pub mod error;
+pub mod list;
 #[cfg(test)]
 mod tests;
 
@@ -89,6 +90,7 @@ struct Call {
     project_id: String,
     /// Already percent-encoded.
     path: String,
+    query: Vec<(String, String)>,
     body: Option<Vec<u8>>,
 }
 
@@ -209,7 +211,7 @@ impl ImsClient {
         let parts = RequestParts {
             method: call.method.as_str(),
             path: &path,
-            query: &[],
+            query: &call.query,
             headers: &headers,
             payload_hash: &payload_hash,
         };
@@ -223,9 +225,11 @@ impl ImsClient {
         self.limiter.acquire().await;
         let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
         let headers = self.headers_for(call, &creds, Timestamp::now())?;
-        let mut req = self
-            .http
-            .request(call.method.clone(), self.endpoint.url(&call.path, ""));
+        let mut req = self.http.request(
+            call.method.clone(),
+            self.endpoint
+                .url(&call.path, &sdk::canonical_query(&call.query)),
+        );
         for (n, v) in &headers {
             req = req.header(n.as_str(), v.as_str());
         }
@@ -282,6 +286,7 @@ impl ImsClient {
                 method: Method::GET,
                 project_id: project_id.into(),
                 path: tags_path(project_id, image_id),
+                query: Vec::new(),
                 body: None,
             })
             .await?;
@@ -308,6 +313,7 @@ impl ImsClient {
                 method: Method::POST,
                 project_id: project_id.into(),
                 path: tags_path(project_id, image_id),
+                query: Vec::new(),
                 body: Some(body),
             })
             .await?;
@@ -351,6 +357,7 @@ impl ImsClient {
                 method: Method::POST,
                 project_id: project_id.into(),
                 path,
+                query: Vec::new(),
                 body: Some(body),
             })
             .await?;
@@ -376,6 +383,7 @@ impl ImsClient {
                 method: Method::DELETE,
                 project_id: project_id.into(),
                 path,
+                query: Vec::new(),
                 body: None,
             })
             .await?;

@@ -20,6 +20,7 @@ use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, Wr
 use crate::sign::{self, RequestParts, acs3};
 
 pub mod error;
+pub mod list;
 #[cfg(test)]
 pub(crate) mod testsupport;
 
