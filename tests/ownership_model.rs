@@ -2,7 +2,7 @@
 //! sets run through the engine against the simulator, checked against the
 //! ownership rules of `src/plan` (module docs).
 //!
-//! A history creates, edits, pauses, switches and deletes sets (either
+//! A history creates (some with `adopt: true`), edits, pauses, switches and deletes sets (either
 //! policy) on PAI images, a PAI dataset and an IMS image (10-tag cap); people
 //! change labels out of band; the cloud fails calls (5xx, throttling, an
 //! answer lost after the write was made); the operator is killed between any
@@ -161,6 +161,8 @@ struct Spec {
     policy: DeletionPolicy,
     /// A key index the set ignores (`ignoreKeys`).
     ignore: Option<usize>,
+    /// `spec.adopt`: take over declared keys that are already right.
+    adopt: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,6 +316,7 @@ fn gen_history(seed: u64, objects: &[ObjectDef]) -> Vec<Event> {
                         mode: gen_mode(&mut rng),
                         policy: gen_policy(&mut rng),
                         ignore: rng.random_bool(0.15).then(|| rng.random_range(0..keys)),
+                        adopt: rng.random_bool(0.25),
                     },
                     same_second: rng.random_bool(0.25),
                 }
@@ -600,6 +603,7 @@ impl World {
                     mode: spec.mode,
                     deletion_policy: spec.policy,
                     ignore_keys,
+                    adopt: spec.adopt,
                     ..Default::default()
                 },
                 REGION,
@@ -623,6 +627,7 @@ impl World {
                     mode: spec.mode,
                     deletion_policy: spec.policy,
                     ignore_keys,
+                    adopt: spec.adopt,
                     ..Default::default()
                 },
                 REGION,
@@ -704,6 +709,31 @@ impl World {
                 *st.seen.entry("status write refused").or_default() += 1;
             }
             return Err(());
+        }
+        let Some(before) = st.persisted.get(name).map(|p| p.status.owned.clone()) else {
+            return Err(());
+        };
+        // Adoption: the person said the key is the set's; from now on it
+        // counts as written by a set (src/plan rule 6), by the spec the
+        // reconcile acted on.
+        if let Some(a) = st
+            .acting
+            .clone()
+            .filter(|a| a.name == name && a.spec.adopt && a.spec.mode == Mode::Sync && !a.deleting)
+        {
+            let object = a.object;
+            let present = self.labels_of(object);
+            let new: Vec<String> = status
+                .owned
+                .difference(&before)
+                .filter(|k| present.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in new {
+                if st.written.insert((object, k)) {
+                    *st.seen.entry("adopted a key set by hand").or_default() += 1;
+                }
+            }
         }
         let Some(p) = st.persisted.get_mut(name) else {
             return Err(());
@@ -1612,6 +1642,7 @@ fn random_histories_leave_nothing_behind() {
             "owned keys left on purpose",
             "deletion waits for a hand-over",
             "status write refused",
+            "adopted a key set by hand",
         ] {
             assert!(
                 seen.get(path).copied().unwrap_or(0) > 0,
@@ -1633,6 +1664,7 @@ fn create(set: u8, labels: &[(usize, usize)], mode: Mode) -> Event {
             mode,
             policy: DeletionPolicy::Delete,
             ignore: None,
+            adopt: false,
         },
         same_second: false,
     }
