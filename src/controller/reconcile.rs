@@ -588,6 +588,10 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             Some((why, describe(&report))),
             None,
         );
+        // Written before the cloud calls, not only with a write-ahead of
+        // ownership: a repair or an edit of owned keys would otherwise never
+        // show as in progress, and a crash mid-way would leave "InSync".
+        w.write().await?;
     }
     let writer = &mut w;
     let outcome = carry_out(provider.as_ref(), &set, report, |ahead| async move {
