@@ -473,6 +473,10 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
                 && shows("Reconciling", "HandingOver")(o)
         })
         .cloned();
+    eprintln!(
+        "HandingOver status caught by the watch: {}",
+        handing.is_some()
+    );
     if let Some(o) = handing {
         captured.push(("deleting", o));
     }
