@@ -328,7 +328,7 @@ async fn drift_is_repaired_and_counted_then_a_fight_is_detected() {
     pause(true);
     env.wait_image("drift", "Paused", WAIT, |s| {
         s.condition(READY)
-            .is_some_and(|c| c.status == "False" && c.reason == "Paused")
+            .is_some_and(|c| c.status == "True" && c.reason == "Paused")
     })
     .await;
     env.sim.sim().reset_counters();

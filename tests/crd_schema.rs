@@ -185,3 +185,59 @@ fn schema_and_cli_accept_every_example() {
         "expected the examples to hold at least 3 sets, found {seen}"
     );
 }
+
+/// Collects the paths of schema nodes `kubectl explain` would show without
+/// a description (or with kube's placeholder).
+fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
+    let text = schema
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    // apiVersion, kind and metadata are described by the API server itself.
+    let builtin = matches!(path, ".apiVersion" | ".kind" | ".metadata");
+    if !builtin && (text.trim().is_empty() || text.contains("Auto-generated")) {
+        out.push(if path.is_empty() {
+            "<root>".into()
+        } else {
+            path.into()
+        });
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            undescribed(sub, &format!("{path}.{name}"), out);
+        }
+    }
+    // Items and map values share the description of the field holding them;
+    // only their own properties need one.
+    for child in ["items", "additionalProperties"] {
+        if let Some(sub) = schema.get(child)
+            && let Some(props) = sub.get("properties").and_then(Value::as_object)
+        {
+            for (name, s) in props {
+                undescribed(s, &format!("{path}[].{name}"), out);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kind_and_field_has_a_description() {
+    for (kind, schema) in crd_schemas() {
+        let mut missing = Vec::new();
+        undescribed(&schema, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{kind}: `kubectl explain` would show no description for {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn a_new_set_is_not_up_to_date_before_the_operator_writes_status() {
+    // The API server fills this default in when status is absent; kstatus and
+    // the Argo CD check compare it with metadata.generation (at least 1).
+    for (kind, schema) in crd_schemas() {
+        let generation = schema.pointer("/properties/status/default/observedGeneration");
+        assert_eq!(generation, Some(&Value::from(0)), "{kind}");
+    }
+}

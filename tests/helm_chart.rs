@@ -10,7 +10,7 @@ use std::time::Duration;
 use imagelabel::provider::Target;
 use imagelabel::sim::SeedConfig;
 use serde_json::Value;
-use support::cluster::{assert_success, binaries};
+use support::cluster::{assert_success, binaries, yaml_documents};
 use support::operator::{Env, Operator};
 
 const NS: &str = "imagelabel-system";
@@ -39,11 +39,7 @@ fn render(extra: &[&str]) -> Vec<Value> {
     args.extend_from_slice(extra);
     let out = helm(&args);
     let text = assert_success("helm template", &out);
-    serde_saphyr::from_multiple::<Value>(&text)
-        .unwrap()
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect()
+    yaml_documents(&text)
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -222,6 +218,86 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
 }
 
 #[test]
+fn the_values_users_expect_of_a_chart_render() {
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        values.path(),
+        r#"
+fullnameOverride: labels
+priorityClassName: system-cluster-critical
+revisionHistoryLimit: 2
+podLabels: {team: ml}
+podAnnotations: {owner: platform}
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
+extraArgs: ["--fight-threshold=5"]
+extraEnv: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
+extraVolumes: [{name: ca, configMap: {name: vpc-ca}}]
+extraVolumeMounts: [{name: ca, mountPath: /etc/ssl/vpc, readOnly: true}]
+"#,
+    )
+    .unwrap();
+    let docs = render(&["-f", values.path().to_str().unwrap()]);
+    // fullnameOverride names every object, the Lease included.
+    for d in &docs {
+        let name = d["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("labels"), "{} {name}", d["kind"]);
+    }
+    let deploy = find(&docs, "Deployment")[0];
+    assert_eq!(deploy["spec"]["revisionHistoryLimit"], 2);
+    let pod = &deploy["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["team"], "ml");
+    assert_eq!(pod["metadata"]["annotations"]["owner"], "platform");
+    let spec = &pod["spec"];
+    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert_eq!(spec["topologySpreadConstraints"][0]["maxSkew"], 1);
+    assert_eq!(spec["volumes"][0]["configMap"]["name"], "vpc-ca");
+    let c = &spec["containers"][0];
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/ssl/vpc");
+    assert!(
+        c["args"]
+            .as_array()
+            .unwrap()
+            .contains(&"--fight-threshold=5".into())
+    );
+    assert!(
+        c["args"]
+            .as_array()
+            .unwrap()
+            .contains(&"--lease-name=labels".into())
+    );
+    assert!(
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "HTTPS_PROXY")
+    );
+    assert_eq!(c["startupProbe"]["httpGet"]["path"], "/healthz");
+
+    let named = render(&["--set", "nameOverride=tags"]);
+    let deploy = find(&named, "Deployment")[0];
+    assert_eq!(deploy["metadata"]["name"], "rel-tags");
+    assert_eq!(
+        deploy["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "tags"
+    );
+
+    // Opt-in only.
+    assert!(find(&docs, "PrometheusRule").is_empty() && find(&docs, "ConfigMap").is_empty());
+    let all = render(&[
+        "--set",
+        "grafanaDashboard.enabled=true,prometheusRule.enabled=true",
+    ]);
+    let cm = find(&all, "ConfigMap")[0];
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["imagelabel-operator.json"].as_str().unwrap()).unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
+    assert_eq!(find(&all, "PrometheusRule").len(), 1);
+}
+
+#[test]
 fn bad_values_are_rejected_by_the_schema() {
     for (set, field) in [
         ("replicas=two", "replicas"),
@@ -230,6 +306,10 @@ fn bad_values_are_rejected_by_the_schema() {
         ("surprise=1", "surprise"),
         ("endpoints.pai=ftp://x", "pai"),
         ("extraPaiImageKeys={team}", "extraPaiImageKeys"),
+        ("extraArgs={fight-threshold=5}", "extraArgs"),
+        ("fullnameOverride=Not_A_Name", "fullnameOverride"),
+        ("prometheusRule.for=soon", "for"),
+        ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
     ] {
         let flag = if set.starts_with("replicas") || set.starts_with("logLevel") {
             "--set-string"

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// True while `status.drift` lists keys (mode Observe): drift stays visible
+/// when Ready says the set has done its job.
+pub const DRIFTED: &str = "Drifted";
 
 /// Reasons the operator writes into conditions and events.
 pub mod reason {
@@ -32,10 +35,14 @@ pub mod reason {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+/// What the operator last observed and did; written only by the operator.
 pub struct LabelSetStatus {
-    /// The spec generation this status describes.
+    /// The spec generation this status describes. The CRD defaults it to 0
+    /// so a set the operator has not seen yet is not taken as up to date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled` (kstatus) and `Drifted`; see the
+    /// README's state table for what each reason means.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -77,21 +84,29 @@ pub struct LabelSetStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+/// One condition, following the Kubernetes API conventions.
 pub struct Condition {
+    /// `Ready`, `Reconciling`, `Stalled` or `Drifted`.
     #[serde(rename = "type")]
     pub type_: String,
     /// "True", "False" or "Unknown".
     pub status: String,
+    /// The spec generation the condition was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When `status` last changed (RFC 3339).
     pub last_transition_time: String,
+    /// One word for the state, e.g. `InSync`, `Applying`, `KeyConflict`.
     pub reason: String,
+    /// What happened and, when a person must act, what to do.
     pub message: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+/// A key whose cloud value differs from the spec.
 pub struct DriftEntry {
+    /// The label key.
     pub key: String,
     /// What the set wants; absent when the key should be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +118,9 @@ pub struct DriftEntry {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+/// A key another, older set declares with a different value.
 pub struct ConflictEntry {
+    /// The label key.
     pub key: String,
     /// The value this set declares.
     pub value: String,
@@ -115,11 +132,14 @@ pub struct ConflictEntry {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+/// A key the operator stopped repairing.
 pub struct FightEntry {
+    /// The label key.
     pub key: String,
     /// The last out-of-band value seen (absent when the key was removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// Repairs made within the fight window before the operator stopped.
     pub repairs: u32,
 }
 

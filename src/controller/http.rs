@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::context::CloudAccess;
+use super::exposition;
 use super::metrics::Metrics;
 
 #[derive(Clone)]
@@ -20,7 +22,7 @@ struct AppState {
     clouds: Arc<dyn CloudAccess>,
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     // The limiter keeps its own running total; publish the increase.
     let total = s.clouds.rate_limiter_wait_seconds();
     let seen = s.metrics.rate_limiter_wait.get();
@@ -32,13 +34,16 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     if sent > counted {
         s.metrics.cloud_requests.inc_by(sent - counted);
     }
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+    let text = s.metrics.encode();
+    if exposition::wants_openmetrics(accept) {
+        ([(CONTENT_TYPE, exposition::OPENMETRICS)], text)
+    } else {
+        (
+            [(CONTENT_TYPE, exposition::TEXT_004)],
+            exposition::to_text_004(&text),
+        )
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -9,6 +9,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::resource::LabelSetResource;
+use crate::api::{DatasetLabelSet, ImageLabelSet, Provider};
+use crate::provider::ErrorKind;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     pub kind: String,
@@ -106,7 +110,7 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
-        Metrics {
+        let m = Metrics {
             registry,
             reconciles,
             reconcile_duration,
@@ -118,11 +122,50 @@ impl Default for Metrics {
             rate_limiter_wait,
             cloud_requests,
             leader,
-        }
+        };
+        m.create_series();
+        m
     }
 }
 
+/// The `api` label values of `cloud_calls` (see `Metered`).
+pub const CLOUD_APIS: [&str; 3] = ["read", "add", "remove"];
+/// The `result` label values of `reconciles`.
+pub const RESULTS: [&str; 4] = ["success", "stalled", "paused", "error"];
+
 impl Metrics {
+    /// Every series a dashboard or alert selects exists at 0 from the start:
+    /// a family without samples is "No data" to Grafana, and `rate()` or
+    /// `increase()` over a series born at its first event misses that event.
+    fn create_series(&self) {
+        for kind in [ImageLabelSet::KIND, DatasetLabelSet::KIND] {
+            let k = Metrics::kind(kind);
+            for result in RESULTS {
+                let _ = self.reconciles.get_or_create(&ReconcileLabels {
+                    kind: kind.into(),
+                    result: result.into(),
+                });
+            }
+            let _ = self.reconcile_duration.get_or_create(&k);
+            let _ = self.drift_repaired.get_or_create(&k);
+            let _ = self.labels_managed.get_or_create(&k);
+            let _ = self.conflicts.get_or_create(&k);
+            let _ = self.fights_detected.get_or_create(&k);
+        }
+        let outcomes = std::iter::once("ok").chain(ErrorKind::ALL.map(ErrorKind::as_str));
+        for outcome in outcomes {
+            for provider in [Provider::Pai, Provider::HuaweicloudIms] {
+                for api in CLOUD_APIS {
+                    let _ = self.cloud_calls.get_or_create(&CloudCallLabels {
+                        provider: provider.as_str().into(),
+                        api: api.into(),
+                        outcome: outcome.into(),
+                    });
+                }
+            }
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -177,5 +220,19 @@ mod tests {
             text.contains("# TYPE imagelabel_reconcile_duration_seconds histogram"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn counters_exist_at_zero_before_their_first_event() {
+        let text = Metrics::default().encode();
+        for kind in ["ImageLabelSet", "DatasetLabelSet"] {
+            for name in ["drift_repaired", "fights_detected"] {
+                let line = format!("imagelabel_{name}_total{{kind=\"{kind}\"}} 0");
+                assert!(text.contains(&line), "{line} missing in\n{text}");
+            }
+        }
+        assert!(text.contains(
+            "imagelabel_cloud_calls_total{provider=\"huaweicloud-ims\",api=\"remove\",outcome=\"throttled\"} 0"
+        ));
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 pub mod context;
+pub mod exposition;
 pub mod fights;
 pub mod http;
 pub mod index;

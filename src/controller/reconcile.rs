@@ -23,8 +23,8 @@ use super::resource::LabelSetResource;
 use crate::api::status::reason;
 use crate::api::validate::parse_duration;
 use crate::api::{
-    Condition, ConflictEntry, DeletionPolicy, DriftEntry, FightEntry, LabelSetStatus, Mode, READY,
-    RECONCILING, STALLED,
+    Condition, ConflictEntry, DRIFTED, DeletionPolicy, DriftEntry, FightEntry, LabelSetStatus,
+    Mode, READY, RECONCILING, STALLED,
 };
 use crate::engine::{
     ResolvedSet, SyncError, SyncReport, SyncRequest, carry_out, observe_and_plan, plan_for,
@@ -225,6 +225,19 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
                     .set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g))
             }
         }
+        // Its own condition, so drift stays visible where Ready says the
+        // set is done (Observe) without holding GitOps health checks.
+        let drifted = match self.status.drift.len() {
+            0 => Condition::new(DRIFTED, false, reason::IN_SYNC, "", g),
+            n => Condition::new(
+                DRIFTED,
+                true,
+                reason::DRIFT_DETECTED,
+                format!("{n} keys differ from the spec (see status.drift)"),
+                g,
+            ),
+        };
+        self.status.set_condition(drifted);
     }
 
     /// Server-side apply of the whole status; the operator owns every field in it.
@@ -410,9 +423,12 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         if let Ok(set) = obj.resolve(&ctx.config.default_region) {
             inherit(&mut w, &set, ctx);
         }
+        // Ready=True: pausing is a deliberate, settled state, so kstatus
+        // (Flux `wait: true`) reports Current instead of waiting until its
+        // timeout; the reason says Paused and Argo CD's check shows Suspended.
         w.conditions(
             (
-                false,
+                true,
                 reason::PAUSED,
                 format!("annotation {PAUSED}=true: no cloud calls until it is removed"),
             ),
@@ -560,11 +576,23 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     }
 
     if set.policy.mode == Mode::Sync && !report.plan.is_empty() {
+        let (why, what) = if drifted.is_empty() {
+            (reason::APPLYING, "applying label changes")
+        } else {
+            (
+                reason::DRIFT_DETECTED,
+                "repairing labels changed out of band",
+            )
+        };
         w.conditions(
-            (false, reason::APPLYING, "applying label changes".into()),
-            Some((reason::APPLYING, describe(&report))),
+            (false, why, what.into()),
+            Some((why, describe(&report))),
             None,
         );
+        // Written before the cloud calls, not only with a write-ahead of
+        // ownership: a repair or an edit of owned keys would otherwise never
+        // show as in progress, and a crash mid-way would leave "InSync".
+        w.write().await?;
     }
     let writer = &mut w;
     let outcome = carry_out(provider.as_ref(), &set, report, |ahead| async move {
@@ -752,9 +780,11 @@ async fn finish<K: LabelSetResource>(
             "stalled",
         )
     } else if !w.status.drift.is_empty() {
+        // Observe has done its job: Ready=True (kstatus Current, Argo CD
+        // Healthy) with the reason and the Drifted condition saying what differs.
         (
             (
-                false,
+                true,
                 reason::DRIFT_DETECTED,
                 format!(
                     "{} keys differ (mode Observe: not changed)",

@@ -110,6 +110,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::NotFound,
+        ErrorKind::AccessDenied,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Invalid,
+        ErrorKind::Throttled,
+        ErrorKind::Server,
+        ErrorKind::Network,
+    ];
+
     pub fn is_retryable(self) -> bool {
         matches!(
             self,

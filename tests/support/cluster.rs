@@ -866,6 +866,15 @@ pub fn assert_success(what: &str, out: &Output) -> String {
     stdout
 }
 
+/// The documents of a YAML stream (`helm template` output), empty ones dropped.
+pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    serde_saphyr::from_multiple::<serde_json::Value>(text)
+        .expect("a YAML stream")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Certificates and keys, fresh for every cluster.
 

@@ -1,7 +1,11 @@
-{{- define "imagelabel.name" -}}imagelabel-operator{{- end -}}
+{{- define "imagelabel.name" -}}{{ default "imagelabel-operator" .Values.nameOverride | trunc 63 | trimSuffix "-" }}{{- end -}}
 
 {{- define "imagelabel.fullname" -}}
-{{- if contains "imagelabel-operator" .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- else -}}{{ printf "%s-imagelabel-operator" .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- if .Values.fullnameOverride -}}{{ .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else -}}
+{{- $name := include "imagelabel.name" . -}}
+{{- if contains $name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "imagelabel.serviceAccountName" -}}
