@@ -212,7 +212,11 @@ async fn crd_lifecycle_with_kubectl_and_helm() {
         Event::Apply(o) => {
             assert_eq!(o.name_any(), name);
             assert_eq!(o.spec, spec);
-            assert_eq!(o.status, None);
+            // The CRD defaults status.observedGeneration to 0, so GitOps
+            // tools read a set nobody reconciled yet as in progress.
+            let status = o.status.expect("the defaulted status");
+            assert_eq!(status.observed_generation, Some(0));
+            assert!(status.conditions.is_empty());
         }
         other => panic!("expected the creation as an Apply event, got {other:?}"),
     }
