@@ -41,6 +41,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the largest variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the controller (in cluster, or out of cluster with a kubeconfig).
     Run(RunArgs),
@@ -135,6 +137,16 @@ pub struct RunArgs {
     /// its spec nor its Secret changed.
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     pub stalled_recheck: Duration,
+    /// Namespaces whose sets may omit spec.credentialsRef and use the
+    /// operator's own credentials (comma-separated; `*` for every
+    /// namespace). Empty: every set must name a Secret of its own.
+    #[arg(
+        long,
+        env = "IMAGELABEL_DEFAULT_CREDENTIALS_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub default_credentials_namespaces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -300,6 +312,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             backoff_cap: args.backoff_cap,
             secret_poll: args.secret_poll_interval,
             stalled_recheck: args.stalled_recheck,
+            default_credentials: crate::controller::tenancy::DefaultCredentialsNamespaces::parse(
+                args.default_credentials_namespaces
+                    .iter()
+                    .map(String::as_str),
+            ),
         },
         concurrency: args.concurrency,
         metrics_addr: args.metrics_addr,

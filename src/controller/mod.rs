@@ -26,6 +26,7 @@ pub mod index;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;
+pub mod tenancy;
 
 use context::{CloudAccess, Ctx, ReconcileConfig};
 use fights::FightDetector;

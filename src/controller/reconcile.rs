@@ -326,10 +326,16 @@ async fn secret_data<K: LabelSetResource>(
     set: &ResolvedSet,
     ctx: &Ctx,
 ) -> Result<Option<SecretRead>, SecretError> {
+    let ns = obj.namespace().unwrap_or_default();
     let Some(r) = &set.policy.credentials_ref else {
+        // Checked before any cloud client exists: a refused set costs no call.
+        if !ctx.config.default_credentials.allows(&ns) {
+            return Err(SecretError::Stall(
+                crate::controller::tenancy::DefaultCredentialsNamespaces::refusal(&ns),
+            ));
+        }
         return Ok(None);
     };
-    let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     match api.get_opt(&r.name).await {
         Ok(Some(s)) => Ok(Some(SecretRead {
