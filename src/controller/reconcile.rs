@@ -202,6 +202,11 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         stalled: Option<(&str, String)>,
     ) {
         let g = self.generation;
+        // Messages carry cloud error text of any length; a status past the
+        // API server's size limit would fail every later patch.
+        let ready = (ready.0, ready.1, truncate(&ready.2, MAX_STATUS_MESSAGE));
+        let reconciling = reconciling.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
+        let stalled = stalled.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
         self.status
             .set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
         match reconciling {
@@ -271,6 +276,9 @@ async fn event<K: LabelSetResource>(
         warn!(set = %set_key(obj), error = %e, "could not publish event");
     }
 }
+
+/// Longest condition message (bytes, before the ellipsis); events get 1000.
+const MAX_STATUS_MESSAGE: usize = 1024;
 
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -922,17 +930,7 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     let key = set_key(&*obj);
     // Indexed as deleting (no longer a contender) until the cleanup is done.
     wake_others::<K>(index_claim(&*obj, ctx), ctx);
-    ctx.fights.reset(&key);
-    ctx.stalls.lock().expect("stalls poisoned").remove(&key);
-    let kind = K::KIND;
-    ctx.metrics
-        .labels_managed
-        .get_or_create(&Metrics::kind(kind))
-        .set(Ctx::tally(&ctx.managed, &key, kind, None) as i64);
-    ctx.metrics
-        .conflicts
-        .get_or_create(&Metrics::kind(kind))
-        .set(Ctx::tally(&ctx.conflicting, &key, kind, None) as i64);
+    super::sweep::forget_state::<K>(ctx, &key);
     let release = || {
         ctx.forget_owned(obj.meta().uid.as_deref());
         wake_others::<K>(ctx.index.remove(&key), ctx);
@@ -1112,5 +1110,13 @@ mod tests {
     fn truncates_on_char_boundaries() {
         assert_eq!(truncate("ααα", 3), "α…");
         assert_eq!(truncate("abc", 3), "abc");
+        let huge = "é".repeat(1 << 20);
+        let t = truncate(&huge, MAX_STATUS_MESSAGE);
+        assert!(
+            t.len() <= MAX_STATUS_MESSAGE + '…'.len_utf8(),
+            "{}",
+            t.len()
+        );
+        assert!(t.ends_with('…'));
     }
 }
