@@ -467,10 +467,9 @@ impl RrsaSource {
             .map_err(|e| CredentialError::Sts(super::registry::transport_error(API, &e)))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
+        let body = super::body::read_capped(resp, API, super::body::MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| CredentialError::Sts(super::registry::transport_error(API, &e)))?;
+            .map_err(CredentialError::Sts)?;
         if !(200..300).contains(&status) {
             return Err(CredentialError::Sts(super::pai::error::map_error(
                 API, status, &headers, &body,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod body;
 pub mod credentials;
 pub mod ims;
 pub mod limiter;

@@ -238,10 +238,12 @@ impl ImsClient {
             .map_err(|e| transport_error(call.api, &e))?;
         let status = resp.status().as_u16();
         let resp_headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(call.api, &e))?;
+        let bytes = crate::provider::body::read_capped(
+            resp,
+            call.api,
+            crate::provider::body::MAX_RESPONSE_BYTES,
+        )
+        .await?;
         if !(200..300).contains(&status) {
             let err = error::map_error(call.api, status, &resp_headers, &bytes);
             tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "ims call failed");
