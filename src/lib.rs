@@ -14,3 +14,6 @@ pub mod plan;
 pub mod provider;
 pub mod sign;
 pub mod sim;
+
+#[cfg(test)]
+mod redaction_tests;
