@@ -484,3 +484,19 @@ fn crd_and_demo_commands() {
         "{after}"
     );
 }
+
+#[test]
+fn oversized_input_fails_fast_with_a_clear_error() {
+    let started = std::time::Instant::now();
+    let o = Command::new(BIN)
+        .args(["plan", "-f", "/dev/zero"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 1, "{out}{err}");
+    assert!(
+        err.contains("/dev/zero") && err.contains("limit for a manifest file"),
+        "{out}{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod clouds;
 pub mod demo;
+pub mod files;
 pub mod gitops;
 pub mod manifest;
 
