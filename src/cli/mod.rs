@@ -215,6 +215,10 @@ pub async fn main(cli: Cli) -> ExitCode {
     | Command::Run(RunArgs { cloud, .. }) = &cli.command
     {
         crate::api::rules::allow_extra_pai_image_keys(cloud.extra_pai_image_keys.iter().cloned());
+        crate::provider::location::route_requests_to(crate::provider::location::Routes {
+            pai: cloud.pai_endpoint.clone(),
+            ims: cloud.ims_endpoint.clone(),
+        });
     }
     let result = match cli.command {
         Command::Crd => {

@@ -448,7 +448,7 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             return invalid_spec(w, ctx, &*obj, msg).await;
         }
     };
-    let object = set.object_key();
+    let object = set.target_key();
     if let Some(was) = w.status.target.clone()
         && was != object
         && !w.status.owned_keys.is_empty()
@@ -636,7 +636,12 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
 /// deletion waiting to hand a key over is never stuck behind them.
 fn inherit<K: LabelSetResource>(w: &mut StatusWriter<'_, K>, set: &ResolvedSet, ctx: &Ctx) -> bool {
     let object = set.object_key();
-    if set.policy.mode != Mode::Sync || w.status.target.as_ref().is_some_and(|t| *t != object) {
+    if set.policy.mode != Mode::Sync
+        || w.status
+            .target
+            .as_ref()
+            .is_some_and(|t| *t != set.target_key())
+    {
         return false;
     }
     let id = w.obj.set_id();
@@ -950,11 +955,11 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
             let moved = obj
                 .status()
                 .and_then(|s| s.target.clone())
-                .filter(|was| *was != set.object_key())
+                .filter(|was| *was != set.target_key())
                 .map(|was| {
                     format!(
                         "owned keys live on {was} but the spec names {}",
-                        set.object_key()
+                        set.target_key()
                     )
                 });
             (Some(set), moved)
