@@ -222,10 +222,9 @@ impl ImsClient {
     async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
         self.limiter.acquire().await;
         let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
+        let url = self.endpoint.checked_url(call.api, &call.path, "")?;
         let headers = self.headers_for(call, &creds, Timestamp::now())?;
-        let mut req = self
-            .http
-            .request(call.method.clone(), self.endpoint.url(&call.path, ""));
+        let mut req = self.http.request(call.method.clone(), url);
         for (n, v) in &headers {
             req = req.header(n.as_str(), v.as_str());
         }

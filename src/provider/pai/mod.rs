@@ -287,11 +287,11 @@ impl PaiClient {
         self.limiter.acquire().await;
         let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
         let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let url =
+            self.endpoint
+                .checked_url(call.api, &call.path, &acs3::canonical_query(&call.query))?;
         let headers = self.headers_for(call, &creds, Timestamp::now(), &nonce)?;
-        let url = self
-            .endpoint
-            .url(&call.path, &acs3::canonical_query(&call.query));
-        let mut req = self.http.request(call.method.clone(), &url);
+        let mut req = self.http.request(call.method.clone(), url);
         for (n, v) in &headers {
             req = req.header(n.as_str(), v.as_str());
         }
