@@ -16,4 +16,6 @@ pub mod sign;
 pub mod sim;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod redaction_tests;

@@ -394,8 +394,8 @@ pub struct RrsaConfig {
 /// Refresh this long before the STS credentials expire (as the SDK does).
 pub const RRSA_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
 
-struct Cached {
-    creds: Credentials,
+pub(crate) struct Cached {
+    pub(crate) creds: Credentials,
     expiration: Timestamp,
 }
 
@@ -484,7 +484,7 @@ impl RrsaSource {
     }
 }
 
-fn parse_sts_answer(body: &[u8]) -> Result<Cached, String> {
+pub(crate) fn parse_sts_answer(body: &[u8]) -> Result<Cached, String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| "STS answer is not JSON".to_string())?;
     let c = v
