@@ -249,7 +249,15 @@ pub async fn run(
 
     // Leadership lost: stop at once, a restarted replica starts from scratch.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let lost = lost_rx.map(|_| ()).shared();
+    // Only a sent signal means lost: without leader election no sender is
+    // ever kept, and a dropped sender must not stop the controllers.
+    let lost = async move {
+        if lost_rx.await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    }
+    .boxed()
+    .shared();
     let lease_watch = lease.map(|(mut channel, task)| {
         let confirm = confirm_lease(
             Api::namespaced(client.clone(), &cfg.lease_namespace),
