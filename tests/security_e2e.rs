@@ -238,3 +238,72 @@ async fn a_set_deleted_unseen_no_longer_wins_its_keys_after_a_relist() {
         Some(&"team-b".to_string())
     );
 }
+
+/// The same ghost with the operator running: its watch breaks (API server
+/// restarted while the operator is frozen) and the Delete happens in the
+/// gap. When the operator resumes, its watch resumes from a version the new
+/// API server no longer serves, so it lists again; the claim of the set
+/// that list lacks must go.
+#[tokio::test]
+async fn a_set_deleted_in_a_watch_gap_no_longer_wins_its_keys() {
+    let ns = "sec-gap";
+    let env = Env::start(ns, seed_with(&["image-gap"])).await;
+    let target = pai_image("image-gap");
+    let op = env.operator("op", &["--leader-election=false"]);
+    apply(
+        &env,
+        "older.yaml",
+        &image_set("older", ns, "image-gap", "system.owner", "team-a"),
+    );
+    env.wait_image("older", "Ready", WAIT, ready).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
+    apply(
+        &env,
+        "newer.yaml",
+        &image_set("newer", ns, "image-gap", "system.owner", "team-b"),
+    );
+    env.wait_image("newer", "KeyConflict", WAIT, |s| {
+        reason(s, STALLED).as_deref() == Some("KeyConflict")
+    })
+    .await;
+
+    let signal = |sig| {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(op.pid() as i32, sig) }, 0);
+    };
+    signal(libc::SIGSTOP);
+    env.cluster.restart_apiserver().await;
+    assert_success(
+        "delete older",
+        &env.cluster
+            .kubectl(["delete", "-n", ns, "ils", "older", "--wait=false"]),
+    );
+    assert_success(
+        "drop the finalizer",
+        &env.cluster.kubectl([
+            "patch",
+            "-n",
+            ns,
+            "ils",
+            "older",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ]),
+    );
+    signal(libc::SIGCONT);
+
+    let st = env.wait_image("newer", "Ready", WAIT, ready).await;
+    assert!(st.conflicts.is_empty(), "{st:?}");
+    assert_eq!(
+        env.labels(&target).get("system.owner"),
+        Some(&"team-b".to_string())
+    );
+    // The minute-by-minute check would also drop it, later; this test is
+    // about the re-list, which the restarted API server forces.
+    let log = op.log_text();
+    assert!(
+        log.contains("re-list: claims of sets that no longer exist dropped"),
+        "the ghost claim was not dropped by the re-list:\n{log}"
+    );
+}
