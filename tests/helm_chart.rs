@@ -293,6 +293,7 @@ fn bad_values_are_rejected_by_the_schema() {
         ("surprise=1", "surprise"),
         ("endpoints.pai=ftp://x", "pai"),
         ("extraPaiImageKeys={team}", "extraPaiImageKeys"),
+        ("defaultCredentials.namespaces={Bad_NS}", "namespaces"),
     ] {
         let flag = if set.starts_with("replicas") || set.starts_with("logLevel") {
             "--set-string"
