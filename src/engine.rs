@@ -33,8 +33,17 @@ pub struct ResolvedSet {
 }
 
 impl ResolvedSet {
-    /// Identity of the cloud object, shared by every set that targets it.
+    /// Identity of the cloud object, shared by every set that targets it:
+    /// where requests really go (region, or the endpoint override), so an
+    /// override and a region never make two keys for one object.
     pub fn object_key(&self) -> String {
+        let place = crate::provider::location::location(self.provider, &self.region);
+        self.target.object_key(&place)
+    }
+
+    /// The target as the spec names it (region included), as `status.target`
+    /// records it; an endpoint override does not change it.
+    pub fn target_key(&self) -> String {
         self.target.object_key(&self.region)
     }
 }

@@ -15,3 +15,8 @@ pub mod plan;
 pub mod provider;
 pub mod sign;
 pub mod sim;
+
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod redaction_tests;

@@ -770,3 +770,17 @@ fn export_refuses_filters_the_cloud_would_refuse() {
     }
     assert_eq!(sim.reads() + sim.writes(), 0, "nothing sent");
 }
+
+#[test]
+fn oversized_input_fails_fast_with_a_clear_error() {
+    let o = Command::new(BIN)
+        .args(["plan", "-f", "/dev/zero"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(code(&o), 1, "{out}{err}");
+    assert!(
+        err.contains("/dev/zero") && err.contains("limit for a manifest file"),
+        "{out}{err}"
+    );
+}

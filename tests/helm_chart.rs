@@ -165,12 +165,46 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
     );
     assert_eq!(
         rules(roles[0]),
-        vec![(
-            vec!["coordination.k8s.io".to_string()],
-            vec!["leases".to_string()],
-            ["get", "create", "patch"].map(String::from).to_vec()
-        )],
+        vec![
+            (
+                vec!["coordination.k8s.io".to_string()],
+                vec!["leases".to_string()],
+                ["get", "patch"].map(String::from).to_vec()
+            ),
+            (
+                vec!["coordination.k8s.io".to_string()],
+                vec!["leases".to_string()],
+                vec!["create".to_string()]
+            )
+        ],
         "kube-lease-manager gets, creates and patches its Lease"
+    );
+    // get/patch reach only the operator's own Lease, the one it is told to use.
+    let lease_rules = roles[0]["rules"].as_array().unwrap();
+    assert_eq!(
+        lease_rules[0]["resourceNames"],
+        serde_json::json!(["rel-imagelabel-operator"])
+    );
+    let lease_arg = format!(
+        "--lease-name={}",
+        lease_rules[0]["resourceNames"][0].as_str().unwrap()
+    );
+    let first_args = find(&render(&[]), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .clone();
+    assert!(
+        first_args
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| *a == lease_arg),
+        "{lease_arg} not in {first_args:?}"
+    );
+    assert!(
+        lease_rules[1]
+            .get("resourceNames")
+            .is_none_or(Value::is_null),
+        "create cannot be limited by name"
     );
     assert_eq!(find(&docs, "PodDisruptionBudget").len(), 1);
     assert!(find(&docs, "ServiceMonitor").is_empty(), "off by default");
@@ -209,6 +243,35 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
     assert!(
         find(&docs, "PodDisruptionBudget").is_empty(),
         "no PDB for one replica"
+    );
+
+    // One watched namespace: no cluster-wide grant at all, the same rules as
+    // a Role (and binding) in that namespace.
+    let docs = render(&["--set", "watchNamespace=team-a"]);
+    assert!(find(&docs, "ClusterRole").is_empty(), "no ClusterRole");
+    assert!(find(&docs, "ClusterRoleBinding").is_empty());
+    let main_role = find(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["namespace"] == "team-a")
+        .expect("a Role in the watched namespace");
+    assert_eq!(rules(main_role), expected);
+    let binding = find(&docs, "RoleBinding")
+        .into_iter()
+        .find(|r| r["metadata"]["namespace"] == "team-a")
+        .expect("a RoleBinding in the watched namespace");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], main_role["metadata"]["name"]);
+
+    // Default credentials: the release namespace and the examples' namespace.
+    let args =
+        find(&render(&[]), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .clone();
+    assert!(
+        args.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| *a == format!("--default-credentials-namespaces={NS},ml-platform").as_str()),
+        "{args:?}"
     );
 
     // The chart's CRDs are the generated ones.
@@ -310,6 +373,7 @@ fn bad_values_are_rejected_by_the_schema() {
         ("fullnameOverride=Not_A_Name", "fullnameOverride"),
         ("prometheusRule.for=soon", "for"),
         ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
+        ("defaultCredentials.namespaces={Bad_NS}", "namespaces"),
     ] {
         let flag = if set.starts_with("replicas") || set.starts_with("logLevel") {
             "--set-string"
@@ -534,6 +598,15 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
         can(&["get", "leases", "-n", "other"]),
         "no",
         "leases only in the release namespace"
+    );
+    assert_eq!(
+        can(&["patch", "leases/someone-elses-lease", "-n", NS]),
+        "no",
+        "only the operator's own Lease"
+    );
+    assert_eq!(
+        can(&["patch", "leases/imagelabel-operator", "-n", NS]),
+        "yes"
     );
     forbidden(&["create", "secret", "generic", "x", "-n", "other"]);
     forbidden(&["create", "secret", "generic", "x", "-n", "ml-platform"]);

@@ -107,8 +107,8 @@ fn objects() -> Vec<ObjectDef> {
         },
         ObjectDef {
             target: Target::ImsImage {
-                project_id: "p0".into(),
-                image_id: "ims-m0".into(),
+                project_id: "0123456789abcdef0123456789abcdef".into(),
+                image_id: "00000000-0000-4000-8000-0000000000a0".into(),
             },
             dataset: false,
             provider: Provider::HuaweicloudIms,

@@ -1,5 +1,6 @@
 //! The custom resources (`imagelabel.io/v1alpha1`) and their validation.
 
+pub mod ids;
 pub mod rules;
 pub mod spec;
 pub mod status;

@@ -92,7 +92,7 @@ pub enum Mode {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 pub struct SecretRef {
     /// Name of the Secret (same namespace as the set; cross-namespace references are not allowed).
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::ids::DNS1123_SUBDOMAIN))]
     pub name: String,
 }
 
@@ -130,6 +130,8 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, !k.startsWith(' ') && !k.endsWith(' ') && !self.labels[k].startsWith(' ') && !self.labels[k].endsWith(' '))").message("spec.labels: Huawei Cloud IMS tag keys and values must not start or end with a space").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, k.matches('^[A-Za-z0-9一-鿿 _.:+@-]*$'))").message("spec.labels: Huawei Cloud IMS tag keys hold only A-Z, a-z, 0-9, CJK characters, space and _ . : + - @").field_path(".labels"),
     validation = Rule::new("self.provider != 'huaweicloud-ims' || self.labels.all(k, self.labels[k].matches('^[A-Za-z0-9一-鿿 _.:/+@-]*$'))").message("spec.labels: Huawei Cloud IMS tag values hold only A-Z, a-z, 0-9, CJK characters, space and _ . : / + - @").field_path(".labels"),
+    validation = Rule::new(format!("self.provider != 'pai' || self.imageId.matches('{}')", super::ids::PAI_IMAGE_ID)).message("spec.imageId: a PAI image ID is image- and 1-64 lowercase letters or digits").field_path(".imageId"),
+    validation = Rule::new(format!("self.provider != 'huaweicloud-ims' || self.imageId.matches('{}')", super::ids::IMS_IMAGE_ID)).message("spec.imageId: an IMS image ID is a lowercase UUID").field_path(".imageId"),
     validation = Rule::new("self.provider == oldSelf.provider && self.imageId == oldSelf.imageId").message("spec.provider and spec.imageId are immutable: create another set for another image (deleting this one applies its deletionPolicy)").field_path(".imageId"),
     validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("spec.region is immutable: create another set for an image in another region").field_path(".region"),
     validation = Rule::new("has(self.projectId) == has(oldSelf.projectId) && (!has(self.projectId) || self.projectId == oldSelf.projectId)").message("spec.projectId is immutable: create another set for an image in another project").field_path(".projectId"),
@@ -140,7 +142,7 @@ pub struct ImageLabelSetSpec {
     #[serde(default)]
     pub provider: Provider,
     /// The image's ID in the cloud (PAI `image-…`, IMS UUID).
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 70))]
     pub image_id: String,
     /// Region of the image; the operator's default region when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,11 +150,11 @@ pub struct ImageLabelSetSpec {
     pub region: Option<String>,
     /// PAI workspace ID (pai only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 20), regex(pattern = super::ids::PAI_WORKSPACE_ID))]
     pub workspace_id: Option<String>,
     /// Huawei Cloud project ID (required for huaweicloud-ims).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    #[schemars(length(min = 32, max = 32), regex(pattern = super::ids::IMS_PROJECT_ID))]
     pub project_id: Option<String>,
     /// Desired labels, key -> value.
     #[serde(default)]
@@ -222,11 +224,11 @@ pub struct DatasetLabelSetSpec {
     #[serde(default)]
     pub provider: Provider,
     /// The dataset's ID (`d-…`).
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 3, max = 66), regex(pattern = super::ids::PAI_DATASET_ID))]
     pub dataset_id: String,
     /// A dataset version name (for example `v1`); the dataset itself when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 2, max = 10), regex(pattern = super::ids::PAI_DATASET_VERSION))]
     pub version: Option<String>,
     /// Region of the dataset; the operator's default region when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,7 +236,7 @@ pub struct DatasetLabelSetSpec {
     pub region: Option<String>,
     /// PAI workspace ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 20), regex(pattern = super::ids::PAI_WORKSPACE_ID))]
     pub workspace_id: Option<String>,
     /// Desired labels, key -> value.
     #[serde(default)]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::ids::IdKind;
 use super::spec::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, Provider};
 
 /// One problem, with the field it concerns and how to fix it.
@@ -96,32 +97,44 @@ fn validate_policy(policy: &Policy, errors: &mut Vec<FieldError>) {
             );
         }
     }
-    if let Some(secret) = &policy.credentials_ref
-        && secret.name.is_empty()
-    {
-        err(
-            errors,
-            "spec.credentialsRef.name",
-            "must name a Secret in the same namespace",
-        );
+    if let Some(secret) = &policy.credentials_ref {
+        if secret.name.is_empty() {
+            err(
+                errors,
+                "spec.credentialsRef.name",
+                "must name a Secret in the same namespace",
+            );
+        } else {
+            require_id(
+                &secret.name,
+                IdKind::SecretName,
+                "spec.credentialsRef.name",
+                errors,
+            );
+        }
     }
 }
 
-fn require_id(value: &str, field: &str, errors: &mut Vec<FieldError>) {
+fn require_id(value: &str, kind: IdKind, field: &str, errors: &mut Vec<FieldError>) {
     if value.trim().is_empty() {
         err(errors, field, "is required");
-    } else if value.contains('/') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        err(
-            errors,
-            field,
-            format!("{value:?} is not a valid ID (no spaces or '/')"),
-        );
+    } else if !kind.matches(value) {
+        // Debug-quoted and cut short: the value may be hostile or huge.
+        let shown: String = format!("{value:?}").chars().take(80).collect();
+        err(errors, field, format!("{shown} is not {}", kind.shape()));
     }
 }
 
 pub fn validate_image_spec(spec: &ImageLabelSetSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
-    require_id(&spec.image_id, "spec.imageId", &mut errors);
+    let image_kind = match spec.provider {
+        Provider::Pai => IdKind::PaiImage,
+        Provider::HuaweicloudIms => IdKind::ImsImage,
+    };
+    require_id(&spec.image_id, image_kind, "spec.imageId", &mut errors);
+    if let Some(w) = &spec.workspace_id {
+        require_id(w, IdKind::PaiWorkspace, "spec.workspaceId", &mut errors);
+    }
     match spec.provider {
         Provider::Pai => {
             if spec.project_id.is_some() {
@@ -139,7 +152,7 @@ pub fn validate_image_spec(spec: &ImageLabelSetSpec) -> Result<(), Vec<FieldErro
                     "spec.projectId",
                     "is required when spec.provider is huaweicloud-ims",
                 ),
-                Some(p) => require_id(p, "spec.projectId", &mut errors),
+                Some(p) => require_id(p, IdKind::ImsProject, "spec.projectId", &mut errors),
             }
             if spec.workspace_id.is_some() {
                 err(
@@ -166,7 +179,15 @@ pub fn validate_image_spec(spec: &ImageLabelSetSpec) -> Result<(), Vec<FieldErro
 
 pub fn validate_dataset_spec(spec: &DatasetLabelSetSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
-    require_id(&spec.dataset_id, "spec.datasetId", &mut errors);
+    require_id(
+        &spec.dataset_id,
+        IdKind::PaiDataset,
+        "spec.datasetId",
+        &mut errors,
+    );
+    if let Some(w) = &spec.workspace_id {
+        require_id(w, IdKind::PaiWorkspace, "spec.workspaceId", &mut errors);
+    }
     if spec.provider != Provider::Pai {
         err(
             &mut errors,
@@ -174,14 +195,16 @@ pub fn validate_dataset_spec(spec: &DatasetLabelSetSpec) -> Result<(), Vec<Field
             "DatasetLabelSet supports only provider pai",
         );
     }
-    if let Some(v) = &spec.version
-        && v.trim().is_empty()
-    {
-        err(
-            &mut errors,
-            "spec.version",
-            "must not be empty; omit it to label the dataset itself",
-        );
+    if let Some(v) = &spec.version {
+        if v.trim().is_empty() {
+            err(
+                &mut errors,
+                "spec.version",
+                "must not be empty; omit it to label the dataset itself",
+            );
+        } else {
+            require_id(v, IdKind::PaiDatasetVersion, "spec.version", &mut errors);
+        }
     }
     validate_labels(&spec.labels, &PAI_DATASET_RULES, spec.provider, &mut errors);
     validate_policy(&spec.policy(), &mut errors);
@@ -288,6 +311,7 @@ mod tests {
         ImageLabelSetSpec {
             provider: Provider::HuaweicloudIms,
             project_id: Some("fd73a4a14a4a4dfb9771a8475e5198ea".into()),
+            image_id: "67e17426-359e-49fb-aa12-0bd1756ec240".into(),
             ..image(labels)
         }
     }
@@ -382,5 +406,52 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn refuses_hostile_ids_naming_the_field() {
+        let version = |v: &str| DatasetLabelSetSpec {
+            dataset_id: "d-ml6k2q9h3v7x".into(),
+            version: Some(v.into()),
+            ..Default::default()
+        };
+        for bad in ["..", ".", "v1/..", "v1%2f", "v1?x"] {
+            let errs = validate_dataset_spec(&version(bad)).unwrap_err();
+            assert_eq!(errs[0].field, "spec.version", "{bad:?}");
+        }
+        assert_eq!(validate_dataset_spec(&version("v12")), Ok(()));
+        let mut spec = image(&[("system.chipType", "GPU")]);
+        spec.credentials_ref = Some(crate::api::SecretRef {
+            name: "../other".into(),
+        });
+        spec.workspace_id = Some("..".into());
+        let fields: Vec<String> = validate_image_spec(&spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert!(
+            fields.contains(&"spec.credentialsRef.name".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"spec.workspaceId".to_string()),
+            "{fields:?}"
+        );
+        let huge = "image-".to_string() + &"a".repeat(10_000);
+        let errs = validate_image_spec(&image(&[]).clone_with_id(&huge)).unwrap_err();
+        assert!(
+            errs[0].message.len() < 300,
+            "the message echoes a bounded prefix"
+        );
+    }
+
+    impl ImageLabelSetSpec {
+        fn clone_with_id(&self, id: &str) -> Self {
+            ImageLabelSetSpec {
+                image_id: id.into(),
+                ..self.clone()
+            }
+        }
     }
 }

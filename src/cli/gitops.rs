@@ -27,7 +27,7 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn load(path: &Path) -> Result<Self, String> {
-        match std::fs::read_to_string(path) {
+        match super::files::read_capped(path, super::files::MAX_STATE_BYTES, "state file") {
             Ok(text) => serde_json::from_str(&text)
                 .map_err(|e| format!("{}: not a state file: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
@@ -35,12 +35,10 @@ impl StateFile {
         }
     }
 
-    /// Writes atomically (temp file + rename) so a crash never leaves half a file.
+    /// Writes atomically so a crash never leaves half a file (see [`super::files::write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let tmp = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, path))
+        super::files::write_atomic(path, text.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 }

@@ -117,7 +117,7 @@ pub fn load(paths: &[PathBuf], default_region: &str) -> Result<Vec<Located>, Vec
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match super::files::read_capped(&file, super::files::MAX_MANIFEST_BYTES, "manifest file") {
             Ok(text) => parse_text(&file, &text, default_region, &mut found, &mut errors),
             Err(e) => errors.push(ManifestError {
                 source: file.display().to_string(),

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub mod clouds;
 pub mod demo;
 pub mod export;
+pub mod files;
 pub mod gitops;
 pub mod manifest;
 
@@ -42,6 +43,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the largest variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the controller (in cluster, or out of cluster with a kubeconfig).
     Run(RunArgs),
@@ -138,6 +141,16 @@ pub struct RunArgs {
     /// its spec nor its Secret changed.
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     pub stalled_recheck: Duration,
+    /// Namespaces whose sets may omit spec.credentialsRef and use the
+    /// operator's own credentials (comma-separated; `*` for every
+    /// namespace). Empty: every set must name a Secret of its own.
+    #[arg(
+        long,
+        env = "IMAGELABEL_DEFAULT_CREDENTIALS_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub default_credentials_namespaces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -208,6 +221,10 @@ pub async fn main(cli: Cli) -> ExitCode {
     | Command::Export(export::ExportArgs { cloud, .. }) = &cli.command
     {
         crate::api::rules::allow_extra_pai_image_keys(cloud.extra_pai_image_keys.iter().cloned());
+        crate::provider::location::route_requests_to(crate::provider::location::Routes {
+            pai: cloud.pai_endpoint.clone(),
+            ims: cloud.ims_endpoint.clone(),
+        });
     }
     let result = match cli.command {
         Command::Crd => {
@@ -308,6 +325,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             backoff_cap: args.backoff_cap,
             secret_poll: args.secret_poll_interval,
             stalled_recheck: args.stalled_recheck,
+            default_credentials: crate::controller::tenancy::DefaultCredentialsNamespaces::parse(
+                args.default_credentials_namespaces
+                    .iter()
+                    .map(String::as_str),
+            ),
         },
         concurrency: args.concurrency,
         metrics_addr: args.metrics_addr,

@@ -54,6 +54,9 @@ pub struct ReconcileConfig {
     /// neither its spec nor its Secret changed (cloud-side fixes: a created
     /// image, a granted permission).
     pub stalled_recheck: Duration,
+    /// Namespaces whose sets may run without `credentialsRef`, on the
+    /// operator's own account (see [`super::tenancy`]).
+    pub default_credentials: super::tenancy::DefaultCredentialsNamespaces,
 }
 
 impl Default for ReconcileConfig {
@@ -67,6 +70,7 @@ impl Default for ReconcileConfig {
             backoff_cap: Duration::from_secs(300),
             secret_poll: Duration::from_secs(30),
             stalled_recheck: Duration::from_secs(3600),
+            default_credentials: Default::default(),
         }
     }
 }

@@ -9,7 +9,14 @@ pub struct FightDetector {
     threshold: usize,
     window: Duration,
     repairs: Mutex<HashMap<(String, String), VecDeque<Instant>>>,
+    /// Size past which `record` drops keys with no repair left in the window.
+    soft_cap: Mutex<usize>,
 }
+
+/// The map is swept when it doubles past its size after the last sweep,
+/// never below this: amortised O(1) per repair, bounded by the keys
+/// repaired within one window.
+const MIN_SWEEP_AT: usize = 1024;
 
 impl FightDetector {
     pub fn new(threshold: usize, window: Duration) -> Self {
@@ -17,6 +24,7 @@ impl FightDetector {
             threshold: threshold.max(1),
             window,
             repairs: Mutex::new(HashMap::new()),
+            soft_cap: Mutex::new(MIN_SWEEP_AT),
         }
     }
 
@@ -44,7 +52,47 @@ impl FightDetector {
         let q = map.entry((set.to_string(), key.to_string())).or_default();
         Self::prune(q, now, self.window);
         q.push_back(now);
-        q.len()
+        let n = q.len();
+        let mut cap = self.soft_cap.lock().expect("fight detector poisoned");
+        if map.len() > *cap {
+            Self::sweep_map(&mut map, now, self.window);
+            *cap = (map.len() * 2).max(MIN_SWEEP_AT);
+        }
+        n
+    }
+
+    fn sweep_map(
+        map: &mut HashMap<(String, String), VecDeque<Instant>>,
+        now: Instant,
+        window: Duration,
+    ) {
+        map.retain(|_, q| {
+            Self::prune(q, now, window);
+            !q.is_empty()
+        });
+    }
+
+    /// Drops keys with no repair within the window at `now`.
+    pub fn sweep(&self, now: Instant) {
+        let mut map = self.repairs.lock().expect("fight detector poisoned");
+        Self::sweep_map(&mut map, now, self.window);
+    }
+
+    /// Keeps the history of the sets `live` says still exist.
+    pub fn retain_sets(&self, live: impl Fn(&str) -> bool) {
+        self.repairs
+            .lock()
+            .expect("fight detector poisoned")
+            .retain(|(s, _), _| live(s));
+    }
+
+    /// (set, key) pairs remembered.
+    pub fn len(&self) -> usize {
+        self.repairs.lock().expect("fight detector poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forgets a set's history (spec changed, resume requested, deleted).
@@ -80,5 +128,26 @@ mod tests {
         d.record("s", "k", t0);
         d.reset("s");
         assert!(!d.is_fighting("s", "k", t0));
+    }
+
+    #[test]
+    fn churn_of_10000_keys_shrinks_back() {
+        let window = Duration::from_secs(60);
+        let d = FightDetector::new(3, window);
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            d.record(&format!("ns/set{i}"), "k", t0);
+        }
+        // Repairs a window later sweep the expired ones as the map grows.
+        let t1 = t0 + window + Duration::from_secs(1);
+        for i in 0..10_000 {
+            d.record("ns/live", &format!("k{i}"), t1);
+        }
+        assert!(d.len() <= 10_000 + MIN_SWEEP_AT, "{} entries", d.len());
+        d.sweep(t1 + window + Duration::from_secs(1));
+        assert_eq!(d.len(), 0, "nothing repaired within the window is kept");
+        d.record("ns/a", "k", t1);
+        d.retain_sets(|s| s != "ns/a");
+        assert!(d.is_empty());
     }
 }

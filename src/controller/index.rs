@@ -79,6 +79,18 @@ impl ClaimIndex {
         others
     }
 
+    /// Every indexed set (`Kind/namespace/name`).
+    pub fn set_keys(&self) -> Vec<String> {
+        let inner = self.inner.lock().expect("claim index poisoned");
+        inner.by_set.keys().cloned().collect()
+    }
+
+    /// (sets, objects) indexed, for bounds tests.
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("claim index poisoned");
+        (inner.by_set.len(), inner.by_object.len())
+    }
+
     /// Claims of every other set on the object.
     pub fn claims(&self, object: &str, except: &SetId) -> Vec<Claim> {
         let inner = self.inner.lock().expect("claim index poisoned");

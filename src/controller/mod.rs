@@ -27,6 +27,8 @@ pub mod index;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;
+pub mod sweep;
+pub mod tenancy;
 
 use context::{CloudAccess, Ctx, ReconcileConfig};
 use fights::FightDetector;
@@ -35,6 +37,9 @@ use metrics::Metrics;
 use resource::LabelSetResource;
 
 use crate::api::{DatasetLabelSet, ImageLabelSet};
+
+/// How often per-set state is checked against the watch caches.
+const STATE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Settings of `imagelabel run`.
 #[derive(Clone, Debug)]
@@ -80,16 +85,32 @@ fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> 
 /// Keeps the claim index current from the watch itself, before any set is
 /// reconciled: two sets applied together must see each other's claims, or
 /// the newer one could write a key the older one wins.
+/// A re-list (after a watch gap) replaces the kind's claims with what it
+/// returned, so a Delete the watch missed cannot leave a claim behind.
 fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher::Event<K>) {
+    let mut relist = sweep::Relist::default();
     move |event| match event {
-        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+        watcher::Event::Apply(o) => {
+            reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
+        }
+        watcher::Event::InitApply(o) => {
+            relist.saw(&reconcile::set_key(o));
             reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
         }
         watcher::Event::Delete(o) => {
             ctx.forget_owned(o.meta().uid.as_deref());
-            reconcile::wake_others::<K>(ctx.index.remove(&reconcile::set_key(o)), &ctx);
+            sweep::forget_set::<K>(&ctx, &reconcile::set_key(o));
         }
-        watcher::Event::Init | watcher::Event::InitDone => {}
+        watcher::Event::Init => relist.begin(),
+        watcher::Event::InitDone => {
+            let gone = relist.done(K::KIND, ctx.index.set_keys());
+            if !gone.is_empty() {
+                info!(sets = ?gone, "re-list: claims of sets that no longer exist dropped");
+            }
+            for key in gone {
+                sweep::forget_set::<K>(&ctx, &key);
+            }
+        }
     }
 }
 
@@ -225,9 +246,19 @@ pub async fn run(
         written_owned: Default::default(),
     });
 
+    let sweeper = tokio::spawn(sweep::periodically(ctx.clone(), STATE_CHECK_EVERY));
+
     // Leadership lost: stop at once, a restarted replica starts from scratch.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let lost = lost_rx.map(|_| ()).shared();
+    // Only a sent signal means lost: without leader election no sender is
+    // ever kept, and a dropped sender must not stop the controllers.
+    let lost = async move {
+        if lost_rx.await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    }
+    .boxed()
+    .shared();
     let lease_watch = lease.map(|(mut channel, task)| {
         let confirm = confirm_lease(
             Api::namespaced(client.clone(), &cfg.lease_namespace),
@@ -317,6 +348,7 @@ pub async fn run(
         _ = lost.clone() => {}
     }
     metrics.leader.set(0);
+    sweeper.abort();
 
     if lost.clone().now_or_never().is_some() {
         error!("leadership lost; exiting so no stale replica writes");

@@ -202,6 +202,11 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         stalled: Option<(&str, String)>,
     ) {
         let g = self.generation;
+        // Messages carry cloud error text of any length; a status past the
+        // API server's size limit would fail every later patch.
+        let ready = (ready.0, ready.1, truncate(&ready.2, MAX_STATUS_MESSAGE));
+        let reconciling = reconciling.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
+        let stalled = stalled.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
         self.status
             .set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
         match reconciling {
@@ -286,6 +291,9 @@ async fn event<K: LabelSetResource>(
     }
 }
 
+/// Longest condition message (bytes, before the ellipsis); events get 1000.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -340,10 +348,16 @@ async fn secret_data<K: LabelSetResource>(
     set: &ResolvedSet,
     ctx: &Ctx,
 ) -> Result<Option<SecretRead>, SecretError> {
+    let ns = obj.namespace().unwrap_or_default();
     let Some(r) = &set.policy.credentials_ref else {
+        // Checked before any cloud client exists: a refused set costs no call.
+        if !ctx.config.default_credentials.allows(&ns) {
+            return Err(SecretError::Stall(
+                crate::controller::tenancy::DefaultCredentialsNamespaces::refusal(&ns),
+            ));
+        }
         return Ok(None);
     };
-    let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     match api.get_opt(&r.name).await {
         Ok(Some(s)) => Ok(Some(SecretRead {
@@ -451,7 +465,7 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             return invalid_spec(w, ctx, &*obj, msg).await;
         }
     };
-    let object = set.object_key();
+    let object = set.target_key();
     if let Some(was) = w.status.target.clone()
         && was != object
         && !w.status.owned_keys.is_empty()
@@ -661,7 +675,12 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
 /// deletion waiting to hand a key over is never stuck behind them.
 fn inherit<K: LabelSetResource>(w: &mut StatusWriter<'_, K>, set: &ResolvedSet, ctx: &Ctx) -> bool {
     let object = set.object_key();
-    if set.policy.mode != Mode::Sync || w.status.target.as_ref().is_some_and(|t| *t != object) {
+    if set.policy.mode != Mode::Sync
+        || w.status
+            .target
+            .as_ref()
+            .is_some_and(|t| *t != set.target_key())
+    {
         return false;
     }
     let id = w.obj.set_id();
@@ -957,17 +976,7 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
     let key = set_key(&*obj);
     // Indexed as deleting (no longer a contender) until the cleanup is done.
     wake_others::<K>(index_claim(&*obj, ctx), ctx);
-    ctx.fights.reset(&key);
-    ctx.stalls.lock().expect("stalls poisoned").remove(&key);
-    let kind = K::KIND;
-    ctx.metrics
-        .labels_managed
-        .get_or_create(&Metrics::kind(kind))
-        .set(Ctx::tally(&ctx.managed, &key, kind, None) as i64);
-    ctx.metrics
-        .conflicts
-        .get_or_create(&Metrics::kind(kind))
-        .set(Ctx::tally(&ctx.conflicting, &key, kind, None) as i64);
+    super::sweep::forget_state::<K>(ctx, &key);
     let release = || {
         ctx.forget_owned(obj.meta().uid.as_deref());
         wake_others::<K>(ctx.index.remove(&key), ctx);
@@ -987,11 +996,11 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
             let moved = obj
                 .status()
                 .and_then(|s| s.target.clone())
-                .filter(|was| *was != set.object_key())
+                .filter(|was| *was != set.target_key())
                 .map(|was| {
                     format!(
                         "owned keys live on {was} but the spec names {}",
-                        set.object_key()
+                        set.target_key()
                     )
                 });
             (Some(set), moved)
@@ -1147,5 +1156,13 @@ mod tests {
     fn truncates_on_char_boundaries() {
         assert_eq!(truncate("ααα", 3), "α…");
         assert_eq!(truncate("abc", 3), "abc");
+        let huge = "é".repeat(1 << 20);
+        let t = truncate(&huge, MAX_STATUS_MESSAGE);
+        assert!(
+            t.len() <= MAX_STATUS_MESSAGE + '…'.len_utf8(),
+            "{}",
+            t.len()
+        );
+        assert!(t.ends_with('…'));
     }
 }

@@ -394,8 +394,8 @@ pub struct RrsaConfig {
 /// Refresh this long before the STS credentials expire (as the SDK does).
 pub const RRSA_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
 
-struct Cached {
-    creds: Credentials,
+pub(crate) struct Cached {
+    pub(crate) creds: Credentials,
     expiration: Timestamp,
 }
 
@@ -467,10 +467,9 @@ impl RrsaSource {
             .map_err(|e| CredentialError::Sts(super::registry::transport_error(API, &e)))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
+        let body = super::body::read_capped(resp, API, super::body::MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| CredentialError::Sts(super::registry::transport_error(API, &e)))?;
+            .map_err(CredentialError::Sts)?;
         if !(200..300).contains(&status) {
             return Err(CredentialError::Sts(super::pai::error::map_error(
                 API, status, &headers, &body,
@@ -485,7 +484,7 @@ impl RrsaSource {
     }
 }
 
-fn parse_sts_answer(body: &[u8]) -> Result<Cached, String> {
+pub(crate) fn parse_sts_answer(body: &[u8]) -> Result<Cached, String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| "STS answer is not JSON".to_string())?;
     let c = v

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod body;
 pub mod credentials;
 pub mod ims;
 pub mod limiter;
+pub mod location;
 pub mod pai;
 pub mod registry;
 pub mod retry;
@@ -38,6 +40,7 @@ pub enum Target {
 impl Target {
     /// Identity of the cloud object, used to find other sets on the same object.
     /// The workspace is a filter on PAI list calls, not part of an image's identity.
+    /// `region` is the place requests go: see [`location`] (`ResolvedSet::object_key`).
     pub fn object_key(&self, region: &str) -> String {
         match self {
             Target::PaiImage { image_id, .. } => format!("pai/{region}/image/{image_id}"),

@@ -408,6 +408,33 @@ impl Endpoint {
         })
     }
 
+    /// [`Endpoint::url`] as it will be sent, refused when URL parsing would
+    /// change the signed path or query (`.`/`..` segments, `%2e%2e`, a `?`
+    /// or `#` in an ID): the request must reach exactly the object signed.
+    pub fn checked_url(
+        &self,
+        api: &'static str,
+        path: &str,
+        query: &str,
+    ) -> Result<reqwest::Url, CloudError> {
+        let text = self.url(path, query);
+        let signed_path = format!("{}{path}", self.prefix);
+        let url = reqwest::Url::parse(&text)
+            .map_err(|e| CloudError::new(ErrorKind::Invalid, api, format!("request URL: {e}")))?;
+        if url.path() != signed_path || url.query().unwrap_or("") != query {
+            return Err(CloudError::new(
+                ErrorKind::Invalid,
+                api,
+                format!(
+                    "{api}: the request path {signed_path:?} would be sent as {:?}; refused, \
+                     so no request reaches another object than the one signed",
+                    url.path()
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
     /// The URL of an already-encoded `path` and wire `query` (may be empty).
     pub fn url(&self, path: &str, query: &str) -> String {
         if query.is_empty() {

@@ -136,7 +136,7 @@ pub fn canonical_headers<N: AsRef<str>, V: AsRef<str>, S: AsRef<str>>(
 
 /// The parts of a request that a signature covers, as a client is about to
 /// send them or as a server received them (query already decoded).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RequestParts<'a> {
     pub method: &'a str,
     /// The path exactly as sent on the wire (already percent-encoded).
@@ -172,10 +172,57 @@ pub struct Signed {
     pub authorization: String,
 }
 
+/// Whether a header's value is a credential (a security token, a bearer
+/// token, a signature) that Debug output must never show.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("token") || n == "authorization" || n.contains("signature")
+}
+
+/// A canonical request with the values of secret headers replaced: it lists
+/// every signed header, and a temporary key signs its security token.
+pub fn redact_canonical(canonical: &str) -> String {
+    canonical
+        .split('\n')
+        .map(|line| match line.split_once(':') {
+            Some((name, _)) if is_secret_header(name) => format!("{name}:<redacted>"),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl std::fmt::Debug for RequestParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let v = if is_secret_header(n) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("RequestParts")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("payload_hash", &self.payload_hash)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Signed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signed")
-            .field("canonical_request", &self.canonical_request)
+            .field(
+                "canonical_request",
+                &redact_canonical(&self.canonical_request),
+            )
             .field("string_to_sign", &self.string_to_sign)
             .field("signed_headers", &self.signed_headers)
             .field("signature", &"<redacted>")

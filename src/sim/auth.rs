@@ -35,10 +35,20 @@ use super::wire::{AcsError, ApiRequest, HwError};
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Who a PAI request came from; also the key of its QPS bucket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum PaiPrincipal {
     AccessKey(String),
     Bearer(String),
+}
+
+impl std::fmt::Debug for PaiPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PaiPrincipal::AccessKey(ak) => f.debug_tuple("AccessKey").field(ak).finish(),
+            // The account form names a hash of the token, never the token.
+            PaiPrincipal::Bearer(_) => f.debug_tuple("Bearer").field(&self.account()).finish(),
+        }
+    }
 }
 
 impl PaiPrincipal {
@@ -401,5 +411,18 @@ impl Auth {
             ak,
             project_id: cred.project_id.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::PaiPrincipal;
+
+    #[test]
+    fn a_bearer_principal_never_shows_its_token() {
+        let token = "T0kenValue9876543210";
+        let p = PaiPrincipal::Bearer(token.into());
+        assert!(!format!("{p:?}").contains(token));
+        assert!(!format!("{p:#?}").contains(token));
     }
 }

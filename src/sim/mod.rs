@@ -59,6 +59,8 @@ mod auth;
 mod counters;
 mod direct;
 mod faults;
+#[cfg(test)]
+mod fuzz;
 mod ims;
 mod pai;
 mod seed;

@@ -40,7 +40,7 @@ impl Default for SeedConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSeed {
     /// AccessKey pairs the PAI API accepts (ACS3-HMAC-SHA256).
@@ -57,7 +57,7 @@ pub struct CredentialsSeed {
     pub oidc: Option<OidcSeed>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaiCredential {
     pub access_key_id: String,
@@ -68,7 +68,7 @@ pub struct PaiCredential {
     pub security_token: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImsCredential {
     pub ak: String,
@@ -81,7 +81,7 @@ pub struct ImsCredential {
     pub project_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcSeed {
     pub role_arn: String,
@@ -333,6 +333,63 @@ fn unique(what: &str, ids: impl Iterator<Item = String>) -> Result<(), SeedError
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SeedError(pub String);
+
+/// Debug of the seed's credentials shows who, never the secrets.
+const HIDDEN: &str = "<redacted>";
+
+impl std::fmt::Debug for CredentialsSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsSeed")
+            .field("pai", &self.pai)
+            .field("bearer_tokens", &self.bearer_tokens.len())
+            .field("ims", &self.ims)
+            .field("oidc", &self.oidc)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PaiCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaiCredential")
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key_secret", &HIDDEN)
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| HIDDEN),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ImsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImsCredential")
+            .field("ak", &self.ak)
+            .field("sk", &HIDDEN)
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| HIDDEN),
+            )
+            .field("project_id", &self.project_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OidcSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSeed")
+            .field("role_arn", &self.role_arn)
+            .field("provider_arn", &self.provider_arn)
+            .field("token", &HIDDEN)
+            .field("issued_access_key_id", &self.issued_access_key_id)
+            .field(
+                "issued_access_key_secret",
+                &self.issued_access_key_secret.as_ref().map(|_| HIDDEN),
+            )
+            .field("expiry_seconds", &self.expiry_seconds)
+            .finish()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -296,6 +296,8 @@ impl Operator {
             ("--log-format", "json"),
             ("--log-level", "info,imagelabel=debug"),
             ("--extra-pai-image-keys", extra_keys.as_str()),
+            // Tests that are not about tenancy use the default account anywhere.
+            ("--default-credentials-namespaces", "*"),
         ];
         for (flag, value) in defaults {
             if !extra.iter().any(|a| a.split('=').next() == Some(flag)) {

@@ -224,12 +224,11 @@ impl ImsClient {
     async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
         self.limiter.acquire().await;
         let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
-        let headers = self.headers_for(call, &creds, Timestamp::now())?;
-        let mut req = self.http.request(
-            call.method.clone(),
+        let url =
             self.endpoint
-                .url(&call.path, &sdk::canonical_query(&call.query)),
-        );
+                .checked_url(call.api, &call.path, &sdk::canonical_query(&call.query))?;
+        let headers = self.headers_for(call, &creds, Timestamp::now())?;
+        let mut req = self.http.request(call.method.clone(), url);
         for (n, v) in &headers {
             req = req.header(n.as_str(), v.as_str());
         }
@@ -242,10 +241,12 @@ impl ImsClient {
             .map_err(|e| transport_error(call.api, &e))?;
         let status = resp.status().as_u16();
         let resp_headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(call.api, &e))?;
+        let bytes = crate::provider::body::read_capped(
+            resp,
+            call.api,
+            crate::provider::body::MAX_RESPONSE_BYTES,
+        )
+        .await?;
         if !(200..300).contains(&status) {
             let err = error::map_error(call.api, status, &resp_headers, &bytes);
             tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "ims call failed");

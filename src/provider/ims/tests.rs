@@ -358,3 +358,33 @@ fn default_endpoint_and_debug() {
     let d = format!("{c:?}");
     assert!(!d.contains("SKSECRET") && !d.contains("TOK\""), "{d}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Over hostile image IDs the request is either refused before sending
+    /// or arrives on exactly the signed path, naming exactly that image.
+    #[test]
+    fn the_path_sent_is_the_path_signed(image in proptest::prop_oneof![
+        proptest::strategy::Just("..".to_string()),
+        proptest::strategy::Just("%2e%2e".to_string()),
+        "[./%?#a-z0-9-]{0,8}",
+        "\\PC{0,6}",
+    ]) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = server().await;
+            s.push(Canned::json(200, serde_json::json!({"tags": []})));
+            let c = client(&s.base, aksk());
+            let t = Target::ImsImage { project_id: PID.into(), image_id: image.clone() };
+            let result = c.observe(&t).await;
+            let sent = s.requests();
+            if sent.is_empty() {
+                assert_eq!(result.expect_err("nothing sent").kind, ErrorKind::Invalid);
+            }
+            for r in &sent {
+                assert_eq!(r.path, tags_path(PID, &image));
+                assert_signed(r, "hwSK");
+            }
+        });
+    }
+}

@@ -640,3 +640,71 @@ fn debug_hides_credentials() {
     let d = format!("{c:?}");
     assert!(!d.contains("SUPERSECRET") && !d.contains("TOKENX"), "{d}");
 }
+
+/// What the client must send for a dataset version: the IDs encoded, and
+/// nothing URL parsing would rewrite.
+fn expected_version_path(dataset_id: &str, version: &str) -> String {
+    format!(
+        "/api/v1/datasets/{}/versions/{}",
+        sign::encode(dataset_id),
+        sign::encode(version)
+    )
+}
+
+fn hostile_id() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(".".to_string()),
+        Just("..".to_string()),
+        Just("%2e%2E".to_string()),
+        Just("v1/../..".to_string()),
+        "[./%?#a-z0-9-]{0,8}",
+        "(\\.|%2e|%2E|/|\\?|#){1,4}",
+        "\\PC{0,6}",
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+    /// Over hostile IDs the request either is not sent at all (refused as
+    /// Invalid) or arrives with exactly the path the client signed and the
+    /// object the set names; the capture server re-verifies the signature
+    /// over the path it received.
+    #[test]
+    fn the_path_sent_is_the_path_signed(dataset in hostile_id(), version in hostile_id()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = server().await;
+            s.push(Canned::json(200, json!({"RequestId": "r", "Labels": []})));
+            let c = client(&s.base, ak());
+            let target = Target::PaiDatasetVersion {
+                dataset_id: dataset.clone(),
+                version: version.clone(),
+            };
+            let result = c.observe(&target).await;
+            let sent = s.requests();
+            if sent.is_empty() {
+                let e = result.expect_err("nothing sent, so an error");
+                assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
+            }
+            for r in &sent {
+                assert_eq!(r.path, expected_version_path(&dataset, &version));
+                assert_signed(r, "GetDatasetVersion", "testSecret");
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn dot_dot_version_is_refused_before_sending() {
+    let s = server().await;
+    let c = client(&s.base, ak());
+    let target = Target::PaiDatasetVersion {
+        dataset_id: "d-abc".into(),
+        version: "..".into(),
+    };
+    let e = c.observe(&target).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    assert!(e.message.contains("GetDatasetVersion"), "{e}");
+    assert!(s.requests().is_empty(), "nothing reached the server");
+}
