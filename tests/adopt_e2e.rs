@@ -61,7 +61,7 @@ fn seed() -> SeedConfig {
     });
     for i in 0..3 {
         seed.ims.images.push(ImsImageSeed {
-            id: format!("00000000-0000-4000-8000-adopt000000{i}"),
+            id: format!("00000000-0000-4000-8000-0000000ad00{i}"),
             project_id: PROJECT.into(),
             tags: labels(&[("env", "prod"), ("cost", "ml")]),
         });
