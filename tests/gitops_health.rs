@@ -140,15 +140,15 @@ fn pai_image(id: &str, labels: &[(&str, &str)]) -> PaiImageSeed {
 fn seed() -> SeedConfig {
     let mut seed = SeedConfig::demo();
     seed.pai.images = [
-        "img-new",
-        "img-sync",
-        "img-observe",
-        "img-paused",
-        "img-shared",
-        "img-fight",
-        "img-storm",
-        "img-keep",
-        "img-handover",
+        "image-new",
+        "image-sync",
+        "image-observe",
+        "image-paused",
+        "image-shared",
+        "image-fight",
+        "image-storm",
+        "image-keep",
+        "image-handover",
     ]
     .iter()
     .map(|id| pai_image(id, &[("system.a", "cloud")]))
@@ -200,7 +200,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
     // Before any operator runs, as Flux sees a set it has just applied.
     env.apply(
         "new.yaml",
-        &image_set("new", "img-new", &[("system.a", "1")], ""),
+        &image_set("new", "image-new", &[("system.a", "1")], ""),
     );
     let new = history
         .find("new", "the API server's default status", |o| {
@@ -229,7 +229,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         "observe.yaml",
         &image_set(
             "observe",
-            "img-observe",
+            "image-observe",
             &[("system.a", "mine")],
             "  mode: Observe\n",
         ),
@@ -243,7 +243,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
 
     env.apply(
         "paused.yaml",
-        &image_set("paused", "img-paused", &[("system.a", "1")], ""),
+        &image_set("paused", "image-paused", &[("system.a", "1")], ""),
     );
     kubectl(
         &env,
@@ -258,14 +258,14 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
     // The older set wins system.a; the younger stalls on it.
     env.apply(
         "older.yaml",
-        &image_set("older", "img-shared", &[("system.a", "old")], ""),
+        &image_set("older", "image-shared", &[("system.a", "old")], ""),
     );
     history
         .find("older", "InSync", shows("Ready", "InSync"))
         .await;
     env.apply(
         "younger.yaml",
-        &image_set("younger", "img-shared", &[("system.a", "new")], ""),
+        &image_set("younger", "image-shared", &[("system.a", "new")], ""),
     );
     let conflict = history
         .find("younger", "KeyConflict", shows("Stalled", "KeyConflict"))
@@ -274,7 +274,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
 
     env.apply(
         "unknown.yaml",
-        &image_set("unknown", "img-missing", &[("system.a", "1")], ""),
+        &image_set("unknown", "image-missing", &[("system.a", "1")], ""),
     );
     let not_found = history
         .find("unknown", "NotFound", shows("Stalled", "NotFound"))
@@ -284,7 +284,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
     // A key the schema lets through (system.*) but AddImageLabels does not list.
     env.apply(
         "invalid.yaml",
-        &image_set("invalid", "img-new", &[("system.unlisted", "1")], ""),
+        &image_set("invalid", "image-new", &[("system.unlisted", "1")], ""),
     );
     let invalid = history
         .find("invalid", "InvalidSpec", shows("Stalled", "InvalidSpec"))
@@ -295,7 +295,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         "nocreds.yaml",
         &image_set(
             "nocreds",
-            "img-new",
+            "image-new",
             &[("system.a", "1")],
             "  credentialsRef: {name: absent}\n",
         ),
@@ -347,7 +347,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         "fight.yaml",
         &image_set(
             "fight",
-            "img-fight",
+            "image-fight",
             &[("system.a", "1")],
             "  resyncInterval: 10s\n",
         ),
@@ -356,7 +356,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         .find("fight", "InSync", shows("Ready", "InSync"))
         .await;
     let target = Target::PaiImage {
-        image_id: "img-fight".into(),
+        image_id: "image-fight".into(),
         workspace_id: None,
     };
     env.sim
@@ -405,7 +405,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         "keep.yaml",
         &image_set(
             "keep",
-            "img-keep",
+            "image-keep",
             &[("system.a", "1")],
             "  credentialsRef: {name: keep}\n",
         ),
@@ -445,14 +445,14 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
     // above shows every run.
     env.apply(
         "heir-a.yaml",
-        &image_set("owner", "img-handover", &[("system.a", "1")], ""),
+        &image_set("owner", "image-handover", &[("system.a", "1")], ""),
     );
     history
         .find("owner", "InSync", shows("Ready", "InSync"))
         .await;
     env.apply(
         "heir-b.yaml",
-        &image_set("heir", "img-handover", &[("system.a", "1")], ""),
+        &image_set("heir", "image-handover", &[("system.a", "1")], ""),
     );
     history
         .find("heir", "InSync", shows("Ready", "InSync"))
@@ -491,7 +491,7 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         .unwrap();
     env.apply(
         "storm.yaml",
-        &image_set("storm", "img-storm", &[("system.a", "1")], ""),
+        &image_set("storm", "image-storm", &[("system.a", "1")], ""),
     );
     let storm = history
         .find("storm", "BackingOff", shows("Reconciling", "BackingOff"))
