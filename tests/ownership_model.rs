@@ -1120,13 +1120,7 @@ impl World {
         }
         let was_synced = status.synced_generation == Some(g);
         let drifted: Vec<String> = if was_synced && obj.spec.mode == Mode::Sync {
-            report
-                .plan
-                .add
-                .keys()
-                .chain(report.plan.remove.iter())
-                .cloned()
-                .collect()
+            report.plan.changed_keys()
         } else {
             vec![]
         };

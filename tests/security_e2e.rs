@@ -179,28 +179,33 @@ async fn hostile_ids_are_refused_at_admission_naming_the_field() {
         .expect("a well-formed set is admitted");
 }
 
+/// "older" declares `system.owner` first and wins it; "newer" then loses it.
+async fn older_wins_over_newer(env: &Env, ns: &str, image: &str) {
+    apply(
+        env,
+        "older.yaml",
+        &image_set("older", ns, image, "system.owner", "team-a"),
+    );
+    env.wait_image("older", "Ready", WAIT, ready).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
+    apply(
+        env,
+        "newer.yaml",
+        &image_set("newer", ns, image, "system.owner", "team-b"),
+    );
+    env.wait_image("newer", "KeyConflict", WAIT, |s| {
+        reason(s, STALLED).as_deref() == Some("KeyConflict")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_set_deleted_unseen_no_longer_wins_its_keys_after_a_relist() {
     let ns = "sec-ghost";
     let env = Env::start(ns, seed_with(&["image-ghost"])).await;
     let target = pai_image("image-ghost");
     let mut op = env.operator("op1", &[]);
-    apply(
-        &env,
-        "older.yaml",
-        &image_set("older", ns, "image-ghost", "system.owner", "team-a"),
-    );
-    env.wait_image("older", "Ready", WAIT, ready).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
-    apply(
-        &env,
-        "newer.yaml",
-        &image_set("newer", ns, "image-ghost", "system.owner", "team-b"),
-    );
-    env.wait_image("newer", "KeyConflict", WAIT, |s| {
-        reason(s, STALLED).as_deref() == Some("KeyConflict")
-    })
-    .await;
+    older_wins_over_newer(&env, ns, "image-ghost").await;
 
     // The operator cannot see the Delete: it is down while the older set
     // goes away without its cleanup (finalizer removed by hand).
@@ -250,22 +255,7 @@ async fn a_set_deleted_in_a_watch_gap_no_longer_wins_its_keys() {
     let env = Env::start(ns, seed_with(&["image-gap"])).await;
     let target = pai_image("image-gap");
     let op = env.operator("op", &["--leader-election=false"]);
-    apply(
-        &env,
-        "older.yaml",
-        &image_set("older", ns, "image-gap", "system.owner", "team-a"),
-    );
-    env.wait_image("older", "Ready", WAIT, ready).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
-    apply(
-        &env,
-        "newer.yaml",
-        &image_set("newer", ns, "image-gap", "system.owner", "team-b"),
-    );
-    env.wait_image("newer", "KeyConflict", WAIT, |s| {
-        reason(s, STALLED).as_deref() == Some("KeyConflict")
-    })
-    .await;
+    older_wins_over_newer(&env, ns, "image-gap").await;
 
     let signal = |sig| {
         // SAFETY: kill(2) on our own child's pid.

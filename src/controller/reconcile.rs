@@ -139,6 +139,14 @@ async fn prime_index(ctx: &Ctx) {
         .await;
 }
 
+/// The keys a set owns: what this process last wrote, else its status.
+fn owned_keys_of<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<String> {
+    ctx.owned_keys(
+        obj.meta().uid.as_deref(),
+        obj.status().map_or(&[][..], |s| &s.owned_keys[..]),
+    )
+}
+
 /// Indexes what a set manages and owns. A set being deleted stays in the
 /// index, as a non-contender, until its cleanup is done: a winner must be
 /// able to inherit the keys it leaves behind.
@@ -147,13 +155,7 @@ pub(super) fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate:
         Ok(set) => {
             let entry = Entry {
                 labels: plan::managed(&set.desired, &set.protected),
-                owned: ctx
-                    .owned_keys(
-                        obj.meta().uid.as_deref(),
-                        obj.status().map_or(&[][..], |s| &s.owned_keys[..]),
-                    )
-                    .into_iter()
-                    .collect(),
+                owned: owned_keys_of(obj, ctx).into_iter().collect(),
                 role: Role::of(set.policy.mode, obj.meta().deletion_timestamp.is_some()),
             };
             ctx.index
@@ -185,7 +187,7 @@ struct StatusWriter<'a, K: LabelSetResource> {
 impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
     fn new(obj: &'a K, ctx: &'a Ctx) -> Self {
         let mut status = obj.status().cloned().unwrap_or_default();
-        status.owned_keys = ctx.owned_keys(obj.meta().uid.as_deref(), &status.owned_keys);
+        status.owned_keys = owned_keys_of(obj, ctx);
         StatusWriter {
             obj,
             ctx,
@@ -540,13 +542,7 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
     // Drift: the cloud differs from a spec generation we already synced.
     let was_synced = w.generation.is_some() && w.status.synced_generation == w.generation;
     let drifted: Vec<String> = if was_synced && set.policy.mode == Mode::Sync {
-        report
-            .plan
-            .add
-            .keys()
-            .chain(report.plan.remove.iter())
-            .cloned()
-            .collect()
+        report.plan.changed_keys()
     } else {
         vec![]
     };
@@ -1006,8 +1002,8 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
             (Some(set), moved)
         }
     };
+    let owned = owned_keys_of(&*obj, ctx);
     let Some(set) = set.filter(|_| left_in_place.is_none()) else {
-        let owned = StatusWriter::new(&*obj, ctx).status.owned_keys;
         if let Some(why) = left_in_place
             && !owned.is_empty()
         {
@@ -1030,11 +1026,7 @@ async fn cleanup<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, 
         }
         return release();
     }
-    let owned: BTreeSet<String> = StatusWriter::new(&*obj, ctx)
-        .status
-        .owned_keys
-        .into_iter()
-        .collect();
+    let owned: BTreeSet<String> = owned.into_iter().collect();
     if owned.is_empty() {
         return release();
     }

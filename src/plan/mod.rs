@@ -227,6 +227,11 @@ impl Plan {
         items.chunks(per_call.max(1)).map(<[_]>::to_vec).collect()
     }
 
+    /// Every key the plan adds, changes or removes.
+    pub fn changed_keys(&self) -> Vec<String> {
+        self.add.keys().chain(self.remove.iter()).cloned().collect()
+    }
+
     /// The labels the object holds once the plan is applied.
     pub fn result_of(&self, observed: &Labels) -> Labels {
         let mut out = observed.clone();
@@ -292,10 +297,24 @@ pub fn inherited(
     claims: &[Claim],
 ) -> BTreeSet<String> {
     let (won, _) = contest(set, desired, protected, claims);
-    won.into_keys()
-        .filter(|k| !owned.contains(k))
-        .filter(|k| claims.iter().any(|c| &c.set != set && c.owned.contains(k)))
+    inherit_from(set, &won, owned, claims)
+}
+
+/// [`inherited`] once the contest is decided.
+fn inherit_from(
+    set: &SetId,
+    won: &Labels,
+    owned: &BTreeSet<String>,
+    claims: &[Claim],
+) -> BTreeSet<String> {
+    won.keys()
+        .filter(|k| !owned.contains(*k) && owned_by_another(claims, set, k))
+        .cloned()
         .collect()
+}
+
+fn owned_by_another(claims: &[Claim], me: &SetId, key: &str) -> bool {
+    claims.iter().any(|c| &c.set != me && c.owned.contains(key))
 }
 
 /// What a deletion does before any cloud call (rule 5).
@@ -423,10 +442,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // Ownership: keep what we win and can still see (or are about to write);
     // let go of a key we do not win only when it is gone from the cloud or
     // a winner owns it (rule 3).
-    let owned_elsewhere = |k: &String| claims.iter().any(|c| &c.set != set && c.owned.contains(k));
     let keep = |k: &String| {
         if won.contains_key(k) {
-            observed.contains_key(k) || writable.contains_key(k) || owned_elsewhere(k)
+            observed.contains_key(k) || writable.contains_key(k) || owned_by_another(claims, set, k)
         } else {
             observed.contains_key(k) && !winner_owns(k)
         }
@@ -487,7 +505,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut owned_before_write: BTreeSet<String> =
         owned.iter().filter(|k| keep(k)).cloned().collect();
     owned_before_write.extend(add.keys().cloned());
-    owned_before_write.extend(inherited(set, desired, protected, owned, claims));
+    owned_before_write.extend(inherit_from(set, &won, owned, claims));
     // Rule 6: what is left unowned among the keys already right.
     let adopted: BTreeSet<String> = if *adopt {
         writable

@@ -80,6 +80,34 @@ impl Binaries {
     }
 }
 
+/// Runs `script build` (the cached builds of scripts/controlplane.sh and
+/// scripts/gitops-check.sh) and returns the path it prints last. stderr is
+/// inherited so that a long first build shows its progress.
+pub fn run_build_script(script: &Path) -> std::result::Result<PathBuf, String> {
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("build")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} build failed ({})",
+            script.display(),
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("{} printed no path", script.display()))
+}
+
 /// The control-plane binaries, built (or found in the cache) once per test
 /// process; the build script's lock serializes concurrent test processes.
 pub fn binaries() -> &'static Binaries {
@@ -97,28 +125,8 @@ fn locate_or_build() -> Result<Binaries> {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/controlplane.sh");
     let started = Instant::now();
-    // stderr is inherited so that a long first build shows its progress.
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("build")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} build failed ({}); see its output above",
-            script.display(),
-            out.status
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout
-        .lines()
-        .last()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| anyhow!("{} printed no bin dir", script.display()))?;
+    let dir = run_build_script(&script).map_err(|e| anyhow!("{e}; see its output above"))?;
+    let dir = dir.display().to_string();
     eprintln!(
         "control plane binaries ready in {:.1?}: {dir}",
         started.elapsed()

@@ -18,24 +18,9 @@ fn repo() -> &'static Path {
 pub fn tool() -> &'static Path {
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = TOOL.get_or_init(|| {
-        let script = repo().join("scripts/gitops-check.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("build")
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}): the GitOps client checks need Go >= 1.24 on PATH and the Go module proxy",
-                script.display(),
-                out.status
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout.lines().last().unwrap_or("").trim();
-        Ok(PathBuf::from(path))
+        super::cluster::run_build_script(&repo().join("scripts/gitops-check.sh")).map_err(|e| {
+            format!("{e}: the GitOps client checks need Go >= 1.24 on PATH and the Go module proxy")
+        })
     });
     match built {
         Ok(p) => p,
