@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use imagelabel::sim::{PaiImageSeed, SeedConfig};
+use imagelabel::sim::{FlowControlSeed, PaiImageSeed, SeedConfig};
 use kube::api::{Patch, PatchParams};
 use support::operator::{Env, Operator};
 
@@ -77,7 +77,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let mut seed = SeedConfig::demo();
-    seed.qps = 0;
+    seed.flow_control = FlowControlSeed::off();
     seed.pai.images = (0..n)
         .map(|i| PaiImageSeed {
             id: format!("image-bench{i:05}"),

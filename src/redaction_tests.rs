@@ -134,6 +134,7 @@ fn clients_registry_and_simulator_seed_hide_secrets() {
             access_key_id: "LTAIid".into(),
             access_key_secret: SECRET.into(),
             security_token: Some(TOKEN.into()),
+            account_id: None,
         }],
         bearer_tokens: vec![TOKEN.into()],
         ims: vec![ImsCredential {
@@ -141,7 +142,10 @@ fn clients_registry_and_simulator_seed_hide_secrets() {
             sk: SECRET.into(),
             security_token: Some(TOKEN.into()),
             project_id: None,
+            account_id: None,
         }],
+        main_account_id: None,
+        ims_account_id: None,
         oidc: Some(OidcSeed {
             role_arn: "acs:ram::1:role/r".into(),
             provider_arn: "acs:ram::1:oidc-provider/p".into(),

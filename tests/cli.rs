@@ -573,7 +573,7 @@ fn plan_as_markdown_for_a_pull_request_comment() {
 /// claim), datasets with versions, and IMS images.
 fn busy_seed(images: [usize; 2]) -> String {
     let mut s = String::from(
-        "credentials:\n  pai: [{accessKeyId: testAK, accessKeySecret: testSecret}]\n  ims: [{ak: hwAK, sk: hwSK}]\nqps: 0\npai:\n  images:\n",
+        "credentials:\n  pai: [{accessKeyId: testAK, accessKeySecret: testSecret}]\n  ims: [{ak: hwAK, sk: hwSK}]\nflowControl: {enabled: false}\npai:\n  images:\n",
     );
     let chips = ["GPU", "CPU", "PPU"];
     for (ws, count) in ["1001", "2002"].into_iter().zip(images) {

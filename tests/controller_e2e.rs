@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use imagelabel::api::{READY, STALLED};
 use imagelabel::provider::Target;
-use imagelabel::sim::{FaultConfig, ImsImageSeed, PaiImageSeed, SeedConfig};
+use imagelabel::sim::{FaultConfig, FlowControlSeed, ImsImageSeed, PaiImageSeed, SeedConfig};
 use support::cluster::assert_success;
 use support::operator::{Env, ready, reason, sum_metric};
 
@@ -569,7 +569,7 @@ async fn killed_mid_reconcile_of_200_sets_converges_with_no_orphaned_keys() {
         .map(|id| (id.as_str(), &[("system.seeded", "keep")][..]))
         .collect();
     let mut seed = seed_with(&images);
-    seed.qps = 0;
+    seed.flow_control = FlowControlSeed::off();
     seed.faults = FaultConfig {
         latency_ms: 15,
         ..Default::default()

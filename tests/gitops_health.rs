@@ -164,6 +164,7 @@ fn seed() -> SeedConfig {
         sk: "hwNarrowSK".into(),
         security_token: None,
         project_id: Some(PROJECT.into()),
+        account_id: None,
     });
     seed
 }

@@ -20,7 +20,7 @@ credentials:
   ims:
     - {ak: sdkHwAK, sk: sdkHwSK, projectId: fd73a4a14a4a4dfb9771a8475e5198ea}
     - {ak: sdkHwSTSAK, sk: sdkHwSTSSK, securityToken: sdkHwToken}
-qps: 0
+flowControl: {enabled: false}
 pai:
   # image-sdk0<kind> and d-sdk0<kind>: one of each per credential kind the
   # label scenarios of test_pai_sdk.py run with.

@@ -1,4 +1,4 @@
-//! `/_sim/...`: counters, state, faults, QPS and out-of-band label changes
+//! `/_sim/...`: counters, state, faults, flow control and out-of-band label changes
 //! for tests and end-to-end runs. No authentication, so only loopback
 //! callers are served: a simulator bound to 0.0.0.0 in a cluster does not
 //! let other pods rewrite its state.
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::server::ConnInfo;
-use super::{FaultConfig, Sim, SimState, UnknownObject};
+use super::{FaultConfig, FlowControlSeed, Sim, SimState, UnknownObject};
 use crate::provider::Target;
 
 pub fn router() -> Router<Arc<SimState>> {
@@ -25,7 +25,7 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/reset-counters", post(reset_counters))
         .route("/state", get(state))
         .route("/faults", get(get_faults).put(put_faults))
-        .route("/qps", get(get_qps).put(put_qps))
+        .route("/flow-control", get(get_flow_control).put(put_flow_control))
         .route(
             "/pai/images/{id}/labels/{key}",
             put(put_image_label).delete(delete_image_label),
@@ -91,18 +91,18 @@ async fn put_faults(
     }
 }
 
-#[derive(Deserialize)]
-struct Qps {
-    qps: u32,
+async fn get_flow_control(State(state): State<Arc<SimState>>) -> Response {
+    Json(sim(state).flow_control()).into_response()
 }
 
-async fn get_qps(State(state): State<Arc<SimState>>) -> Response {
-    Json(json!({"qps": sim(state).qps()})).into_response()
-}
-
-async fn put_qps(State(state): State<Arc<SimState>>, Json(q): Json<Qps>) -> StatusCode {
-    sim(state).set_qps(q.qps);
-    StatusCode::NO_CONTENT
+async fn put_flow_control(
+    State(state): State<Arc<SimState>>,
+    Json(flow_control): Json<FlowControlSeed>,
+) -> Response {
+    match sim(state).set_flow_control(flow_control) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
 }
 
 #[derive(Deserialize)]

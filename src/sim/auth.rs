@@ -34,34 +34,76 @@ use super::wire::{AcsError, ApiRequest, HwError};
 /// <https://support.huaweicloud.com/devg-apisign/api-sign-provide01.html>).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
-/// Who a PAI request came from; also the key of its QPS bucket.
+/// What a PAI AccessKey is, for STS `GetCallerIdentity`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyIdentity {
+    /// A permanent key of a RAM user (the simulator names the user after the key).
+    RamUser,
+    /// A temporary key from assuming a role.
+    AssumedRole {
+        role: String,
+        role_id: String,
+        session: String,
+    },
+}
+
+/// Who a PAI request came from, and the main account its flow-control
+/// budgets belong to.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PaiPrincipal {
-    AccessKey(String),
-    Bearer(String),
+    AccessKey {
+        access_key_id: String,
+        account: String,
+        identity: KeyIdentity,
+    },
+    Bearer {
+        token: String,
+        account: String,
+    },
 }
 
 impl std::fmt::Debug for PaiPrincipal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PaiPrincipal::AccessKey(ak) => f.debug_tuple("AccessKey").field(ak).finish(),
-            // The account form names a hash of the token, never the token.
-            PaiPrincipal::Bearer(_) => f.debug_tuple("Bearer").field(&self.account()).finish(),
+            PaiPrincipal::AccessKey {
+                access_key_id,
+                account,
+                identity,
+            } => f
+                .debug_struct("AccessKey")
+                .field("access_key_id", access_key_id)
+                .field("account", account)
+                .field("identity", identity)
+                .finish(),
+            // A hash of the token, never the token.
+            PaiPrincipal::Bearer { token, account } => f
+                .debug_struct("Bearer")
+                .field(
+                    "token_sha256",
+                    &&hex::encode(Sha256::digest(token.as_bytes()))[..16],
+                )
+                .field("account", account)
+                .finish(),
         }
     }
 }
 
 impl PaiPrincipal {
-    pub fn account(&self) -> String {
+    /// The main account (UID) the caller belongs to.
+    pub fn account(&self) -> &str {
         match self {
-            PaiPrincipal::AccessKey(ak) => format!("ak:{ak}"),
-            // Bucketed by a hash so the token itself is kept in fewer places.
-            PaiPrincipal::Bearer(token) => format!(
-                "bearer:{}",
-                &hex::encode(Sha256::digest(token.as_bytes()))[..16]
-            ),
+            PaiPrincipal::AccessKey { account, .. } | PaiPrincipal::Bearer { account, .. } => {
+                account
+            }
         }
     }
+}
+
+/// A stable 16-digit ID derived from `seed`, for RAM user and role IDs.
+pub fn numeric_id(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+    format!("2{:015}", n % 1_000_000_000_000_000)
 }
 
 /// Who an IMS request came from.
@@ -70,6 +112,8 @@ pub struct ImsPrincipal {
     pub ak: String,
     /// The project the key is bound to, when the seed says so.
     pub project_id: Option<String>,
+    /// The Huawei account (domain) the key belongs to.
+    pub account: String,
 }
 
 struct PaiKey {
@@ -77,6 +121,8 @@ struct PaiKey {
     /// Permanent keys have none; seeded STS keys one; issued keys one per issuance.
     tokens: HashMap<String, Option<Timestamp>>,
     temporary: bool,
+    account: String,
+    identity: KeyIdentity,
 }
 
 /// Nonces seen within the skew window, oldest first.
@@ -108,7 +154,10 @@ impl NonceCache {
 pub struct Auth {
     pai: Mutex<HashMap<String, PaiKey>>,
     bearer: HashSet<String>,
+    /// The main account of bearer tokens.
+    bearer_account: String,
     ims: HashMap<String, ImsCredential>,
+    ims_account: String,
     nonces: Mutex<NonceCache>,
 }
 
@@ -168,12 +217,28 @@ impl Auth {
             .iter()
             .map(|c| {
                 let tokens = c.security_token.iter().map(|t| (t.clone(), None)).collect();
+                // A seeded STS key: a role of the simulator's naming, the
+                // key ID as the session.
+                let identity = if c.security_token.is_some() {
+                    KeyIdentity::AssumedRole {
+                        role: "sim-seeded-role".into(),
+                        role_id: numeric_id("sim-seeded-role"),
+                        session: c.access_key_id.clone(),
+                    }
+                } else {
+                    KeyIdentity::RamUser
+                };
                 (
                     c.access_key_id.clone(),
                     PaiKey {
                         secret: c.access_key_secret.clone(),
                         tokens,
                         temporary: c.security_token.is_some(),
+                        account: c
+                            .account_id
+                            .clone()
+                            .unwrap_or_else(|| seed.pai_main_account().to_string()),
+                        identity,
                     },
                 )
             })
@@ -181,18 +246,22 @@ impl Auth {
         Auth {
             pai: Mutex::new(pai),
             bearer: seed.bearer_tokens.iter().cloned().collect(),
+            bearer_account: seed.pai_main_account().to_string(),
             ims: seed.ims.iter().map(|c| (c.ak.clone(), c.clone())).collect(),
+            ims_account: seed.ims_account().to_string(),
             nonces: Mutex::new(NonceCache::default()),
         }
     }
 
-    /// Makes a temporary key (from STS) valid until `expires`.
+    /// Makes a temporary key (from STS) of `account`'s role valid until `expires`.
     pub fn issue_pai_key(
         &self,
         access_key_id: &str,
         secret: &str,
         token: &str,
         expires: Timestamp,
+        account: &str,
+        identity: KeyIdentity,
     ) {
         let mut keys = self.pai.lock().unwrap_or_else(|e| e.into_inner());
         let key = keys
@@ -201,8 +270,12 @@ impl Auth {
                 secret: secret.to_string(),
                 tokens: HashMap::new(),
                 temporary: true,
+                account: account.to_string(),
+                identity: identity.clone(),
             });
         key.secret = secret.to_string();
+        key.account = account.to_string();
+        key.identity = identity;
         key.tokens
             .retain(|_, exp| exp.is_none_or(|e| e > Timestamp::now()));
         key.tokens.insert(token.to_string(), Some(expires));
@@ -235,7 +308,7 @@ impl Auth {
         })?;
         let ak = auth.access_key_id.clone();
 
-        let (secret, token_rule) = {
+        let (secret, token_rule, account, identity) = {
             let keys = self.pai.lock().unwrap_or_else(|e| e.into_inner());
             let key = keys.get(&ak).ok_or_else(|| {
                 AcsError::new(
@@ -271,7 +344,12 @@ impl Auth {
                     Some(_) => Ok(()),
                 },
             };
-            (key.secret.clone(), rule)
+            (
+                key.secret.clone(),
+                rule,
+                key.account.clone(),
+                key.identity.clone(),
+            )
         };
         token_rule?;
 
@@ -350,12 +428,19 @@ impl Auth {
                 "Specified signature nonce was used already.",
             ));
         }
-        Ok(PaiPrincipal::AccessKey(ak))
+        Ok(PaiPrincipal::AccessKey {
+            access_key_id: ak,
+            account,
+            identity,
+        })
     }
 
     fn bearer(&self, token: &str) -> Result<PaiPrincipal, AcsError> {
         if self.bearer.contains(token) {
-            Ok(PaiPrincipal::Bearer(token.to_string()))
+            Ok(PaiPrincipal::Bearer {
+                token: token.to_string(),
+                account: self.bearer_account.clone(),
+            })
         } else {
             Err(AcsError::new(
                 401,
@@ -410,6 +495,10 @@ impl Auth {
         Ok(ImsPrincipal {
             ak,
             project_id: cred.project_id.clone(),
+            account: cred
+                .account_id
+                .clone()
+                .unwrap_or_else(|| self.ims_account.clone()),
         })
     }
 }
@@ -421,7 +510,10 @@ mod redaction {
     #[test]
     fn a_bearer_principal_never_shows_its_token() {
         let token = "T0kenValue9876543210";
-        let p = PaiPrincipal::Bearer(token.into());
+        let p = PaiPrincipal::Bearer {
+            token: token.into(),
+            account: "1".into(),
+        };
         assert!(!format!("{p:?}").contains(token));
         assert!(!format!("{p:#?}").contains(token));
     }

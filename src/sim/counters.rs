@@ -65,6 +65,14 @@ pub struct CounterSnapshot {
     /// which replica of the operator wrote.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub writes_by_agent: BTreeMap<String, u64>,
+    /// All calls (any API, any outcome, STS and unmatched requests too) by
+    /// the caller's User-Agent (`-` when it sent none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls_by_agent: BTreeMap<String, u64>,
+    /// Throttled answers (flow control, injected or not) by User-Agent, so
+    /// a benchmark can tell the operator's from a second client's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub throttled_by_agent: BTreeMap<String, u64>,
 }
 
 impl CounterSnapshot {
@@ -80,9 +88,21 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn record(&self, api: &str, kind: CallKind, outcome: Outcome, code: Option<&str>) {
+    /// One call of `api` by `agent` (its User-Agent).
+    pub fn record(
+        &self,
+        api: &str,
+        kind: CallKind,
+        outcome: Outcome,
+        code: Option<&str>,
+        agent: &str,
+    ) {
         let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         c.total += 1;
+        *c.calls_by_agent.entry(agent.to_string()).or_default() += 1;
+        if outcome == (Outcome::Error { throttled: true }) {
+            *c.throttled_by_agent.entry(agent.to_string()).or_default() += 1;
+        }
         match kind {
             CallKind::Read => c.reads += 1,
             CallKind::Write => c.writes += 1,
@@ -126,25 +146,37 @@ mod tests {
     #[test]
     fn counts_outcomes_kinds_and_codes_and_resets() {
         let c = Counters::default();
-        c.record("ListImageLabels", CallKind::Read, Outcome::Ok, None);
+        let (op, other) = ("imagelabel/0 (a)", "bench-client");
+        c.record("ListImageLabels", CallKind::Read, Outcome::Ok, None, op);
         c.record(
             "ListImageLabels",
             CallKind::Read,
             Outcome::Error { throttled: true },
             Some("Throttling.User"),
+            other,
         );
         c.record(
             "AddImageLabels",
             CallKind::Write,
             Outcome::Error { throttled: false },
             Some("InvalidParameter"),
+            op,
         );
-        c.record("AddImageLabels", CallKind::Write, Outcome::Dropped, None);
-        c.record("AssumeRoleWithOIDC", CallKind::Other, Outcome::Ok, None);
-        c.record_writer("imagelabel/0 (a)");
-        c.record_writer("imagelabel/0 (a)");
+        c.record("AddImageLabels", CallKind::Write, Outcome::Dropped, None, op);
+        c.record(
+            "AssumeRoleWithOIDC",
+            CallKind::Other,
+            Outcome::Ok,
+            None,
+            op,
+        );
+        c.record_writer(op);
+        c.record_writer(op);
         let s = c.snapshot();
-        assert_eq!(s.writes_by_agent["imagelabel/0 (a)"], 2);
+        assert_eq!(s.writes_by_agent[op], 2);
+        assert_eq!((s.calls_by_agent[op], s.calls_by_agent[other]), (4, 1));
+        assert_eq!(s.throttled_by_agent.get(op), None);
+        assert_eq!(s.throttled_by_agent[other], 1);
         assert_eq!((s.reads, s.writes, s.total), (2, 2, 5));
         let list = s.api("ListImageLabels");
         assert_eq!(

@@ -74,9 +74,11 @@ pub use auth::MAX_CLOCK_SKEW;
 pub use counters::{ApiCounts, CounterSnapshot};
 pub use direct::DirectProvider;
 pub use seed::{
-    CredentialsSeed, DEMO_SEED_YAML, DatasetSeed, FaultConfig, ImsCredential, ImsImageSeed,
-    ImsSeed, OidcSeed, PaiCredential, PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,
+    CredentialsSeed, DEFAULT_IMS_ACCOUNT_ID, DEFAULT_MAIN_ACCOUNT_ID, DEMO_SEED_YAML, DatasetSeed,
+    FaultConfig, FlowControlSeed, ImsCredential, ImsImageSeed, ImsSeed, OidcSeed, PaiCredential,
+    PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,
 };
+pub use throttle::{DEFAULT_IMS_REGION, DEFAULT_PAI_REGION, IMS_DEFAULT_RATES, PUBLISHED_RATES};
 pub use wire::MAX_BODY_BYTES;
 
 /// Everything the handlers share.
@@ -84,9 +86,11 @@ pub(crate) struct SimState {
     store: Mutex<store::Store>,
     auth: auth::Auth,
     faults: faults::FaultInjector,
-    limiter: throttle::QpsLimiter,
+    flow_control: throttle::FlowControl,
     counters: counters::Counters,
     oidc: Option<OidcSeed>,
+    /// The main account STS-issued keys belong to.
+    oidc_account: Option<String>,
 }
 
 /// An object the simulator does not hold.
@@ -108,9 +112,10 @@ impl Sim {
             store: Mutex::new(store::Store::from_seed(&seed)),
             auth: auth::Auth::new(&seed.credentials),
             faults: faults::FaultInjector::new(seed.faults.clone()),
-            limiter: throttle::QpsLimiter::new(seed.qps),
+            flow_control: throttle::FlowControl::new(seed.flow_control.clone()),
             counters: counters::Counters::default(),
             oidc: seed.credentials.oidc.clone(),
+            oidc_account: seed.credentials.oidc_account(),
         };
         Ok(Sim {
             state: Arc::new(state),
@@ -190,13 +195,15 @@ impl Sim {
         self.state.faults.set(faults)
     }
 
-    pub fn qps(&self) -> u32 {
-        self.state.limiter.qps()
+    /// The flow-control configuration in force.
+    pub fn flow_control(&self) -> FlowControlSeed {
+        self.state.flow_control.config()
     }
 
-    /// Changes the per-account QPS limit (0 = unlimited); buckets start full.
-    pub fn set_qps(&self, qps: u32) {
-        self.state.limiter.set_qps(qps)
+    /// Changes flow control from now on; every budget starts full. Rejects
+    /// rates for APIs the simulator does not serve.
+    pub fn set_flow_control(&self, flow_control: FlowControlSeed) -> Result<(), String> {
+        self.state.flow_control.set(flow_control)
     }
 
     /// Current labels of an object, `None` when the simulator has no such object.

@@ -12,10 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct SeedConfig {
     #[serde(default)]
     pub credentials: CredentialsSeed,
-    /// Requests per second allowed per account (AccessKeyId, bearer token or
-    /// Huawei AK); 0 turns the limit off. Defaults to the documented 100.
-    #[serde(default = "default_qps")]
-    pub qps: u32,
+    /// Per-API flow control per main account and region; on by default with
+    /// the published rates ([`FlowControlSeed::published`]).
+    #[serde(default)]
+    pub flow_control: FlowControlSeed,
     #[serde(default)]
     pub faults: FaultConfig,
     #[serde(default)]
@@ -24,15 +24,11 @@ pub struct SeedConfig {
     pub ims: ImsSeed,
 }
 
-fn default_qps() -> u32 {
-    100
-}
-
 impl Default for SeedConfig {
     fn default() -> Self {
         SeedConfig {
             credentials: CredentialsSeed::default(),
-            qps: default_qps(),
+            flow_control: FlowControlSeed::published(),
             faults: FaultConfig::default(),
             pai: PaiSeed::default(),
             ims: ImsSeed::default(),
@@ -40,13 +36,96 @@ impl Default for SeedConfig {
     }
 }
 
+/// The main account (16-digit UID) of PAI credentials that name none.
+pub const DEFAULT_MAIN_ACCOUNT_ID: &str = "1000000000000001";
+/// The Huawei account (domain ID) of IMS keys that name none.
+pub const DEFAULT_IMS_ACCOUNT_ID: &str = "0a1b2c3d4e5f40718293a4b5c6d7e8f9";
+
+/// Per-API flow control, as Alibaba Cloud publishes it for AIWorkSpace
+/// 2021-02-04: a budget per region, API and main account (all RAM users,
+/// roles, STS tokens and keys of one main account share it). YAML:
+/// `flowControl: {enabled: true, rates: {AddImageLabels: 5}}`; the same JSON
+/// is what `GET|PUT /_sim/flow-control` take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlowControlSeed {
+    /// `false` turns all throttling off (tests and benchmarks that do not
+    /// study quota).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Calls per second for one API (by its name: `AddImageLabels`,
+    /// `ListImageTags`, …), replacing the published figure; 0 = no limit for
+    /// that API. APIs not listed keep theirs (`sim::PUBLISHED_RATES`,
+    /// `sim::IMS_DEFAULT_RATES`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rates: BTreeMap<String, u32>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for FlowControlSeed {
+    fn default() -> Self {
+        Self::published()
+    }
+}
+
+impl FlowControlSeed {
+    /// On, with the published rates.
+    pub fn published() -> Self {
+        FlowControlSeed {
+            enabled: true,
+            rates: BTreeMap::new(),
+        }
+    }
+
+    /// No throttling at all.
+    pub fn off() -> Self {
+        FlowControlSeed {
+            enabled: false,
+            rates: BTreeMap::new(),
+        }
+    }
+
+    /// The published rates with one API's replaced.
+    pub fn with_rate(mut self, api: &str, per_second: u32) -> Self {
+        self.rates.insert(api.to_string(), per_second);
+        self
+    }
+
+    /// Rejects overrides of APIs the simulator does not serve (a typo would
+    /// otherwise silently keep the published rate).
+    pub fn validate(&self) -> Result<(), String> {
+        for api in self.rates.keys() {
+            if super::throttle::default_rate(api).is_none() {
+                return Err(format!(
+                    "flowControl.rates: {api:?} is not an API the simulator serves"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSeed {
+    /// The main account (Alibaba Cloud UID) of every PAI credential that
+    /// names none: bearer tokens, and AccessKeys without `accountId`.
+    /// Defaults to [`DEFAULT_MAIN_ACCOUNT_ID`], so by default all keys of a
+    /// seed belong to one main account, as on a real account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_account_id: Option<String>,
+    /// The Huawei account (domain ID) of every IMS key that names none;
+    /// defaults to [`DEFAULT_IMS_ACCOUNT_ID`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ims_account_id: Option<String>,
     /// AccessKey pairs the PAI API accepts (ACS3-HMAC-SHA256).
     #[serde(default)]
     pub pai: Vec<PaiCredential>,
-    /// Bearer tokens (API keys) the PAI API accepts.
+    /// Bearer tokens (API keys) the PAI API accepts; they belong to
+    /// `mainAccountId`.
     #[serde(default)]
     pub bearer_tokens: Vec<String>,
     /// AK/SK pairs the IMS API accepts (SDK-HMAC-SHA256).
@@ -55,6 +134,34 @@ pub struct CredentialsSeed {
     /// The one OIDC role STS `AssumeRoleWithOIDC` lets callers assume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSeed>,
+}
+
+impl CredentialsSeed {
+    /// The main account of PAI credentials that name none.
+    pub fn pai_main_account(&self) -> &str {
+        self.main_account_id
+            .as_deref()
+            .unwrap_or(DEFAULT_MAIN_ACCOUNT_ID)
+    }
+
+    pub fn ims_account(&self) -> &str {
+        self.ims_account_id
+            .as_deref()
+            .unwrap_or(DEFAULT_IMS_ACCOUNT_ID)
+    }
+
+    /// The main account STS-issued keys belong to: the one in the role's
+    /// ARN (`acs:ram::<account>:role/<name>`), else [`Self::pai_main_account`].
+    pub fn oidc_account(&self) -> Option<String> {
+        self.oidc.as_ref().map(|o| {
+            o.role_arn
+                .split(':')
+                .nth(3)
+                .filter(|a| !a.is_empty())
+                .unwrap_or(self.pai_main_account())
+                .to_string()
+        })
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +173,10 @@ pub struct PaiCredential {
     /// this `x-acs-security-token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_token: Option<String>,
+    /// The main account (16-digit UID) the key belongs to;
+    /// `credentials.mainAccountId` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +190,10 @@ pub struct ImsCredential {
     /// When set, the key may only touch this project (403 for others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    /// The Huawei account (domain ID) the key belongs to;
+    /// `credentials.imsAccountId` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,8 +376,33 @@ impl SeedConfig {
     /// Rejects seeds the simulator could not serve unambiguously.
     pub fn validate(&self) -> Result<(), SeedError> {
         self.faults.validate().map_err(SeedError)?;
+        self.flow_control.validate().map_err(SeedError)?;
+        let uid = |what: &str, id: Option<&String>| match id {
+            Some(id) if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) => Err(SeedError(
+                format!("{what}: {id:?} is not an account UID (digits, e.g. 1234567890123456)"),
+            )),
+            _ => Ok(()),
+        };
+        uid(
+            "credentials.mainAccountId",
+            self.credentials.main_account_id.as_ref(),
+        )?;
+        if self
+            .credentials
+            .ims_account_id
+            .as_ref()
+            .is_some_and(String::is_empty)
+            || self
+                .credentials
+                .ims
+                .iter()
+                .any(|c| c.account_id.as_ref().is_some_and(String::is_empty))
+        {
+            return Err(SeedError("credentials.ims: an account ID is empty".into()));
+        }
         let mut ids = BTreeSet::new();
         for c in &self.credentials.pai {
+            uid("credentials.pai[].accountId", c.account_id.as_ref())?;
             if c.access_key_id.is_empty() || c.access_key_secret.is_empty() {
                 return Err(SeedError(
                     "credentials.pai: accessKeyId and accessKeySecret must not be empty".into(),
@@ -340,6 +480,8 @@ const HIDDEN: &str = "<redacted>";
 impl std::fmt::Debug for CredentialsSeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialsSeed")
+            .field("main_account_id", &self.main_account_id)
+            .field("ims_account_id", &self.ims_account_id)
             .field("pai", &self.pai)
             .field("bearer_tokens", &self.bearer_tokens.len())
             .field("ims", &self.ims)
@@ -357,6 +499,7 @@ impl std::fmt::Debug for PaiCredential {
                 "security_token",
                 &self.security_token.as_ref().map(|_| HIDDEN),
             )
+            .field("account_id", &self.account_id)
             .finish()
     }
 }
@@ -371,6 +514,7 @@ impl std::fmt::Debug for ImsCredential {
                 &self.security_token.as_ref().map(|_| HIDDEN),
             )
             .field("project_id", &self.project_id)
+            .field("account_id", &self.account_id)
             .finish()
     }
 }
@@ -439,7 +583,8 @@ mod tests {
             "pai:\n  images:\n    - {id: image-a, labels: {system.official: true, system.n: 3}}\n",
         )
         .unwrap();
-        assert_eq!(seed.qps, 100);
+        assert_eq!(seed.flow_control, FlowControlSeed::published());
+        assert_eq!(seed.credentials.pai_main_account(), DEFAULT_MAIN_ACCOUNT_ID);
         assert_eq!(seed.pai.images[0].labels["system.official"], "true");
         assert_eq!(seed.pai.images[0].labels["system.n"], "3");
     }
@@ -458,7 +603,27 @@ mod tests {
                 .0
                 .contains("dropRate")
         );
-        assert!(SeedConfig::from_yaml("qpss: 3\n").is_err());
+        assert!(SeedConfig::from_yaml("qps: 3\n").is_err());
+        assert!(SeedConfig::from_yaml("flowControl: {enabled: true, rate: {}}\n").is_err());
+        assert!(
+            SeedConfig::from_yaml("flowControl: {rates: {AddImageLabel: 5}}\n")
+                .unwrap_err()
+                .0
+                .contains("AddImageLabel")
+        );
+        assert!(SeedConfig::from_yaml("credentials: {mainAccountId: acct}\n").is_err());
+        assert!(
+            SeedConfig::from_yaml(
+                "credentials:\n  pai: [{accessKeyId: a, accessKeySecret: b, accountId: ''}]\n"
+            )
+            .is_err()
+        );
+        let seed = SeedConfig::from_yaml(
+            "flowControl: {enabled: false, rates: {AddImageLabels: 5, ListImageTags: 0}}\n",
+        )
+        .unwrap();
+        assert!(!seed.flow_control.enabled);
+        assert_eq!(seed.flow_control.rates["AddImageLabels"], 5);
         assert!(
             SeedConfig::from_yaml("credentials:\n  pai: [{accessKeyId: a, accessKeySecret: ''}]\n")
                 .is_err()

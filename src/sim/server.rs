@@ -28,7 +28,7 @@ use super::faults::FaultAction;
 use super::wire::{
     AcsError, ApiRequest, ErrorMeta, HwError, MAX_BODY_BYTES, ims_request_id, pai_request_id,
 };
-use super::{admin, ims, pai, sts};
+use super::{admin, ims, pai, sts, throttle};
 
 /// How long the injected throttling error asks callers to wait.
 const INJECTED_RETRY_AFTER_MS: u64 = 500;
@@ -197,12 +197,19 @@ async fn entry(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
+    let agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     let Some(family) = family_of(&path) else {
         sim.counters.record(
             "Unknown",
             CallKind::Other,
             Outcome::Error { throttled: false },
             Some("NotFound"),
+            &agent,
         );
         let mut resp = (
             StatusCode::NOT_FOUND,
@@ -251,16 +258,11 @@ async fn entry(
                 CallKind::Other,
                 Outcome::Error { throttled: false },
                 Some(code),
+                &agent,
             );
             return error_response(family, &request_id, &host, 413, code, msg);
         }
     };
-    let agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
     let req = ApiRequest::new(
         parts.method,
         path,
@@ -272,9 +274,14 @@ async fn entry(
 
     let (api, kind, resp) = match family {
         Family::Sts => {
-            let resp = sts::handle(&sim.auth, sim.oidc.as_ref(), &req)
-                .unwrap_or_else(|e| e.into_response(&req.request_id, &host));
-            ("AssumeRoleWithOIDC", CallKind::Other, resp)
+            let (api, resp) = sts::handle(
+                &sim.auth,
+                sim.oidc.as_ref(),
+                sim.oidc_account.as_deref(),
+                &req,
+            );
+            let resp = resp.unwrap_or_else(|e| e.into_response(&req.request_id, &host));
+            (api, CallKind::Other, resp)
         }
         Family::Pai => match pai::route(&req) {
             Err(e) => (
@@ -321,12 +328,13 @@ async fn entry(
                     throttled: meta.throttled,
                 },
                 Some(&meta.code),
+                &agent,
             );
             return resp;
         }
         None => Outcome::Ok,
     };
-    sim.counters.record(api, kind, outcome, None);
+    sim.counters.record(api, kind, outcome, None, &agent);
     resp
 }
 
@@ -334,7 +342,7 @@ fn dropped(sim: &SimState, api: &str, kind: CallKind, agent: &str) -> Response {
     if kind == CallKind::Write {
         sim.counters.record_writer(agent);
     }
-    sim.counters.record(api, kind, Outcome::Dropped, None);
+    sim.counters.record(api, kind, Outcome::Dropped, None, agent);
     // Never reaches the caller: the connection is already marked dead.
     Body::empty().into_response()
 }
@@ -367,7 +375,7 @@ impl Failure {
     }
 }
 
-/// Faults, authentication, QPS and the handler. `None` means the connection
+/// Faults, authentication, flow control and the handler. `None` means the connection
 /// was dropped.
 async fn serve_api(
     sim: &SimState,
@@ -409,8 +417,12 @@ async fn serve_api(
 
 fn serve_pai(sim: &SimState, req: &ApiRequest, call: &pai::PaiCall) -> Result<Response, AcsError> {
     let principal = sim.auth.verify_pai(req)?;
-    sim.limiter
-        .check(&principal.account())
+    let region = throttle::region_of_host(
+        req.header("host").unwrap_or_default(),
+        throttle::DEFAULT_PAI_REGION,
+    );
+    sim.flow_control
+        .check(principal.account(), region, call.api_name())
         .map_err(|wait| AcsError::throttled(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)))?;
     pai::handle(&sim.store, call, req)
 }
@@ -440,8 +452,12 @@ fn serve_ims(sim: &SimState, req: &ApiRequest, call: &ims::ImsCall) -> Result<Re
             call.project_id
         )));
     }
-    sim.limiter
-        .check(&format!("hw:{}", principal.ak))
+    let region = throttle::region_of_host(
+        req.header("host").unwrap_or_default(),
+        throttle::DEFAULT_IMS_REGION,
+    );
+    sim.flow_control
+        .check(&format!("hw:{}", principal.account), region, call.api_name())
         .map_err(|_| HwError::throttled())?;
     ims::handle(&sim.store, call, req)
 }

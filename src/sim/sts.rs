@@ -1,6 +1,18 @@
-//! STS `AssumeRoleWithOIDC` (RPC style, unsigned): exchanges the seeded OIDC
-//! token for temporary PAI keys that the simulator then accepts with their
-//! security token. Error codes follow Alibaba Cloud's STS error table; the
+//! STS (2015-04-01, RPC style). `AssumeRoleWithOIDC` (unsigned) exchanges
+//! the seeded OIDC token for temporary PAI keys that the simulator then
+//! accepts with their security token; they belong to the main account in
+//! the role's ARN. `GetCallerIdentity` (signed with ACS3-HMAC-SHA256 by an
+//! AccessKey or an STS key, as the official `alibabacloud_sts20150401`
+//! sends it: `POST /`, `x-acs-action: GetCallerIdentity`,
+//! `x-acs-version: 2015-04-01`, empty body) answers who signed:
+//! `{RequestId, AccountId, UserId, Arn, IdentityType, PrincipalId}` (+
+//! `RoleId` for a role) as
+//! <https://help.aliyun.com/zh/ram/developer-reference/api-sts-2015-04-01-getcalleridentity>
+//! documents; `IdentityType` `RAMUser` (Arn `acs:ram::<account>:user/<name>`,
+//! the simulator names the user after its AccessKeyId) or `AssumedRoleUser`
+//! (Arn `acs:ram::<account>:assumed-role/<role>/<session>`). A bearer token
+//! gets 400 `IncompleteSignature` (the simulator's choice: STS takes
+//! AccessKey signatures). STS calls are never throttled. Error codes follow Alibaba Cloud's STS error table; the
 //! 404 `EntityNotExist.Role` for an unknown role ARN and 400
 //! `InvalidParameter.OIDCToken` for a token of the wrong length are the
 //! simulator's choice. Parameter limits: the STS SDK's `AssumeRoleWithOIDCRequest`
@@ -15,7 +27,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::json;
 
-use super::auth::Auth;
+use super::auth::{Auth, KeyIdentity, PaiPrincipal, numeric_id};
 use super::seed::OidcSeed;
 use super::wire::{AcsError, ApiRequest, acs_ok};
 
@@ -50,9 +62,105 @@ fn valid_session_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || ".@-_".contains(c))
 }
 
+/// The action a request asks for: the `Action` parameter (RPC signature
+/// v1 and anonymous calls) or the `x-acs-action` header (ACS3).
+pub fn action(req: &ApiRequest) -> Option<String> {
+    params(req)
+        .into_iter()
+        .find(|(k, v)| k == "Action" && !v.is_empty())
+        .map(|(_, v)| v)
+        .or_else(|| req.header("x-acs-action").map(str::to_string))
+}
+
+/// Serves one STS request; the first value names the API for the counters.
 pub fn handle(
     auth: &Auth,
     oidc: Option<&OidcSeed>,
+    oidc_account: Option<&str>,
+    req: &ApiRequest,
+) -> (&'static str, Result<Response, AcsError>) {
+    match action(req).as_deref() {
+        Some("GetCallerIdentity") => ("GetCallerIdentity", caller_identity(auth, req)),
+        Some("AssumeRoleWithOIDC") => (
+            "AssumeRoleWithOIDC",
+            assume_role_with_oidc(auth, oidc, oidc_account, req),
+        ),
+        other => (
+            "AssumeRoleWithOIDC",
+            Err(AcsError::new(
+                404,
+                "InvalidAction.NotFound",
+                format!(
+                    "Specified api {other:?} is not found; the simulator's STS answers AssumeRoleWithOIDC and GetCallerIdentity."
+                ),
+            )),
+        ),
+    }
+}
+
+fn check_version(req: &ApiRequest) -> Result<(), AcsError> {
+    let params = params(req);
+    let version = params
+        .iter()
+        .find(|(k, v)| k == "Version" && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+        .or_else(|| req.header("x-acs-version"));
+    match version {
+        Some(v) if v != "2015-04-01" => Err(AcsError::new(
+            400,
+            "InvalidVersion",
+            format!("Specified parameter Version {v:?} is not valid."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn caller_identity(auth: &Auth, req: &ApiRequest) -> Result<Response, AcsError> {
+    check_version(req)?;
+    let principal = auth.verify_pai(req)?;
+    let PaiPrincipal::AccessKey {
+        access_key_id,
+        account,
+        identity,
+    } = principal
+    else {
+        return Err(AcsError::new(
+            400,
+            "IncompleteSignature",
+            "The request signature does not conform to Aliyun standards: STS takes AccessKey signatures, not bearer tokens.",
+        ));
+    };
+    let body = match identity {
+        KeyIdentity::RamUser => {
+            let user_id = numeric_id(&access_key_id);
+            json!({
+                "IdentityType": "RAMUser",
+                "AccountId": account,
+                "UserId": user_id,
+                "PrincipalId": user_id,
+                "Arn": format!("acs:ram::{account}:user/{access_key_id}"),
+            })
+        }
+        KeyIdentity::AssumedRole {
+            role,
+            role_id,
+            session,
+        } => json!({
+            "IdentityType": "AssumedRoleUser",
+            "AccountId": account,
+            "UserId": format!("{role_id}:{session}"),
+            "PrincipalId": format!("{role_id}:{session}"),
+            "RoleId": role_id,
+            "Arn": format!("acs:ram::{account}:assumed-role/{role}/{session}"),
+        }),
+    };
+    Ok(acs_ok(&req.request_id, body))
+}
+
+fn assume_role_with_oidc(
+    auth: &Auth,
+    oidc: Option<&OidcSeed>,
+    oidc_account: Option<&str>,
     req: &ApiRequest,
 ) -> Result<Response, AcsError> {
     let params = params(req);
@@ -63,18 +171,6 @@ pub fn handle(
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     };
-    match get("Action") {
-        Some("AssumeRoleWithOIDC") => {}
-        other => {
-            return Err(AcsError::new(
-                404,
-                "InvalidAction.NotFound",
-                format!(
-                    "Specified api {other:?} is not found; the simulator's STS answers AssumeRoleWithOIDC."
-                ),
-            ));
-        }
-    }
     if let Some(version) = get("Version")
         && version != "2015-04-01"
     {
@@ -164,10 +260,22 @@ pub fn handle(
         .clone()
         .unwrap_or_else(|| random(40));
     let security_token = format!("CAIS{}", random(96));
-    auth.issue_pai_key(&access_key_id, &secret, &security_token, expires);
-
-    let account = role_arn.split(':').nth(3).unwrap_or_default();
+    let account = oidc_account.unwrap_or_default();
     let role = role_arn.rsplit('/').next().unwrap_or_default();
+    let role_id = numeric_id(role_arn);
+    auth.issue_pai_key(
+        &access_key_id,
+        &secret,
+        &security_token,
+        expires,
+        account,
+        KeyIdentity::AssumedRole {
+            role: role.to_string(),
+            role_id: role_id.clone(),
+            session: session.to_string(),
+        },
+    );
+
     Ok(acs_ok(
         &req.request_id,
         json!({
@@ -180,7 +288,7 @@ pub fn handle(
             },
             "AssumedRoleUser": {
                 "Arn": format!("acs:ram::{account}:assumed-role/{role}/{session}"),
-                "AssumedRoleId": format!("3{}:{session}", &random(16)),
+                "AssumedRoleId": format!("{role_id}:{session}"),
             },
             "OIDCTokenInfo": {"Issuer": "https://oidc-ack.sim.aliyuncs.com", "Subject": "system:serviceaccount:sim"},
         }),

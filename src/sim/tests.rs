@@ -22,7 +22,7 @@ credentials:
     providerArn: "acs:ram::123:oidc-provider/ack"
     token: "oidc-token"
     expirySeconds: 2
-qps: 0
+flowControl: {enabled: false}
 pai:
   images:
     - {id: img-a, name: a, workspaceId: "1", labels: {system.chipType: GPU}}
