@@ -7,7 +7,7 @@ use axum::http::Method;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::tests::{http, start};
+use super::tests::{OTHER_ACCOUNT, http, start};
 use super::*;
 use crate::sign::{self, RequestParts, acs3, sdk};
 
@@ -17,6 +17,9 @@ struct Pai<'a> {
     query: Vec<(&'a str, &'a str)>,
     body: Option<Value>,
     action: &'a str,
+    version: &'a str,
+    /// The Host header (signed); the simulator's host:port when `None`.
+    host: Option<&'a str>,
     ak: &'a str,
     secret: &'a str,
     token: Option<&'a str>,
@@ -36,6 +39,8 @@ impl<'a> Pai<'a> {
             query: vec![],
             body: None,
             action,
+            version: "2021-02-04",
+            host: None,
             ak: "testAK",
             secret: "testSecret",
             token: None,
@@ -53,9 +58,12 @@ impl<'a> Pai<'a> {
             .map(|b| b.to_string())
             .unwrap_or_default();
         let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), h.host_port()),
+            (
+                "host".into(),
+                self.host.map_or_else(|| h.host_port(), str::to_string),
+            ),
             ("x-acs-action".into(), self.action.into()),
-            ("x-acs-version".into(), "2021-02-04".into()),
+            ("x-acs-version".into(), self.version.into()),
             ("x-acs-date".into(), acs3::format_date(self.date)),
             ("x-acs-signature-nonce".into(), self.nonce.clone()),
             ("accept".into(), "application/json".into()),
@@ -127,6 +135,150 @@ impl<'a> Pai<'a> {
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// STS GetCallerIdentity as `alibabacloud_sts20150401` sends it.
+fn caller_identity() -> Pai<'static> {
+    Pai {
+        version: "2015-04-01",
+        ..Pai::new(Method::POST, "/", "GetCallerIdentity")
+    }
+}
+
+fn add_label(ak: &'static str, secret: &'static str) -> Pai<'static> {
+    Pai {
+        ak,
+        secret,
+        body: Some(json!({"Labels": [{"Key": "system.chipType", "Value": "GPU"}]})),
+        ..Pai::new(Method::POST, "/api/v1/images/img-a/labels", "AddImageLabels")
+    }
+}
+
+#[tokio::test]
+async fn get_caller_identity_names_the_main_account() {
+    let h = start().await;
+    let (status, body) = caller_identity().send(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["AccountId"], DEFAULT_MAIN_ACCOUNT_ID);
+    assert_eq!(body["IdentityType"], "RAMUser");
+    assert_eq!(
+        body["Arn"],
+        format!("acs:ram::{DEFAULT_MAIN_ACCOUNT_ID}:user/testAK")
+    );
+    let user_id = body["UserId"].as_str().unwrap();
+    assert_eq!(user_id.len(), 16);
+    assert_eq!(body["PrincipalId"], user_id);
+    assert!(body["RequestId"].is_string());
+
+    let (status, body) = Pai {
+        ak: "otherAK",
+        secret: "otherSecret",
+        ..caller_identity()
+    }
+    .send(&h)
+    .await;
+    assert_eq!((status, body["AccountId"].as_str()), (200, Some(OTHER_ACCOUNT)));
+
+    let (status, body) = Pai {
+        ak: "STS.seeded",
+        secret: "stsSecret",
+        token: Some("stsToken"),
+        ..caller_identity()
+    }
+    .send(&h)
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["IdentityType"].as_str(), body["AccountId"].as_str()),
+        (Some("AssumedRoleUser"), Some(DEFAULT_MAIN_ACCOUNT_ID))
+    );
+
+    // Signed like any other call.
+    let (status, body) = Pai {
+        secret: "wrong",
+        ..caller_identity()
+    }
+    .send(&h)
+    .await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (400, "SignatureDoesNotMatch")
+    );
+    let (status, body) = Pai {
+        version: "2021-02-04",
+        ..caller_identity()
+    }
+    .send(&h)
+    .await;
+    assert_eq!((status, body["Code"].as_str().unwrap()), (400, "InvalidVersion"));
+    // Not a PAI call: never throttled, counted under its own name.
+    h.set_flow_control(FlowControlSeed::published().with_rate("ListImageLabels", 1))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(caller_identity().send(&h).await.0, 200);
+    }
+    let c = h.counters().api("GetCallerIdentity");
+    assert_eq!((c.ok, c.error, c.throttled), (6, 2, 0));
+}
+
+/// Alibaba Cloud's flow control for AIWorkSpace: per main account, region
+/// and API, shared by every key of the main account.
+#[tokio::test]
+async fn flow_control_is_per_main_account_region_and_api() {
+    let h = start().await;
+    // Off in the test seed: nothing is throttled.
+    for _ in 0..30 {
+        assert_eq!(add_label("testAK", "testSecret").send(&h).await.0, 200);
+    }
+    h.set_flow_control(FlowControlSeed::published().with_rate("AddImageLabels", 1))
+        .unwrap();
+    // Key A spends the main account's one AddImageLabels a second ...
+    let (status, body) = add_label("testAK", "testSecret").send(&h).await;
+    assert_eq!(status, 200, "{body}");
+    // ... so key B of the same main account is throttled on that API,
+    let (status, body) = add_label("testAK2", "testSecret2").send(&h).await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (400, "Throttling.User"),
+        "{body}"
+    );
+    // but not on another API (ListImageLabels keeps its published 50/s).
+    let (status, body) = Pai {
+        ak: "testAK2",
+        secret: "testSecret2",
+        ..list(vec![("ImageId", "img-a")])
+    }
+    .send(&h)
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A key of another main account has its own budget.
+    let (status, body) = add_label("otherAK", "otherSecret").send(&h).await;
+    assert_eq!(status, 200, "{body}");
+    // So does another region of the same account (region from the Host).
+    let (status, body) = Pai {
+        host: Some("aiworkspace.cn-shanghai.aliyuncs.com"),
+        ..add_label("testAK2", "testSecret2")
+    }
+    .send(&h)
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The default region is cn-hangzhou: naming it shares the spent budget.
+    let (status, _) = Pai {
+        host: Some("aiworkspace.cn-hangzhou.aliyuncs.com"),
+        ..add_label("testAK", "testSecret")
+    }
+    .send(&h)
+    .await;
+    assert_eq!(status, 400);
+    let c = h.counters().api("AddImageLabels");
+    assert_eq!((c.throttled, c.by_code["Throttling.User"]), (2, 2));
+
+    // Turned off at run time: no throttling again.
+    h.set_flow_control(FlowControlSeed::off()).unwrap();
+    for _ in 0..5 {
+        assert_eq!(add_label("testAK2", "testSecret2").send(&h).await.0, 200);
+    }
+    assert_eq!(h.counters().api("AddImageLabels").throttled, 2);
 }
 
 fn list(query: Vec<(&'static str, &'static str)>) -> Pai<'static> {
@@ -354,6 +506,21 @@ async fn security_tokens_seeded_and_issued_by_sts() {
     };
     let (status, body) = issued().send(&h).await;
     assert_eq!(status, 200, "{body}");
+    // GetCallerIdentity: the role's account, from its ARN.
+    let (status, body) = Pai {
+        ak,
+        secret,
+        token: Some(token),
+        ..caller_identity()
+    }
+    .send(&h)
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["IdentityType"], "AssumedRoleUser");
+    assert_eq!(body["AccountId"], "123");
+    let role_id = body["RoleId"].as_str().unwrap();
+    assert_eq!(body["PrincipalId"], format!("{role_id}:op"));
+    assert_eq!(body["Arn"], "acs:ram::123:assumed-role/op/op");
     // The seed caps issued credentials at 2 seconds.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, body) = issued().send(&h).await;
@@ -542,8 +709,9 @@ async fn ims_signatures_projects_and_tokens() {
     };
     assert_eq!(bad.send(&h).await.1["error"]["code"], "IMG.0001");
 
-    // The gateway's flow control, per AK.
-    h.set_qps(1);
+    // The gateway's flow control, per account and API.
+    h.set_flow_control(FlowControlSeed::published().with_rate("ListImageTags", 1))
+        .unwrap();
     assert_eq!(Ims::new(Method::GET, tags).send(&h).await.0, 200);
     let (status, body) = Ims::new(Method::GET, tags).send(&h).await;
     assert_eq!(

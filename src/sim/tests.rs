@@ -12,6 +12,8 @@ pub(super) const SEED: &str = r#"
 credentials:
   pai:
     - {accessKeyId: testAK, accessKeySecret: testSecret}
+    - {accessKeyId: testAK2, accessKeySecret: testSecret2}
+    - {accessKeyId: otherAK, accessKeySecret: otherSecret, accountId: "2000000000000002"}
     - {accessKeyId: STS.seeded, accessKeySecret: stsSecret, securityToken: stsToken}
   bearerTokens: [sk-one, sk-two]
   ims:
@@ -32,6 +34,10 @@ ims:
   images:
     - {id: ims-1, projectId: p1, tags: {env: prod}}
 "#;
+
+/// The main account of `otherAK` in [`SEED`]; every other PAI credential
+/// belongs to the default one.
+pub(super) const OTHER_ACCOUNT: &str = "2000000000000002";
 
 pub(super) async fn start() -> SimHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -255,13 +261,15 @@ async fn remove_image_labels_path_over_the_limit_is_invalid_parameter() {
 }
 
 #[tokio::test]
-async fn qps_limit_answers_throttling_with_retry_after_per_account() {
+async fn flow_control_answers_throttling_with_retry_after_per_main_account() {
     let h = start().await;
     // One request a second: the second call comes well inside that second
     // even on a loaded machine.
-    h.set_qps(1);
+    h.set_flow_control(FlowControlSeed::published().with_rate("ListImageLabels", 1))
+        .unwrap();
     assert_eq!(list(&h, "sk-one").await.status(), 200);
-    let resp = list(&h, "sk-one").await;
+    // Both bearer tokens belong to the seed's main account: one budget.
+    let resp = list(&h, "sk-two").await;
     assert_eq!(resp.status(), 400);
     let retry_after: u64 = resp.headers()["x-acs-retry-after"]
         .to_str()
@@ -275,10 +283,12 @@ async fn qps_limit_answers_throttling_with_retry_after_per_account() {
         body["Message"],
         "Request was denied due to user flow control."
     );
-    // Another account is not affected.
-    assert_eq!(list(&h, "sk-two").await.status(), 200);
     let c = h.counters().api("ListImageLabels");
-    assert_eq!((c.ok, c.throttled), (2, 1));
+    assert_eq!((c.ok, c.throttled), (1, 1));
+    // Throttled answers are counted per caller too.
+    let c = h.counters();
+    assert_eq!(c.throttled_by_agent.values().sum::<u64>(), 1);
+    assert_eq!(c.calls_by_agent.values().sum::<u64>(), 2);
 }
 
 #[tokio::test]
@@ -513,15 +523,43 @@ async fn admin_endpoints_change_state_without_counting() {
     );
     assert_eq!(h.faults().latency_ms, 5);
     assert_eq!(
-        c.put(url("/qps"))
-            .json(&json!({"qps": 7}))
+        c.put(url("/flow-control"))
+            .json(&json!({"enabled": true, "rates": {"AddImageLabels": 7}}))
             .send()
             .await
             .unwrap()
             .status(),
         204
     );
-    assert_eq!(h.qps(), 7);
+    assert_eq!(
+        h.flow_control(),
+        FlowControlSeed::published().with_rate("AddImageLabels", 7)
+    );
+    let got: FlowControlSeed = c
+        .get(url("/flow-control"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, h.flow_control());
+    for bad in [
+        json!({"enabled": true, "rates": {"AddImageLabel": 7}}),
+        json!({"qps": 7}),
+    ] {
+        assert!(
+            c.put(url("/flow-control"))
+                .json(&bad)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_client_error(),
+            "{bad}"
+        );
+    }
+    assert_eq!(h.flow_control().rates["AddImageLabels"], 7);
 
     list(&h, "sk-one").await;
     let counters: CounterSnapshot = c
