@@ -40,6 +40,9 @@ class Sim:
     def set_faults(self, **faults):
         self._call("PUT", "/_sim/faults", faults)
 
+    def set_flow_control(self, **flow_control):
+        self._call("PUT", "/_sim/flow-control", flow_control)
+
     def put(self, path, value):
         self._call("PUT", path, {"value": value})
 
@@ -51,6 +54,9 @@ def sim():
 
 @pytest.fixture(autouse=True)
 def no_faults(sim):
+    """Every test starts without faults and without flow control, as seeded."""
     sim.set_faults()
+    sim.set_flow_control(enabled=False)
     yield
     sim.set_faults()
+    sim.set_flow_control(enabled=False)
