@@ -162,14 +162,14 @@ mod tests {
             Some("InvalidParameter"),
             op,
         );
-        c.record("AddImageLabels", CallKind::Write, Outcome::Dropped, None, op);
         c.record(
-            "AssumeRoleWithOIDC",
-            CallKind::Other,
-            Outcome::Ok,
+            "AddImageLabels",
+            CallKind::Write,
+            Outcome::Dropped,
             None,
             op,
         );
+        c.record("AssumeRoleWithOIDC", CallKind::Other, Outcome::Ok, None, op);
         c.record_writer(op);
         c.record_writer(op);
         let s = c.snapshot();

@@ -19,15 +19,21 @@
 //! the IMS client at `http://127.0.0.1:PORT`, STS at the same address.
 //!
 //! Seed (YAML, camelCase; see [`SeedConfig`] and `examples/sim/seed.yaml`):
-//! `credentials` (`pai` AccessKey pairs with optional `securityToken`,
-//! `bearerTokens`, `ims` AK/SK with optional `securityToken` and `projectId`,
-//! `oidc` for STS), `qps` (per account, default 100, 0 = off), `faults`
+//! `credentials` (`mainAccountId`, the main account of PAI credentials that
+//! name none, default [`DEFAULT_MAIN_ACCOUNT_ID`]; `imsAccountId` likewise for
+//! IMS; `pai` AccessKey pairs with optional `securityToken` and `accountId`,
+//! `bearerTokens` (of `mainAccountId`), `ims` AK/SK with optional
+//! `securityToken`, `projectId` and `accountId`, `oidc` for STS, whose keys
+//! belong to the account in its role ARN), `flowControl`
+//! ([`FlowControlSeed`]: `{enabled: true, rates: {AddImageLabels: 5}}`; on
+//! by default at the published rates, `enabled: false` = off), `faults`
 //! ([`FaultConfig`]), `pai.images`, `pai.datasets` (with `versions`), `ims.images`.
 //!
 //! Admin endpoints (no auth, loopback callers only), under `/_sim`:
 //! `GET healthz`, `GET counters` ([`CounterSnapshot`]), `POST reset-counters`,
 //! `GET state` (every object and its labels), `GET|PUT faults` (a
-//! [`FaultConfig`] as JSON), `GET|PUT qps` (`{"qps": n}`), and out-of-band
+//! [`FaultConfig`] as JSON), `GET|PUT flow-control` (a [`FlowControlSeed`]
+//! as JSON; a change refills every budget), and out-of-band
 //! label changes that are not counted as API calls:
 //! `PUT|DELETE pai/images/{id}/labels/{key}`,
 //! `PUT|DELETE pai/datasets/{id}/labels/{key}`,
@@ -37,9 +43,21 @@
 //! Behaviour where the clouds document nothing is the simulator's choice,
 //! listed where it is implemented: label rules in `store`, PAI codes in
 //! `pai`, IMS codes in `ims`, authentication codes in `auth`, STS in `sts`.
-//! Throttling: PAI answers 400 `Throttling.User` with `x-acs-retry-after`
-//! (milliseconds); IMS answers the gateway's 429 `APIGW.0308`. One token
-//! bucket per account covers all APIs. Request bodies are capped at
+//! STS serves `AssumeRoleWithOIDC` (anonymous) and `GetCallerIdentity`
+//! (signed; answers the caller's main account), see `sts`.
+//!
+//! Flow control, as Alibaba Cloud publishes it for AIWorkSpace
+//! (<https://help.aliyun.com/en/pai/developer-reference/api-aiworkspace-2021-02-04-quota>):
+//! one budget per (main account, region, API) at the API's published rate
+//! ([`PUBLISHED_RATES`]), shared by every key, STS token and bearer token of
+//! that main account. The region is the one in the Host
+//! (`aiworkspace.<region>.aliyuncs.com`), [`DEFAULT_PAI_REGION`] for any
+//! other host. IMS publishes no rates: the same shape with the simulator's
+//! defaults ([`IMS_DEFAULT_RATES`]). A spent budget: PAI answers 400
+//! `Throttling.User` with `x-acs-retry-after` (milliseconds); IMS answers the
+//! gateway's 429 `APIGW.0308`. STS and the admin endpoints are never
+//! throttled. [`CounterSnapshot`] counts throttled answers per API and per
+//! User-Agent. Request bodies are capped at
 //! [`MAX_BODY_BYTES`] (413). Fault injection applies to PAI and IMS calls,
 //! never to STS or the admin endpoints.
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Everything the simulator starts from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeedConfig {
     #[serde(default)]
@@ -22,18 +22,6 @@ pub struct SeedConfig {
     pub pai: PaiSeed,
     #[serde(default)]
     pub ims: ImsSeed,
-}
-
-impl Default for SeedConfig {
-    fn default() -> Self {
-        SeedConfig {
-            credentials: CredentialsSeed::default(),
-            flow_control: FlowControlSeed::published(),
-            faults: FaultConfig::default(),
-            pai: PaiSeed::default(),
-            ims: ImsSeed::default(),
-        }
-    }
 }
 
 /// The main account (16-digit UID) of PAI credentials that name none.
@@ -226,7 +214,7 @@ pub struct FaultConfig {
     /// Answer 500 InternalError / 503 ServiceUnavailable (half each).
     #[serde(default)]
     pub server_error_rate: f64,
-    /// Answer the throttling error as if the QPS limit were hit.
+    /// Answer the throttling error as if a flow-control budget were spent.
     #[serde(default)]
     pub throttle_rate: f64,
     /// Close the connection without any response.

@@ -342,7 +342,8 @@ fn dropped(sim: &SimState, api: &str, kind: CallKind, agent: &str) -> Response {
     if kind == CallKind::Write {
         sim.counters.record_writer(agent);
     }
-    sim.counters.record(api, kind, Outcome::Dropped, None, agent);
+    sim.counters
+        .record(api, kind, Outcome::Dropped, None, agent);
     // Never reaches the caller: the connection is already marked dead.
     Body::empty().into_response()
 }
@@ -457,7 +458,11 @@ fn serve_ims(sim: &SimState, req: &ApiRequest, call: &ims::ImsCall) -> Result<Re
         throttle::DEFAULT_IMS_REGION,
     );
     sim.flow_control
-        .check(&format!("hw:{}", principal.account), region, call.api_name())
+        .check(
+            &format!("hw:{}", principal.account),
+            region,
+            call.api_name(),
+        )
         .map_err(|_| HwError::throttled())?;
     ims::handle(&sim.store, call, req)
 }

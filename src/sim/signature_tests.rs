@@ -150,7 +150,11 @@ fn add_label(ak: &'static str, secret: &'static str) -> Pai<'static> {
         ak,
         secret,
         body: Some(json!({"Labels": [{"Key": "system.chipType", "Value": "GPU"}]})),
-        ..Pai::new(Method::POST, "/api/v1/images/img-a/labels", "AddImageLabels")
+        ..Pai::new(
+            Method::POST,
+            "/api/v1/images/img-a/labels",
+            "AddImageLabels",
+        )
     }
 }
 
@@ -177,7 +181,10 @@ async fn get_caller_identity_names_the_main_account() {
     }
     .send(&h)
     .await;
-    assert_eq!((status, body["AccountId"].as_str()), (200, Some(OTHER_ACCOUNT)));
+    assert_eq!(
+        (status, body["AccountId"].as_str()),
+        (200, Some(OTHER_ACCOUNT))
+    );
 
     let (status, body) = Pai {
         ak: "STS.seeded",
@@ -210,7 +217,10 @@ async fn get_caller_identity_names_the_main_account() {
     }
     .send(&h)
     .await;
-    assert_eq!((status, body["Code"].as_str().unwrap()), (400, "InvalidVersion"));
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (400, "InvalidVersion")
+    );
     // Not a PAI call: never throttled, counted under its own name.
     h.set_flow_control(FlowControlSeed::published().with_rate("ListImageLabels", 1))
         .unwrap();

@@ -1,4 +1,4 @@
-//! The simulator over real HTTP: faults, dropped connections, QPS, limits,
+//! The simulator over real HTTP: faults, dropped connections, flow control, limits,
 //! admin endpoints, STS. Bearer tokens keep these independent of signing;
 //! signature checks are in `signature_tests`.
 
