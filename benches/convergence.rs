@@ -1,6 +1,16 @@
-//! Convergence time, cloud calls per change and operator memory at N sets,
-//! on the real control plane with the simulator (prints figures; no timed
-//! assertions). `IMAGELABEL_BENCH_SETS` sets N (default 1000):
+//! The operator at N sets (default 1,000) against the simulator at the
+//! cloud's published flow control and 20 ms latency, on the real control
+//! plane. Prints figures next to their quota bound (max over APIs of calls ÷
+//! that API's rate); asserts nothing about time.
+//!
+//! Phases, one operator process after another on the same sets:
+//! 1. convergence from nothing (`--quota-share 1`, alone on the account);
+//! 2. a full drift pass over the in-sync sets (calls per API), with one
+//!    set edited in the middle of it (time to Ready);
+//! 3. a restart: cloud calls per minute over the first interval, status
+//!    writes of sets that found nothing;
+//! 4. a change to every set while a second client of the same main account
+//!    takes half of AddImageLabels (`IMAGELABEL_BENCH_SECOND_CLIENT=0` skips).
 //!
 //! ```sh
 //! cargo bench --bench convergence
@@ -10,12 +20,31 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use imagelabel::sim::{FlowControlSeed, PaiImageSeed, SeedConfig};
-use kube::api::{Patch, PatchParams};
+use imagelabel::api::ImageLabelSet;
+use imagelabel::provider::registry::{CloudConfig, Clouds};
+use imagelabel::provider::credentials::{Credentials, StaticSource};
+use imagelabel::sim::{CounterSnapshot, FlowControlSeed, PaiCredential, PaiImageSeed, SeedConfig};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
 use support::operator::{Env, Operator};
+
+const WORKSPACE: &str = "1001";
+const LOADGEN_AK: &str = "loadgenAK";
+const LOADGEN_SECRET: &str = "loadgenSecret";
+const LOADGEN_IMAGE: &str = "image-loadgen";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -30,84 +59,103 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn manifest(i: usize) -> String {
+fn manifest(i: usize, value: &str) -> String {
     format!(
-        "---\napiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {{name: set{i:05}}}\nspec:\n  imageId: image-bench{i:05}\n  labels: {{system.a: \"1\", system.b: \"2\", system.c: \"3\", system.d: \"4\", system.e: \"{i}\"}}\n"
+        "---\napiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {{name: set{i:05}}}\nspec:\n  imageId: image-bench{i:05}\n  workspaceId: \"{WORKSPACE}\"\n  labels: {{system.a: \"1\", system.b: \"{value}\", system.c: \"3\", system.e: \"{i}\"}}\n"
     )
 }
 
-async fn wait_all_ready(
-    env: &Env,
-    op: &mut Operator,
-    n: usize,
-    started: Instant,
-    generation_of_change: bool,
-) -> Duration {
+/// Calls and throttled answers per API, and the bound they imply.
+struct Tally {
+    lines: Vec<String>,
+    bound: f64,
+    calls: u64,
+    throttled: u64,
+}
+
+fn tally(c: &CounterSnapshot, rates: &FlowControlSeed) -> Tally {
+    let mut t = Tally {
+        lines: vec![],
+        bound: 0.0,
+        calls: 0,
+        throttled: 0,
+    };
+    for (api, n) in &c.apis {
+        let rate = f64::from(rates.rate_of(api));
+        let secs = n.total() as f64 / rate;
+        t.bound = t.bound.max(secs);
+        t.calls += n.total();
+        t.throttled += n.throttled;
+        t.lines.push(format!(
+            "    {api}: {} calls, {} throttled; at {rate}/s {secs:.1} s",
+            n.total(),
+            n.throttled
+        ));
+    }
+    t
+}
+
+async fn ready_count(api: &Api<ImageLabelSet>, generation_synced: bool) -> usize {
+    let list = api.list(&Default::default()).await.expect("list sets");
+    list.items
+        .iter()
+        .filter(|o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.is_ready()
+                    && (!generation_synced
+                        || (s.observed_generation == o.metadata.generation
+                            && s.synced_generation == o.metadata.generation))
+            })
+        })
+        .count()
+}
+
+async fn wait_all_ready(env: &Env, op: &mut Operator, n: usize, synced: bool) -> Duration {
+    let started = Instant::now();
     loop {
         assert!(op.is_running(), "the operator exited: {}", op.log_text());
-        let list = env
-            .images()
-            .list(&Default::default())
-            .await
-            .expect("list sets");
-        let ready = list
-            .items
-            .iter()
-            .filter(|o| {
-                o.status.as_ref().is_some_and(|s| {
-                    s.is_ready()
-                        && (!generation_of_change || s.observed_generation == o.metadata.generation)
-                })
-            })
-            .count();
-        if ready >= n {
+        if ready_count(&env.images(), synced).await >= n {
             return started.elapsed();
         }
-        if started.elapsed() > Duration::from_secs(3600) {
-            panic!("only {ready}/{n} Ready after an hour");
-        }
+        assert!(
+            started.elapsed() < Duration::from_secs(7200),
+            "not all Ready after two hours"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let n: usize = std::env::var("IMAGELABEL_BENCH_SETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let mut seed = SeedConfig::demo();
-    seed.flow_control = FlowControlSeed::off();
-    seed.pai.images = (0..n)
-        .map(|i| PaiImageSeed {
-            id: format!("image-bench{i:05}"),
-            name: String::new(),
-            workspace_id: None,
-            labels: [
-                ("system.pre".to_string(), "x".to_string()),
-                ("system.a".to_string(), "1".to_string()),
-            ]
-            .into(),
-        })
-        .collect();
-    let env = Env::start("bench", seed).await;
+/// Counts every change the API server reports on the sets (status writes
+/// included) while it runs.
+fn count_modifications(api: Api<ImageLabelSet>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let n = Arc::new(AtomicU64::new(0));
+    let counter = n.clone();
+    let task = tokio::spawn(async move {
+        let mut primed = false;
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::InitDone) => primed = true,
+                Ok(watcher::Event::Apply(_)) if primed => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    });
+    (n, task)
+}
 
-    let created = Instant::now();
-    let docs: Vec<String> = (0..n).map(manifest).collect();
-    for (c, chunk) in docs.chunks(500).enumerate() {
-        env.apply(&format!("chunk{c}.yaml"), &chunk.concat());
-    }
-    let create_time = created.elapsed();
-
-    env.sim.sim().reset_counters();
-    let started = Instant::now();
-    let mut op = env.operator(
-        "bench",
+fn operator(env: &Env, name: &str, resync: &str) -> Operator {
+    env.operator(
+        name,
         &[
             "--concurrency",
             "32",
-            "--qps",
-            "1000",
+            "--quota-share",
+            "1",
+            "--resync-interval",
+            resync,
             "--log-level",
             "warn",
             // The chart's default: the test fixture's 6 s Lease is too short
@@ -115,94 +163,267 @@ async fn main() {
             "--lease-duration",
             "15s",
         ],
-    );
-    let converge = wait_all_ready(&env, &mut op, n, started, false).await;
-    let c = env.sim.sim().counters();
-    let (rss, hwm) = rss_kib(op.pid());
-    let labels_written = c.api("AddImageLabels").ok;
-    println!(
-        "convergence: {n} sets Ready in {:.1} s ({:.0} sets/s); sets created with kubectl in {:.1} s",
-        converge.as_secs_f64(),
-        n as f64 / converge.as_secs_f64(),
-        create_time.as_secs_f64()
-    );
-    println!(
-        "calls during convergence: {} reads, {} writes ({:.2} calls per set; AddImageLabels {labels_written})",
-        c.reads,
-        c.writes,
-        (c.reads + c.writes) as f64 / n as f64
-    );
+    )
+}
 
-    // A change to 10% of the sets.
-    let changed = (n / 10).max(1);
-    env.sim.sim().reset_counters();
-    let started = Instant::now();
-    let api = env.images();
-    futures::stream::iter(0..changed)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let patch = serde_json::json!({"spec": {"labels": {"system.b": "changed", "system.c": null}}});
-                api.patch(&format!("set{i:05}"), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    let change_time = wait_all_ready(&env, &mut op, n, started, true).await;
-    let c2 = env.sim.sim().counters();
-    println!(
-        "change on {changed} sets (1 changed, 1 dropped key each): converged in {:.1} s; {} reads, {} writes = {:.2} calls per changed set",
-        change_time.as_secs_f64(),
-        c2.reads,
-        c2.writes,
-        (c2.reads + c2.writes) as f64 / changed as f64
-    );
-
-    // Steady state: every set reconciles again; nothing is written.
-    env.sim.sim().reset_counters();
-    let started = Instant::now();
+async fn patch_all(api: &Api<ImageLabelSet>, n: usize, value: &str) {
     futures::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
+            let patch = serde_json::json!({"spec": {"labels": {"system.b": value}}});
             async move {
-                let patch = serde_json::json!({"metadata": {"annotations": {"imagelabel.io/reconcile-requested-at": "bench"}}});
-                api.patch(&format!("set{i:05}"), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+                api.patch(&format!("set{i:05}"), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("patch");
             }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    while env.sim.sim().counters().reads < n as u64 && started.elapsed() < Duration::from_secs(600)
-    {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env_u64("IMAGELABEL_BENCH_SETS", 1000) as usize;
+    let second_client = env_u64("IMAGELABEL_BENCH_SECOND_CLIENT", 1) == 1;
+    // Long enough that a pass never overlaps convergence at 20 writes/s.
+    let resync_secs = env_u64("IMAGELABEL_BENCH_RESYNC_SECONDS", 300);
+    let resync = format!("{resync_secs}s");
+    let mut seed = SeedConfig::demo();
+    seed.flow_control = FlowControlSeed::published();
+    seed.faults.latency_ms = 20;
+    // A second key of the same main account, for the load generator.
+    seed.credentials.pai.push(PaiCredential {
+        access_key_id: LOADGEN_AK.into(),
+        access_key_secret: LOADGEN_SECRET.into(),
+        ..Default::default()
+    });
+    seed.pai.images = (0..n)
+        .map(|i| PaiImageSeed {
+            id: format!("image-bench{i:05}"),
+            name: String::new(),
+            workspace_id: Some(WORKSPACE.into()),
+            labels: [
+                ("system.pre".to_string(), "x".to_string()),
+                ("system.a".to_string(), "1".to_string()),
+            ]
+            .into(),
+        })
+        .chain([PaiImageSeed {
+            id: LOADGEN_IMAGE.into(),
+            name: String::new(),
+            workspace_id: None,
+            labels: Default::default(),
+        }])
+        .collect();
+    let rates = seed.flow_control.clone();
+    let env = Env::start("bench", seed).await;
+    let api = env.images();
+    let mut figures = serde_json::Map::new();
+
+    let created = Instant::now();
+    let docs: Vec<String> = (0..n).map(|i| manifest(i, "2")).collect();
+    for (c, chunk) in docs.chunks(500).enumerate() {
+        env.apply(&format!("chunk{c}.yaml"), &chunk.concat());
     }
-    let c3 = env.sim.sim().counters();
     println!(
-        "steady state: all {n} sets reconciled again in {:.1} s: {} reads, {} writes",
-        started.elapsed().as_secs_f64(),
-        c3.reads,
-        c3.writes
-    );
-    let (rss2, hwm2) = rss_kib(op.pid());
-    println!(
-        "operator memory at {n} sets: RSS {:.1} MiB after convergence, {:.1} MiB at the end, peak {:.1} MiB",
-        rss as f64 / 1024.0,
-        rss2 as f64 / 1024.0,
-        hwm.max(hwm2) as f64 / 1024.0
+        "{n} sets created with kubectl in {:.1} s",
+        created.elapsed().as_secs_f64()
     );
 
-    let json = serde_json::json!({
-        "sets": n,
-        "convergeSeconds": converge.as_secs_f64(),
-        "setsPerSecond": n as f64 / converge.as_secs_f64(),
-        "convergeReads": c.reads, "convergeWrites": c.writes,
-        "changedSets": changed, "changeSeconds": change_time.as_secs_f64(), "changeReads": c2.reads, "changeWrites": c2.writes,
-        "steadyReads": c3.reads, "steadyWrites": c3.writes,
-        "operatorRssKiB": rss2, "operatorPeakKiB": hwm.max(hwm2),
-    });
-    let out =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-convergence.json");
-    let _ = std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap());
+    // 1. Convergence, alone on the account.
+    env.sim.sim().reset_counters();
+    let mut op = operator(&env, "bench", &resync);
+    let converge = wait_all_ready(&env, &mut op, n, false).await;
+    let c = env.sim.sim().counters();
+    let t = tally(&c, &rates);
+    let (rss, hwm) = rss_kib(op.pid());
+    println!(
+        "convergence: {n} sets Ready in {:.1} s; quota bound {:.1} s ({:.3}x); {} calls, {} throttled",
+        converge.as_secs_f64(),
+        t.bound,
+        converge.as_secs_f64() / t.bound,
+        t.calls,
+        t.throttled
+    );
+    for l in &t.lines {
+        println!("{l}");
+    }
+    figures.insert("sets".into(), n.into());
+    figures.insert("convergeSeconds".into(), converge.as_secs_f64().into());
+    figures.insert("convergeBoundSeconds".into(), t.bound.into());
+    figures.insert("convergeCalls".into(), t.calls.into());
+    figures.insert("convergeThrottled".into(), t.throttled.into());
+
+    // 2. A full drift pass over in-sync sets, an edit in the middle of it.
+    env.sim.sim().reset_counters();
+    let (writes, watch) = count_modifications(api.clone());
+    let pass = Duration::from_secs(resync_secs * 6 / 5 + 10);
+    let started = Instant::now();
+    tokio::time::sleep(pass / 2).await;
+    let edited = Instant::now();
+    let patch = serde_json::json!({"spec": {"labels": {"system.c": "edited"}}});
+    api.patch("set00007", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("edit");
+    let edit_ready = loop {
+        let o = api.get("set00007").await.expect("get");
+        if o.status.as_ref().is_some_and(|s| {
+            s.is_ready() && s.synced_generation == o.metadata.generation
+        }) {
+            break edited.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(pass.saturating_sub(started.elapsed())).await;
+    let c = env.sim.sim().counters();
+    let t = tally(&c, &rates);
+    let per_image = n as u64;
+    println!(
+        "drift pass over {n} in-sync sets ({:.0} s): {} calls = {:.2}% of {per_image} per-image reads; {} throttled; {} set changes seen by a watch (the edit's included)",
+        pass.as_secs_f64(),
+        t.calls,
+        100.0 * t.calls as f64 / per_image as f64,
+        t.throttled,
+        writes.load(Ordering::Relaxed)
+    );
+    for l in &t.lines {
+        println!("{l}");
+    }
+    println!(
+        "edit in the middle of the pass: Ready in {:.2} s",
+        edit_ready.as_secs_f64()
+    );
+    figures.insert("driftPassCalls".into(), t.calls.into());
+    figures.insert("driftPassWrites".into(), writes.load(Ordering::Relaxed).into());
+    figures.insert("editReadySeconds".into(), edit_ready.as_secs_f64().into());
+    watch.abort();
+
+    // 3. A restart: calls per minute over the first interval, status writes.
+    let (rss2, hwm2) = rss_kib(op.pid());
+    op.kill();
+    env.sim.sim().reset_counters();
+    let (writes, watch) = count_modifications(api.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = Instant::now();
+    let mut op = operator(&env, "bench-restarted", &resync);
+    let mut per_minute = Vec::new();
+    let mut last = 0;
+    let minutes = resync_secs.div_ceil(60);
+    for _ in 0..minutes {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let total = tally(&env.sim.sim().counters(), &rates).calls;
+        per_minute.push(total - last);
+        last = total;
+    }
+    let even = n as f64 / resync_secs as f64 * 60.0;
+    let max = per_minute.iter().copied().max().unwrap_or(0);
+    println!(
+        "restart with {n} in-sync sets: cloud calls per minute over the first {resync_secs} s: {per_minute:?} (max {max} = {:.2}x of N/interval = {even:.0}); {} status writes in {:.0} s",
+        max as f64 / even,
+        writes.load(Ordering::Relaxed),
+        restarted.elapsed().as_secs_f64()
+    );
+    figures.insert("restartCallsPerMinute".into(), per_minute.clone().into());
+    figures.insert("restartWrites".into(), writes.load(Ordering::Relaxed).into());
+    watch.abort();
+
+    // 4. A change to every set while another client of the account takes
+    // half of AddImageLabels.
+    if second_client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let loadgen = tokio::spawn(load_generator(env.sim.base_url(), stop.clone()));
+        env.sim.sim().reset_counters();
+        let started = Instant::now();
+        patch_all(&api, n, "changed").await;
+        let mut rates_seen: Vec<f64> = Vec::new();
+        let converge = loop {
+            assert!(op.is_running(), "the operator exited: {}", op.log_text());
+            rates_seen.push(
+                op.metric(
+                    "imagelabel_cloud_budget_rate",
+                    &["api=\"AddImageLabels\""],
+                )
+                .await,
+            );
+            if ready_count(&api, true).await >= n {
+                break started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let _ = loadgen.await;
+        let c = env.sim.sim().counters();
+        let (mut ours, mut ours_throttled, mut theirs) = (0, 0, 0);
+        for (agent, calls) in &c.calls_by_agent {
+            let throttled = c.throttled_by_agent.get(agent).copied().unwrap_or(0);
+            if agent.contains("loadgen") {
+                theirs += calls;
+            } else {
+                ours += calls;
+                ours_throttled += throttled;
+            }
+        }
+        let add = c.api("AddImageLabels");
+        let bound = n as f64 / (f64::from(rates.rate_of("AddImageLabels")) / 2.0);
+        let series: Vec<String> = rates_seen
+            .iter()
+            .step_by(10)
+            .map(|r| format!("{r:.1}"))
+            .collect();
+        println!(
+            "second client at half of AddImageLabels: {n} changed sets Ready in {:.1} s (bound with half the writes {bound:.1} s); operator {ours} calls, {ours_throttled} throttled ({:.2}%); second client {theirs} calls; AddImageLabels {} ok, {} throttled in all",
+            converge.as_secs_f64(),
+            100.0 * ours_throttled as f64 / ours.max(1) as f64,
+            add.ok,
+            add.throttled
+        );
+        println!("  AddImageLabels budget every 10 s: {}", series.join(" "));
+        figures.insert("secondClientSeconds".into(), converge.as_secs_f64().into());
+        figures.insert("secondClientOperatorCalls".into(), ours.into());
+        figures.insert("secondClientOperatorThrottled".into(), ours_throttled.into());
+        figures.insert("secondClientBudgetSeries".into(), rates_seen.into());
+    }
+
+    let (rss3, hwm3) = rss_kib(op.pid());
+    println!(
+        "operator memory at {n} sets: RSS {:.1} MiB after convergence, {:.1} MiB before the restart, {:.1} MiB at the end; peak {:.1} MiB (first process), {:.1} MiB (restarted)",
+        rss as f64 / 1024.0,
+        rss2 as f64 / 1024.0,
+        rss3 as f64 / 1024.0,
+        hwm.max(hwm2) as f64 / 1024.0,
+        hwm3 as f64 / 1024.0,
+    );
+    figures.insert("operatorPeakKiB".into(), hwm.max(hwm2).max(hwm3).into());
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/bench-convergence-{n}.json"));
+    let _ = std::fs::write(&out, serde_json::to_string_pretty(&figures).unwrap());
     println!("figures written to {}", out.display());
+}
+
+/// Another tool of the same main account (its own AccessKey, its own
+/// User-Agent) writing labels at half the published AddImageLabels rate.
+async fn load_generator(base: String, stop: Arc<AtomicBool>) {
+    let mut config = CloudConfig::with_base_url(&base);
+    config.client_id = Some("loadgen".into());
+    config.quota_share = 0.5;
+    let clouds = Clouds::new(config).expect("clouds");
+    let creds = Arc::new(StaticSource(Credentials::AccessKey {
+        id: LOADGEN_AK.into(),
+        secret: LOADGEN_SECRET.into(),
+        security_token: None,
+    }));
+    let pai = clouds.pai("cn-hangzhou", creds).expect("client");
+    let mut i = 0u64;
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let labels = [("system.source".to_string(), format!("load{}", i % 7))];
+        if let Err(e) = pai.add_image_labels(LOADGEN_IMAGE, &labels).await {
+            *failures.entry(e.code.clone()).or_default() += 1;
+        }
+    }
+    if !failures.is_empty() {
+        println!("  second client: {i} writes, failures {failures:?}");
+    }
 }

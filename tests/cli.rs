@@ -784,3 +784,75 @@ fn oversized_input_fails_fast_with_a_clear_error() {
         "{out}{err}"
     );
 }
+
+/// `apply` runs objects concurrently; the outcome must be the one of a
+/// sequential run: the same plan per set (conflicts between sets on one
+/// object included), the same labels in the cloud, the same state file.
+#[test]
+fn concurrent_apply_equals_sequential() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(&seed, busy_seed([60, 0])).unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let mut docs = String::new();
+    for i in 0..60 {
+        let image = format!("image-1001x{i:04}");
+        docs.push_str("---\n");
+        docs.push_str(&set(
+            &format!("s{i:02}"),
+            &image,
+            &format!("{{system.source: s{i}, system.dsw.tag: \"{}\"}}", i % 3),
+            "",
+        ));
+        // Every fifth object is also claimed by a later set, which loses
+        // system.source to the older one and adds a key of its own.
+        if i % 5 == 0 {
+            docs.push_str("---\n");
+            docs.push_str(&set(
+                &format!("t{i:02}"),
+                &image,
+                "{system.source: other, system.dsw.stage: x}",
+                "",
+            ));
+        }
+    }
+    write(&m, "sets.yaml", &docs);
+    let mut outcomes = Vec::new();
+    for concurrency in ["1", "16"] {
+        let sim = SimProcess::start(Some(&seed));
+        let state = dir.path().join(format!("state-{concurrency}.json"));
+        let o = sim.run(&[
+            "apply",
+            "-f",
+            m.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+            "--concurrency",
+            concurrency,
+        ]);
+        let (out, err) = text(&o);
+        assert_eq!(code(&o), 0, "--concurrency {concurrency}: {out}{err}");
+        let mut sets: Value = serde_json::from_str(&out).unwrap();
+        for s in sets["sets"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("requestId");
+        }
+        let labels: Vec<Value> = (0..60)
+            .map(|i| sim.image_labels(&format!("image-1001x{i:04}")))
+            .collect();
+        let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        outcomes.push((sets, labels, saved));
+    }
+    let (seq, par) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(seq.0, par.0, "per-set results differ");
+    assert_eq!(seq.1, par.1, "cloud labels differ");
+    assert_eq!(seq.2, par.2, "state files differ");
+    assert_eq!(
+        seq.1[5]["system.source"], "s5",
+        "the older set keeps the key: {}",
+        seq.1[5]
+    );
+    assert_eq!(seq.1[5]["system.dsw.stage"], "x");
+}

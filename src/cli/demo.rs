@@ -130,17 +130,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     print_labels("Labels in the cloud before", &sets, handle.sim());
 
     println!("== imagelabel plan");
-    let planned = gitops::run(&sets, REGION, &lookup, false, Some(&state))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let planned = gitops::run(
+        &sets,
+        REGION,
+        &lookup,
+        false,
+        Some(&state),
+        gitops::DEFAULT_CONCURRENCY,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     print!("{}", gitops::render_table(&planned, false));
     println!();
 
     handle.sim().reset_counters();
     println!("== imagelabel apply");
-    let applied = gitops::run(&sets, REGION, &lookup, true, Some(&state))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let applied = gitops::run(
+        &sets,
+        REGION,
+        &lookup,
+        true,
+        Some(&state),
+        gitops::DEFAULT_CONCURRENCY,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     print!("{}", gitops::render_table(&applied, true));
     let counters = handle.sim().counters();
     println!(
@@ -152,9 +166,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     handle.sim().reset_counters();
     println!("== imagelabel plan (again)");
-    let again = gitops::run(&sets, REGION, &lookup, false, Some(&state))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let again = gitops::run(
+        &sets,
+        REGION,
+        &lookup,
+        false,
+        Some(&state),
+        gitops::DEFAULT_CONCURRENCY,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     print!("{}", gitops::render_table(&again, false));
     let counters = handle.sim().counters();
     println!(

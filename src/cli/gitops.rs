@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -89,19 +89,29 @@ impl SetResult {
     }
 }
 
+/// Sets one `plan` / `apply` handles at once unless told otherwise: enough
+/// to keep the per-API budgets busy at 20 ms per call, few enough that a
+/// pipeline's runner does not notice.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// Plans (and with `apply`, carries out) every set. Sets on the same object
-/// see each other's claims, so conflicts resolve exactly as in the cluster.
+/// see each other's claims and run one after another in input order, so
+/// conflicts resolve exactly as in a sequential run; different objects run
+/// up to `concurrency` at once, paced by the shared per-API budgets.
 pub async fn run(
     sets: &[Located],
     default_region: &str,
     providers: &ProviderLookup<'_>,
     apply: bool,
     state_path: Option<&PathBuf>,
+    concurrency: u16,
 ) -> Result<Vec<SetResult>, String> {
-    let mut state = match state_path {
+    use futures::StreamExt;
+
+    let state = Mutex::new(match state_path {
         Some(p) => StateFile::load(p)?,
         None => StateFile::default(),
-    };
+    });
     let resolved: Vec<(ResolvedSet, &Located)> = sets
         .iter()
         .map(|l| {
@@ -120,27 +130,93 @@ pub async fn run(
                 })
         })
         .collect::<Result<_, _>>()?;
-    let mut results = Vec::new();
-    for (set, located) in &resolved {
+    // Every provider is looked up before any call, so a bad credential or
+    // region fails the run before anything is written.
+    let providers: Vec<Arc<dyn LabelProvider>> = resolved
+        .iter()
+        .map(|(set, _)| providers(set))
+        .collect::<Result<_, _>>()?;
+    let mut by_object: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (set, _)) in resolved.iter().enumerate() {
+        by_object.entry(set.object_key()).or_default().push(i);
+    }
+    // Objects in the order their first set appears, so output and state
+    // writes do not depend on key order.
+    let mut groups: Vec<Vec<usize>> = by_object.into_values().collect();
+    groups.sort_by_key(|g| g[0]);
+    let ctx = RunCtx {
+        resolved: &resolved,
+        providers: &providers,
+        state: &state,
+        state_path,
+        apply,
+    };
+    let mut results: Vec<(usize, SetResult)> = futures::stream::iter(groups)
+        .map(|group| ctx.run_object(group))
+        .buffer_unordered(usize::from(concurrency.max(1)))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    results.sort_by_key(|(i, _)| *i);
+    if apply && let Some(p) = state_path {
+        lock(&state).save(p)?;
+    }
+    Ok(results.into_iter().map(|(_, r)| r).collect())
+}
+
+fn lock(state: &Mutex<StateFile>) -> std::sync::MutexGuard<'_, StateFile> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What every set of one run shares.
+struct RunCtx<'a> {
+    resolved: &'a [(ResolvedSet, &'a Located)],
+    providers: &'a [Arc<dyn LabelProvider>],
+    state: &'a Mutex<StateFile>,
+    state_path: Option<&'a PathBuf>,
+    apply: bool,
+}
+
+impl RunCtx<'_> {
+    /// The sets of one object, one after another.
+    async fn run_object(&self, group: Vec<usize>) -> Result<Vec<(usize, SetResult)>, String> {
+        let mut out = Vec::with_capacity(group.len());
+        for &i in &group {
+            out.push((i, self.run_set(i, &group).await?));
+        }
+        Ok(out)
+    }
+
+    async fn run_set(&self, i: usize, group: &[usize]) -> Result<SetResult, String> {
+        let (set, located) = &self.resolved[i];
         let id = located.manifest.set_id();
-        let claims: Vec<Claim> = resolved
-            .iter()
-            .filter(|(other, l)| {
-                other.object_key() == set.object_key() && l.manifest.set_id() != id
-            })
-            .map(|(other, l)| {
-                let set = l.manifest.set_id();
-                Claim {
-                    owned: state.owned.get(&set.name).cloned().unwrap_or_default(),
-                    labels: managed(&other.desired, &other.protected),
-                    role: Role::of(other.policy.mode, false),
-                    set,
-                }
-            })
-            .collect();
-        let owned = state.owned.get(&id.name).cloned().unwrap_or_default();
+        let (claims, owned) = {
+            let state = lock(self.state);
+            let claims: Vec<Claim> = group
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| {
+                    let (other, l) = &self.resolved[j];
+                    let set = l.manifest.set_id();
+                    Claim {
+                        owned: state.owned.get(&set.name).cloned().unwrap_or_default(),
+                        labels: managed(&other.desired, &other.protected),
+                        role: Role::of(other.policy.mode, false),
+                        set,
+                    }
+                })
+                .filter(|c| c.set != id)
+                .collect();
+            (
+                claims,
+                state.owned.get(&id.name).cloned().unwrap_or_default(),
+            )
+        };
         let held = BTreeSet::new();
-        let provider = providers(set)?;
         let req = SyncRequest {
             set,
             id: &id,
@@ -148,36 +224,38 @@ pub async fn run(
             claims: &claims,
             held: &held,
             deleting: None,
-            dry_run: !apply,
+            dry_run: !self.apply,
         };
-        // The write-ahead record goes to the state file before the first write.
-        let outcome = sync(provider.as_ref(), req, |owned_ahead| {
-            let record = state_path.map(|p| {
-                let mut ahead = state.clone();
-                ahead.owned.insert(id.name.clone(), owned_ahead);
-                (p.clone(), ahead)
-            });
-            async move {
-                match record {
-                    Some((p, ahead)) => ahead.save(&p),
-                    None => Ok(()),
+        // The write-ahead record reaches the state file before the first
+        // write; the file holds every set's latest record, under one lock.
+        let outcome = sync(self.providers[i].as_ref(), req, |owned_ahead| {
+            let saved = match self.state_path {
+                Some(p) => {
+                    let mut state = lock(self.state);
+                    let known = state.owned.get(&id.name);
+                    if known.is_some_and(|k| owned_ahead.is_subset(k)) {
+                        Ok(())
+                    } else {
+                        state.owned.insert(id.name.clone(), owned_ahead);
+                        state.save(p)
+                    }
                 }
-            }
+                None => Ok(()),
+            };
+            async move { saved }
         })
         .await;
         let (report, error) = match outcome {
             Ok(r) => (r, None),
             Err((r, e)) => (r, Some(e)),
         };
-        if apply && !matches!(error, Some(SyncError::Observe(_) | SyncError::Limit(_))) {
-            state.owned.insert(id.name.clone(), report.owned.clone());
+        if self.apply && !matches!(error, Some(SyncError::Observe(_) | SyncError::Limit(_))) {
+            lock(self.state)
+                .owned
+                .insert(id.name.clone(), report.owned.clone());
         }
-        results.push(result_of(set, located, &report, error.as_ref(), apply));
+        Ok(result_of(set, located, &report, error.as_ref(), self.apply))
     }
-    if apply && let Some(p) = state_path {
-        state.save(p)?;
-    }
-    Ok(results)
 }
 
 fn result_of(

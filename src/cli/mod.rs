@@ -165,6 +165,10 @@ pub struct GitopsArgs {
     /// it, `prune: Owned` removes nothing.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Objects planned or applied at once (sets on one object always run in
+    /// input order); the per-API budgets pace the calls whatever this is.
+    #[arg(long, default_value_t = gitops::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
     #[command(flatten)]
     pub cloud: CloudArgs,
 }
@@ -279,6 +283,7 @@ async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCod
         &|set| clouds.lookup(set),
         apply,
         args.state.as_ref(),
+        args.concurrency,
     )
     .await
     .map_err(anyhow::Error::msg)?;
