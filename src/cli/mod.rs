@@ -78,9 +78,15 @@ pub struct CloudArgs {
     /// Base URL of STS for RRSA (AssumeRoleWithOIDC).
     #[arg(long, env = "IMAGELABEL_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
-    /// Cloud calls per second per account and region.
-    #[arg(long, env = "IMAGELABEL_QPS", default_value_t = 100)]
-    pub qps: u32,
+    /// Share of each cloud API's published rate (per main account, region
+    /// and API) this operator uses, in (0, 1]; the rest stays free for
+    /// people and other tools.
+    #[arg(long, env = "IMAGELABEL_QUOTA_SHARE", default_value_t = crate::provider::limiter::DEFAULT_QUOTA_SHARE, value_parser = parse_share_arg)]
+    pub quota_share: f64,
+    /// Absolute rate for one API, API=RATE in calls per second (repeatable,
+    /// e.g. --quota AddImageLabels=5); not multiplied by --quota-share.
+    #[arg(long = "quota", env = "IMAGELABEL_QUOTAS", value_delimiter = ',', value_parser = parse_quota_arg)]
+    pub quotas: Vec<(String, f64)>,
     /// Timeout of one cloud call.
     #[arg(long, env = "IMAGELABEL_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
     pub http_timeout: Duration,
@@ -191,6 +197,17 @@ pub struct DemoArgs {
     /// Apply these manifests instead of the bundled examples.
     #[arg(short = 'f', long = "filename")]
     pub paths: Vec<PathBuf>,
+}
+
+fn parse_share_arg(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1], like 0.5")),
+    }
+}
+
+fn parse_quota_arg(s: &str) -> Result<(String, f64), String> {
+    crate::provider::limiter::parse_quota(s)
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {

@@ -173,6 +173,12 @@ pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn identity(&self) -> String;
     /// Changes when the underlying configuration changes (client cache key).
     fn fingerprint(&self) -> String;
+    /// The main account the calls are counted against, when the source
+    /// knows it without asking (RRSA: the role ARN names it). `None`: the
+    /// registry asks STS once (see `provider::account`).
+    fn main_account(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Fixed credentials (a Secret's content, or environment variables).
@@ -549,6 +555,11 @@ impl CredentialSource for RrsaSource {
             (Some("acs"), Some("ram"), Some(_), Some(uid)) if !uid.is_empty() => uid.to_string(),
             _ => self.cfg.role_arn.clone(),
         }
+    }
+
+    fn main_account(&self) -> Option<String> {
+        let id = self.identity();
+        (id != self.cfg.role_arn).then_some(id)
     }
 
     fn fingerprint(&self) -> String {
