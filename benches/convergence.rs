@@ -106,8 +106,8 @@ async fn main() {
         &[
             "--concurrency",
             "32",
-            "--qps",
-            "1000",
+            "--quota-share",
+            "1",
             "--log-level",
             "warn",
             // The chart's default: the test fixture's 6 s Lease is too short

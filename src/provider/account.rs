@@ -242,7 +242,11 @@ pub fn parse_caller_identity(body: &[u8]) -> Result<String, String> {
     let account = super::pai::error::scalar(v.get("AccountId"))
         .filter(|a| !a.trim().is_empty())
         .ok_or("answer has no AccountId")?;
-    if account.len() > 64 || !account.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if account.len() > 64
+        || !account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err("AccountId is not an account ID".into());
     }
     Ok(account)
@@ -340,7 +344,11 @@ mod tests {
         let m = MainAccount::of(ak(), http(), Some(&base), true);
         assert_eq!(m.get().await, "LTAIkey");
         assert_eq!(m.get().await, "LTAIkey");
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "retried only after LOOKUP_RETRY");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "retried only after LOOKUP_RETRY"
+        );
         // Nothing listening: a transport error also falls back.
         let m = MainAccount::of(ak(), http(), Some("http://127.0.0.1:9"), true);
         assert_eq!(m.get().await, "LTAIkey");

@@ -326,8 +326,7 @@ impl Budget {
         self.throttled.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         self.recover(&mut s, now);
-        if s
-            .last_decrease
+        if s.last_decrease
             .is_some_and(|t| now.saturating_duration_since(t) < DECREASE_WINDOW)
         {
             return false;
@@ -659,7 +658,11 @@ mod tests {
             quotas: BTreeMap::from([("AddImageLabels".to_string(), 3.0)]),
             ..Default::default()
         };
-        assert_eq!(c.ceiling("pai", "AddImageLabels"), 3.0, "absolute, not shared");
+        assert_eq!(
+            c.ceiling("pai", "AddImageLabels"),
+            3.0,
+            "absolute, not shared"
+        );
         assert_eq!(c.ceiling("pai", "RemoveImageLabels"), 20.0);
         assert!(c.validate().is_ok());
         for bad in [0.0, -0.5, 1.5, f64::NAN] {
@@ -672,6 +675,21 @@ mod tests {
     }
 
     #[test]
+    fn helm_schema_accepts_exactly_the_known_apis() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!(
+            "../../deploy/helm/imagelabel-operator/values.schema.json"
+        ))
+        .unwrap();
+        let names: Vec<&str> = schema["properties"]["quotas"]["propertyNames"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(names, known_apis());
+    }
+
+    #[test]
     fn quota_flags_are_checked() {
         assert_eq!(
             parse_quota("AddImageLabels=5").unwrap(),
@@ -679,8 +697,17 @@ mod tests {
         );
         assert_eq!(parse_quota("ListImageTags=2.5").unwrap().1, 2.5);
         let e = parse_quota("AddImageLabel=5").unwrap_err();
-        assert!(e.contains("unknown API") && e.contains("AddImageLabels"), "{e}");
-        for bad in ["AddImageLabels", "AddImageLabels=0", "AddImageLabels=-1", "AddImageLabels=x", "AddImageLabels=inf"] {
+        assert!(
+            e.contains("unknown API") && e.contains("AddImageLabels"),
+            "{e}"
+        );
+        for bad in [
+            "AddImageLabels",
+            "AddImageLabels=0",
+            "AddImageLabels=-1",
+            "AddImageLabels=x",
+            "AddImageLabels=inf",
+        ] {
             assert!(parse_quota(bad).is_err(), "{bad}");
         }
     }
@@ -751,7 +778,11 @@ mod tests {
             assert!((r - (10.0 + f64::from(s))).abs() < 1e-9, "{s}: {r}");
         }
         assert_eq!(b.rate_at(now + secs(10.0)), 20.0);
-        assert_eq!(b.rate_at(now + secs(100.0)), 20.0, "never above the ceiling");
+        assert_eq!(
+            b.rate_at(now + secs(100.0)),
+            20.0,
+            "never above the ceiling"
+        );
         // An untouched budget stays at its ceiling.
         let c = Budget::new_at(20.0, 0.5, now);
         assert_eq!(c.rate_at(now + secs(60.0)), 20.0);
@@ -858,6 +889,9 @@ mod tests {
         assert_eq!(stats.len(), 1);
         assert_eq!(stats[0].throttled, 10_000);
         assert_eq!(stats[0].ceiling, 1000.0, "only the live budget counts");
-        assert!(Arc::ptr_eq(&held, &bs.get("pai", "kept", "cn-hangzhou", "GetImage")));
+        assert!(Arc::ptr_eq(
+            &held,
+            &bs.get("pai", "kept", "cn-hangzhou", "GetImage")
+        ));
     }
 }

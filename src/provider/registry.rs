@@ -15,9 +15,9 @@ use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::account::MainAccount;
 use super::credentials::{self, CredentialError, CredentialSource, EnvLookup, StaticSource};
 use super::ims::ImsClient;
-use super::account::MainAccount;
 use super::limiter::{BudgetConfig, BudgetHandle, BudgetStat, Budgets, DEFAULT_QUOTA_SHARE};
 use super::pai::PaiClient;
 use super::retry::RetryPolicy;
@@ -167,7 +167,11 @@ impl Clouds {
     }
 
     /// The main account of `creds`, shared by every client using them.
-    fn main_account(&self, provider: Provider, creds: &Arc<dyn CredentialSource>) -> Arc<MainAccount> {
+    fn main_account(
+        &self,
+        provider: Provider,
+        creds: &Arc<dyn CredentialSource>,
+    ) -> Arc<MainAccount> {
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         let key = (provider, creds.fingerprint());
         if let Some(a) = accounts.get(&key) {

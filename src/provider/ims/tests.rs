@@ -26,7 +26,11 @@ fn client(base: &str, creds: Credentials) -> ImsClient {
         "cn-north-4",
         Some(base),
         Arc::new(StaticSource(creds)),
-        BudgetHandle::standalone("huaweicloud-ims", "cn-hangzhou", BudgetConfig::all_at(1000.0)),
+        BudgetHandle::standalone(
+            "huaweicloud-ims",
+            "cn-hangzhou",
+            BudgetConfig::all_at(1000.0),
+        ),
         RetryPolicy {
             max_attempts: 3,
             base: Duration::from_millis(1),
@@ -347,7 +351,11 @@ fn default_endpoint_and_debug() {
             sk: "SKSECRET".into(),
             security_token: Some("TOK".into()),
         })),
-        BudgetHandle::standalone("huaweicloud-ims", "cn-hangzhou", BudgetConfig::all_at(1000.0)),
+        BudgetHandle::standalone(
+            "huaweicloud-ims",
+            "cn-hangzhou",
+            BudgetConfig::all_at(1000.0),
+        ),
         RetryPolicy::none(),
     )
     .unwrap();
