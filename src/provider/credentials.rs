@@ -80,7 +80,7 @@ impl Credentials {
         }
     }
 
-    /// Non-secret identity used to share a rate limiter: the key id, or a
+    /// Non-secret identity, the fallback budget account: the key id, or a
     /// short hash for a bearer token (which has no public part).
     pub fn identity(&self) -> String {
         match self {
@@ -169,7 +169,8 @@ impl CredentialError {
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn get(&self) -> BoxFuture<'_, Result<Credentials, CredentialError>>;
     /// Non-secret, stable across refreshes: which account-ish identity the
-    /// calls are made as (rate limiters are shared per identity and region).
+    /// calls are made as (budgets fall back to it when the main account is
+    /// unknown).
     fn identity(&self) -> String;
     /// Changes when the underlying configuration changes (client cache key).
     fn fingerprint(&self) -> String;
