@@ -386,3 +386,57 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested; finishing in-flight reconciles");
 }
+
+#[cfg(test)]
+mod budget_flag_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["imagelabel", "run"].iter().chain(args))
+    }
+
+    fn cloud(cli: Cli) -> CloudArgs {
+        match cli.command {
+            Command::Run(r) => r.cloud,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn quota_share_and_quotas() {
+        let c = cloud(run(&[]).unwrap());
+        assert_eq!(c.quota_share, 0.5);
+        assert!(c.quotas.is_empty());
+        let c = cloud(
+            run(&[
+                "--quota-share",
+                "1",
+                "--quota",
+                "AddImageLabels=5",
+                "--quota",
+                "ListImageTags=2.5",
+            ])
+            .unwrap(),
+        );
+        assert_eq!(c.quota_share, 1.0);
+        assert_eq!(
+            c.quotas,
+            vec![
+                ("AddImageLabels".to_string(), 5.0),
+                ("ListImageTags".to_string(), 2.5)
+            ]
+        );
+        for bad in ["0", "1.5", "-1", "half"] {
+            assert!(run(&["--quota-share", bad]).is_err(), "{bad}");
+        }
+        let e = run(&["--quota", "AddLabels=5"]).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown API") && e.contains("RemoveImageLabels"),
+            "{e}"
+        );
+        assert!(run(&["--quota", "AddImageLabels=0"]).is_err());
+        assert!(run(&["--qps", "100"]).is_err(), "--qps is gone");
+    }
+}

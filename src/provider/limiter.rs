@@ -36,6 +36,8 @@ tokio::task_local! {
 }
 
 /// Runs `f` with every cloud call it makes counted as a background check.
+/// The priority is task-local: tasks `f` spawns run as [`Priority::Change`]
+/// unless wrapped again.
 pub async fn as_check<F: Future>(f: F) -> F::Output {
     PRIORITY.scope(Priority::Check, f).await
 }

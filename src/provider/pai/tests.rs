@@ -406,6 +406,13 @@ async fn retries_are_resigned_and_honour_throttling() {
     for r in &reqs {
         assert_signed(r, "AddImageLabels", "testSecret");
     }
+    // The throttling answer reached the API's budget, and only that one.
+    let add = c.budgets().budget("AddImageLabels").await;
+    assert_eq!(add.throttled_total(), 1);
+    assert!(add.rate() < add.ceiling() * 0.6, "halved: {add:?}");
+    let remove = c.budgets().budget("RemoveImageLabels").await;
+    assert_eq!(remove.throttled_total(), 0);
+    assert_eq!(remove.rate(), remove.ceiling());
 }
 
 #[tokio::test]
