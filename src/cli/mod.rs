@@ -84,7 +84,8 @@ pub struct CloudArgs {
     #[arg(long, env = "IMAGELABEL_QUOTA_SHARE", default_value_t = crate::provider::limiter::DEFAULT_QUOTA_SHARE, value_parser = parse_share_arg)]
     pub quota_share: f64,
     /// Absolute rate for one API, API=RATE in calls per second (repeatable,
-    /// e.g. --quota AddImageLabels=5); not multiplied by --quota-share.
+    /// e.g. --quota AddImageLabels=5); not multiplied by --quota-share. A
+    /// name applies to every provider with that API (ListImages: PAI and IMS).
     #[arg(long = "quota", env = "IMAGELABEL_QUOTAS", value_delimiter = ',', value_parser = parse_quota_arg)]
     pub quotas: Vec<(String, f64)>,
     /// Timeout of one cloud call.
