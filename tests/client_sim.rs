@@ -267,8 +267,19 @@ async fn pai_calls_work_with_access_key_sts_token_and_bearer() {
                 && counts.api("DeleteDatasetVersionLabels").ok == 1,
             "{who}: {counts:?}"
         );
+        // The budgets' main-account lookup (STS GetCallerIdentity, once per
+        // credential) is not a PAI call: a simulator without that API
+        // refuses it and the client counts the key as its own account.
         assert_eq!(
-            counts.apis.values().map(|a| a.error).sum::<u64>(),
+            counts
+                .apis
+                .iter()
+                .filter(|(api, _)| !matches!(
+                    api.as_str(),
+                    "AssumeRoleWithOIDC" | "GetCallerIdentity"
+                ))
+                .map(|(_, a)| a.error)
+                .sum::<u64>(),
             0,
             "{who}: no call was rejected: {counts:?}"
         );

@@ -96,7 +96,8 @@ fn chart_lints_and_renders_a_hardened_least_privilege_install() {
     assert_eq!(args[0], "run");
     assert!(
         args.contains(&"--leader-election=true")
-            && args.contains(&"--qps=100")
+            && args.contains(&"--quota-share=0.5")
+            && !args.iter().any(|a| a.starts_with("--quota="))
             && args.contains(&"--concurrency=16")
             && args.contains(&"--stalled-recheck=1h")
             && args.contains(&"--secret-poll-interval=30s"),
@@ -361,11 +362,43 @@ extraVolumeMounts: [{name: ca, mountPath: /etc/ssl/vpc, readOnly: true}]
 }
 
 #[test]
+fn quotas_render_as_flags_the_binary_accepts() {
+    let all = render(&[
+        "--set",
+        "quotaShare=0.25",
+        "--set",
+        "quotas.AddImageLabels=5",
+        "--set",
+        "quotas.ListImageTags=2.5",
+    ]);
+    let deploy = find(&all, "Deployment")[0];
+    let args: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--quota-share=0.25",
+        "--quota=AddImageLabels=5",
+        "--quota=ListImageTags=2.5",
+    ] {
+        assert!(args.contains(&want), "{want} missing in {args:?}");
+    }
+    use clap::Parser;
+    let parsed =
+        imagelabel::cli::Cli::try_parse_from(std::iter::once("imagelabel").chain(args.clone()));
+    assert!(parsed.is_ok(), "{:?}", parsed.err());
+}
+
+#[test]
 fn bad_values_are_rejected_by_the_schema() {
     for (set, field) in [
         ("replicas=two", "replicas"),
         ("logLevel=loud", "logLevel"),
-        ("qps=-1", "qps"),
+        ("quotaShare=0", "quotaShare"),
+        ("quotaShare=1.5", "quotaShare"),
+        ("quotas.AddImageLabels=-1", "AddImageLabels"),
         ("surprise=1", "surprise"),
         ("endpoints.pai=ftp://x", "pai"),
         ("extraPaiImageKeys={team}", "extraPaiImageKeys"),
@@ -616,7 +649,7 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
     // against the live cluster, and leaves no release behind.
     let bad = env.cluster.write_file(
         "bad-values.yaml",
-        "replicas: two\nqps: -1\nsurprise: 1\nendpoints: {pai: ftp://x}\nlogLevel: loud\n",
+        "replicas: two\nquotaShare: 0\nsurprise: 1\nendpoints: {pai: ftp://x}\nlogLevel: loud\n",
     );
     let bad = bad.to_str().unwrap();
     for (what, args) in [
@@ -636,7 +669,7 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
             stderr.contains("values don't meet the specifications of the schema"),
             "{what}: {stderr}"
         );
-        for field in ["replicas", "qps", "surprise", "pai", "logLevel"] {
+        for field in ["replicas", "quotaShare", "surprise", "pai", "logLevel"] {
             assert!(
                 stderr.contains(field),
                 "{what} does not name {field}: {stderr}"
@@ -665,7 +698,7 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
             "--set",
             "replicas=3",
             "--set",
-            "qps=50",
+            "quotaShare=0.25",
             "--set",
             "rbac.secretNamespaces={ml-platform}",
         ]),
@@ -681,7 +714,7 @@ async fn helm_install_runs_the_operator_as_its_service_account_then_upgrade_and_
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a == "--qps=50")
+            .any(|a| a == "--quota-share=0.25")
     );
     assert_eq!(can(&["get", "secrets", "-n", "ml-platform"]), "yes");
     assert_eq!(

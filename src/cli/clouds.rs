@@ -3,13 +3,13 @@
 //! environment (or, for the demo, from a fixed map).
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::CloudArgs;
 use crate::controller::context::CloudAccess;
 use crate::engine::ResolvedSet;
 use crate::provider::LabelProvider;
+use crate::provider::limiter::BudgetStat;
 use crate::provider::registry::{self, CloudConfig};
 
 /// Where default credentials (sets without `credentialsRef`) come from.
@@ -41,8 +41,8 @@ impl Clouds {
             pai_endpoint: args.pai_endpoint.clone(),
             ims_endpoint: args.ims_endpoint.clone(),
             sts_endpoint: args.sts_endpoint.clone(),
-            qps: NonZeroU32::new(args.qps)
-                .ok_or_else(|| anyhow::anyhow!("--qps must be at least 1"))?,
+            quota_share: args.quota_share,
+            quotas: args.quotas.iter().cloned().collect(),
             http_timeout: args.http_timeout,
             client_id,
             ..CloudConfig::default()
@@ -88,5 +88,9 @@ impl CloudAccess for Clouds {
 
     fn cloud_requests(&self) -> u64 {
         self.registry.requests_total()
+    }
+
+    fn budget_stats(&self) -> Vec<BudgetStat> {
+        self.registry.budget_stats()
     }
 }

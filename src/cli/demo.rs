@@ -110,7 +110,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         pai_endpoint: Some(base.clone()),
         ims_endpoint: Some(base.clone()),
         sts_endpoint: Some(base.clone()),
-        qps: 100,
+        quota_share: 1.0,
+        quotas: Vec::new(),
         http_timeout: std::time::Duration::from_secs(10),
         extra_pai_image_keys: Vec::new(),
     };

@@ -78,9 +78,16 @@ pub struct CloudArgs {
     /// Base URL of STS for RRSA (AssumeRoleWithOIDC).
     #[arg(long, env = "IMAGELABEL_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
-    /// Cloud calls per second per account and region.
-    #[arg(long, env = "IMAGELABEL_QPS", default_value_t = 100)]
-    pub qps: u32,
+    /// Share of each cloud API's published rate (per main account, region
+    /// and API) this operator uses, in (0, 1]; the rest stays free for
+    /// people and other tools.
+    #[arg(long, env = "IMAGELABEL_QUOTA_SHARE", default_value_t = crate::provider::limiter::DEFAULT_QUOTA_SHARE, value_parser = parse_share_arg)]
+    pub quota_share: f64,
+    /// Absolute rate for one API, API=RATE in calls per second (repeatable,
+    /// e.g. --quota AddImageLabels=5); not multiplied by --quota-share. A
+    /// name applies to every provider with that API (ListImages: PAI and IMS).
+    #[arg(long = "quota", env = "IMAGELABEL_QUOTAS", value_delimiter = ',', value_parser = parse_quota_arg)]
+    pub quotas: Vec<(String, f64)>,
     /// Timeout of one cloud call.
     #[arg(long, env = "IMAGELABEL_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg)]
     pub http_timeout: Duration,
@@ -195,6 +202,17 @@ pub struct DemoArgs {
     /// Apply these manifests instead of the bundled examples.
     #[arg(short = 'f', long = "filename")]
     pub paths: Vec<PathBuf>,
+}
+
+fn parse_share_arg(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1], like 0.5")),
+    }
+}
+
+fn parse_quota_arg(s: &str) -> Result<(String, f64), String> {
+    crate::provider::limiter::parse_quota(s)
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -373,4 +391,58 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested; finishing in-flight reconciles");
+}
+
+#[cfg(test)]
+mod budget_flag_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["imagelabel", "run"].iter().chain(args))
+    }
+
+    fn cloud(cli: Cli) -> CloudArgs {
+        match cli.command {
+            Command::Run(r) => r.cloud,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn quota_share_and_quotas() {
+        let c = cloud(run(&[]).unwrap());
+        assert_eq!(c.quota_share, 0.5);
+        assert!(c.quotas.is_empty());
+        let c = cloud(
+            run(&[
+                "--quota-share",
+                "1",
+                "--quota",
+                "AddImageLabels=5",
+                "--quota",
+                "ListImageTags=2.5",
+            ])
+            .unwrap(),
+        );
+        assert_eq!(c.quota_share, 1.0);
+        assert_eq!(
+            c.quotas,
+            vec![
+                ("AddImageLabels".to_string(), 5.0),
+                ("ListImageTags".to_string(), 2.5)
+            ]
+        );
+        for bad in ["0", "1.5", "-1", "half"] {
+            assert!(run(&["--quota-share", bad]).is_err(), "{bad}");
+        }
+        let e = run(&["--quota", "AddLabels=5"]).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown API") && e.contains("RemoveImageLabels"),
+            "{e}"
+        );
+        assert!(run(&["--quota", "AddImageLabels=0"]).is_err());
+        assert!(run(&["--qps", "100"]).is_err(), "--qps is gone");
+    }
 }

@@ -36,6 +36,11 @@ pub trait CloudAccess: Send + Sync {
     fn cloud_requests(&self) -> u64 {
         0
     }
+
+    /// Budget rates, ceilings and throttling per (provider, region, API).
+    fn budget_stats(&self) -> Vec<crate::provider::limiter::BudgetStat> {
+        Vec::new()
+    }
 }
 
 /// Knobs of the reconciler.

@@ -34,6 +34,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResp
     if sent > counted {
         s.metrics.cloud_requests.inc_by(sent - counted);
     }
+    s.metrics.record_budgets(&s.clouds.budget_stats());
     let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
     let text = s.metrics.encode();
     if exposition::wants_openmetrics(accept) {

@@ -31,6 +31,15 @@ pub struct CloudCallLabels {
     pub outcome: String,
 }
 
+/// One client-side budget series: summed over main accounts, which would
+/// make poor labels (cardinality, and they identify credentials).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    pub provider: String,
+    pub region: String,
+    pub api: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
@@ -42,6 +51,9 @@ pub struct Metrics {
     pub fights_detected: Family<KindLabels, Counter>,
     pub rate_limiter_wait: Counter<f64, AtomicU64>,
     pub cloud_requests: Counter,
+    pub budget_rate: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    pub budget_ceiling: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    pub throttled: Family<BudgetLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -104,6 +116,24 @@ impl Default for Metrics {
             "HTTP requests sent to cloud APIs, retries included (cloud_calls counts each call once)",
             cloud_requests.clone(),
         );
+        let budget_rate = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "cloud_budget_rate",
+            "Current client-side rate (calls per second) of the budgets of a provider, region and API, summed over main accounts",
+            budget_rate.clone(),
+        );
+        let budget_ceiling = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "cloud_budget_ceiling",
+            "Ceiling (calls per second) of the budgets of a provider, region and API, summed over main accounts",
+            budget_ceiling.clone(),
+        );
+        let throttled = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "cloud_throttled",
+            "Throttling answers (HTTP requests, retries included) by provider, region and API",
+            throttled.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -121,6 +151,9 @@ impl Default for Metrics {
             fights_detected,
             rate_limiter_wait,
             cloud_requests,
+            budget_rate,
+            budget_ceiling,
+            throttled,
             leader,
         };
         m.create_series();
@@ -162,6 +195,25 @@ impl Metrics {
                         outcome: outcome.into(),
                     });
                 }
+            }
+        }
+    }
+
+    /// Publishes the budgets' state: gauges as they are, the throttled
+    /// counter by its increase.
+    pub fn record_budgets(&self, stats: &[crate::provider::limiter::BudgetStat]) {
+        for s in stats {
+            let l = BudgetLabels {
+                provider: s.provider.clone(),
+                region: s.region.clone(),
+                api: s.api.clone(),
+            };
+            self.budget_rate.get_or_create(&l).set(s.rate);
+            self.budget_ceiling.get_or_create(&l).set(s.ceiling);
+            let c = self.throttled.get_or_create(&l);
+            let seen = c.get();
+            if s.throttled > seen {
+                c.inc_by(s.throttled - seen);
             }
         }
     }
@@ -234,5 +286,32 @@ mod tests {
         assert!(text.contains(
             "imagelabel_cloud_calls_total{provider=\"huaweicloud-ims\",api=\"remove\",outcome=\"throttled\"} 0"
         ));
+    }
+
+    #[test]
+    fn budgets_are_published_without_accounts() {
+        use crate::provider::limiter::Budgets;
+        let m = Metrics::default();
+        let b = Budgets::default();
+        b.get("pai", "111", "cn-hangzhou", "AddImageLabels")
+            .throttled();
+        let _ = b.get("pai", "222", "cn-hangzhou", "AddImageLabels");
+        m.record_budgets(&b.stats());
+        m.record_budgets(&b.stats());
+        let text = m.encode();
+        let l = "{provider=\"pai\",region=\"cn-hangzhou\",api=\"AddImageLabels\"}";
+        assert!(
+            text.contains(&format!("imagelabel_cloud_budget_ceiling{l} 20.0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("imagelabel_cloud_budget_rate{l} 15.")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("imagelabel_cloud_throttled_total{l} 1")),
+            "{text}"
+        );
+        assert!(!text.contains("111") && !text.contains("222"), "{text}");
     }
 }

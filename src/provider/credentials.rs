@@ -80,7 +80,7 @@ impl Credentials {
         }
     }
 
-    /// Non-secret identity used to share a rate limiter: the key id, or a
+    /// Non-secret identity, the fallback budget account: the key id, or a
     /// short hash for a bearer token (which has no public part).
     pub fn identity(&self) -> String {
         match self {
@@ -169,10 +169,17 @@ impl CredentialError {
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn get(&self) -> BoxFuture<'_, Result<Credentials, CredentialError>>;
     /// Non-secret, stable across refreshes: which account-ish identity the
-    /// calls are made as (rate limiters are shared per identity and region).
+    /// calls are made as (budgets fall back to it when the main account is
+    /// unknown).
     fn identity(&self) -> String;
     /// Changes when the underlying configuration changes (client cache key).
     fn fingerprint(&self) -> String;
+    /// The main account the calls are counted against, when the source
+    /// knows it without asking (RRSA: the role ARN names it). `None`: the
+    /// registry asks STS once (see `provider::account`).
+    fn main_account(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Fixed credentials (a Secret's content, or environment variables).
@@ -549,6 +556,11 @@ impl CredentialSource for RrsaSource {
             (Some("acs"), Some("ram"), Some(_), Some(uid)) if !uid.is_empty() => uid.to_string(),
             _ => self.cfg.role_arn.clone(),
         }
+    }
+
+    fn main_account(&self) -> Option<String> {
+        let id = self.identity();
+        (id != self.cfg.role_arn).then_some(id)
     }
 
     fn fingerprint(&self) -> String {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod account;
 pub mod body;
 pub mod credentials;
 pub mod ims;

@@ -1,8 +1,8 @@
 //! Hands out cloud clients for (provider, region, credentials), built from
 //! the operator's configuration. The CLI and the controller go through
 //! [`Clouds`]: it caches clients, shares one HTTP connection pool, and shares
-//! one rate limiter per (provider, account, region) however many sets and
-//! credential objects point at that account.
+//! one budget per (provider, main account, region, API) however many sets
+//! and credential objects point at that account (see [`super::limiter`]).
 //!
 //! Endpoints come only from [`CloudConfig`] (operator flags), never from a
 //! custom resource: a tenant must not be able to send the operator's
@@ -12,20 +12,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::account::MainAccount;
 use super::credentials::{self, CredentialError, CredentialSource, EnvLookup, StaticSource};
 use super::ims::ImsClient;
-use super::limiter::{DEFAULT_QPS, Limiters};
+use super::limiter::{BudgetConfig, BudgetHandle, BudgetStat, Budgets, DEFAULT_QUOTA_SHARE};
 use super::pai::PaiClient;
 use super::retry::RetryPolicy;
 use super::{CloudError, ErrorKind, LabelProvider};
 use crate::api::Provider;
 
 /// Operator-level settings of the cloud clients.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CloudConfig {
     /// Base URL replacing `https://aiworkspace.<region>.aliyuncs.com` (VPC endpoint, simulator).
     pub pai_endpoint: Option<String>,
@@ -33,8 +33,15 @@ pub struct CloudConfig {
     pub ims_endpoint: Option<String>,
     /// Base URL of STS for RRSA, replacing `https://sts.aliyuncs.com` (or the regional one).
     pub sts_endpoint: Option<String>,
-    /// Calls per second per (provider, account, region).
-    pub qps: NonZeroU32,
+    /// Share of each API's published rate the operator uses, in (0, 1]:
+    /// the ceiling of a (provider, main account, region, API) budget.
+    pub quota_share: f64,
+    /// Absolute ceilings (calls per second) per API name, replacing
+    /// published rate × `quota_share` for that API.
+    pub quotas: BTreeMap<String, f64>,
+    /// Ask STS `GetCallerIdentity` for the main account of AccessKeys, so
+    /// keys of one account share budgets (see [`super::account`]).
+    pub main_account_lookup: bool,
     pub retry: RetryPolicy,
     /// Whole-request timeout of one attempt.
     pub http_timeout: Duration,
@@ -49,7 +56,9 @@ impl Default for CloudConfig {
             pai_endpoint: None,
             ims_endpoint: None,
             sts_endpoint: None,
-            qps: DEFAULT_QPS,
+            quota_share: DEFAULT_QUOTA_SHARE,
+            quotas: BTreeMap::new(),
+            main_account_lookup: true,
             retry: RetryPolicy::default(),
             http_timeout: Duration::from_secs(30),
             client_id: None,
@@ -58,6 +67,15 @@ impl Default for CloudConfig {
 }
 
 impl CloudConfig {
+    /// How budgets are sized.
+    pub fn budget_config(&self) -> BudgetConfig {
+        BudgetConfig {
+            quota_share: self.quota_share,
+            quotas: self.quotas.clone(),
+            ..BudgetConfig::default()
+        }
+    }
+
     /// Every API (PAI, IMS and STS) at one base URL, as the simulator serves them.
     pub fn with_base_url(base: &str) -> Self {
         CloudConfig {
@@ -71,6 +89,7 @@ impl CloudConfig {
     /// Checks the endpoint overrides, so a typo fails at start-up rather than
     /// at the first reconcile.
     pub fn validate(&self) -> Result<(), String> {
+        self.budget_config().validate()?;
         for (name, ep) in [
             ("pai", &self.pai_endpoint),
             ("huaweicloud-ims", &self.ims_endpoint),
@@ -92,14 +111,16 @@ enum Client {
 
 /// Past this many cached clients the cache starts over (rotated Secrets
 /// leave stale entries behind); clients are cheap to rebuild and the rate
-/// limiters live on separately.
+/// budgets live on separately.
 const MAX_CACHED_CLIENTS: usize = 4096;
 
 /// The registry of cloud clients.
 pub struct Clouds {
     config: CloudConfig,
     http: reqwest::Client,
-    limiters: Limiters,
+    budgets: Arc<Budgets>,
+    /// Main account per (provider, credential fingerprint): looked up once.
+    accounts: Mutex<HashMap<(Provider, String), Arc<MainAccount>>>,
     clients: Mutex<HashMap<(Provider, String, String), Client>>,
     defaults: Mutex<HashMap<Provider, Arc<dyn CredentialSource>>>,
 }
@@ -122,7 +143,8 @@ impl Clouds {
             &user_agent(config.client_id.as_deref()),
         )?;
         Ok(Clouds {
-            limiters: Limiters::new(config.qps),
+            budgets: Arc::new(Budgets::new(config.budget_config())),
+            accounts: Mutex::new(HashMap::new()),
             config,
             http,
             clients: Mutex::new(HashMap::new()),
@@ -139,9 +161,34 @@ impl Clouds {
         &self.http
     }
 
-    /// The shared rate limiters (for the wait-time metric).
-    pub fn limiters(&self) -> &Limiters {
-        &self.limiters
+    /// The shared budgets (for the metrics).
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
+    }
+
+    /// The main account of `creds`, shared by every client using them.
+    fn main_account(
+        &self,
+        provider: Provider,
+        creds: &Arc<dyn CredentialSource>,
+    ) -> Arc<MainAccount> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (provider, creds.fingerprint());
+        if let Some(a) = accounts.get(&key) {
+            return a.clone();
+        }
+        if accounts.len() >= MAX_CACHED_CLIENTS {
+            accounts.clear();
+        }
+        let account = Arc::new(MainAccount::of(
+            creds.clone(),
+            self.http.clone(),
+            self.config.sts_endpoint.as_deref(),
+            // Only Alibaba AccessKeys can ask (see `provider::account`).
+            self.config.main_account_lookup && provider == Provider::Pai,
+        ));
+        accounts.insert(key, account.clone());
+        account
     }
 
     fn client(
@@ -156,9 +203,12 @@ impl Clouds {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let limiter = self
-            .limiters
-            .get(provider.as_str(), &creds.identity(), region);
+        let budgets = BudgetHandle::new(
+            self.budgets.clone(),
+            provider.as_str(),
+            region,
+            self.main_account(provider, &creds),
+        );
         let retry = self.config.retry.clone();
         let client = match provider {
             Provider::Pai => Client::Pai(Arc::new(PaiClient::new(
@@ -166,7 +216,7 @@ impl Clouds {
                 region,
                 self.config.pai_endpoint.as_deref(),
                 creds,
-                limiter,
+                budgets,
                 retry,
             )?)),
             Provider::HuaweicloudIms => Client::Ims(Arc::new(ImsClient::new(
@@ -174,7 +224,7 @@ impl Clouds {
                 region,
                 self.config.ims_endpoint.as_deref(),
                 creds,
-                limiter,
+                budgets,
                 retry,
             )?)),
         };
@@ -272,13 +322,18 @@ impl Clouds {
         )?)))
     }
 
-    /// Cumulative time calls waited on client-side rate limits.
+    /// Cumulative time calls waited on client-side budgets.
     pub fn limiter_wait_total(&self) -> Duration {
-        self.limiters.total_wait()
+        self.budgets.total_wait()
     }
 
     pub fn requests_total(&self) -> u64 {
-        self.limiters.total_granted()
+        self.budgets.total_granted()
+    }
+
+    /// Budget rates, ceilings and throttling per (provider, region, API).
+    pub fn budget_stats(&self) -> Vec<BudgetStat> {
+        self.budgets.stats()
     }
 }
 
@@ -543,20 +598,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn clients_are_cached_and_limiters_shared() {
-        let clouds = Clouds::new(CloudConfig::default()).unwrap();
+    #[tokio::test]
+    async fn clients_are_cached_and_budgets_shared() {
+        let clouds = Clouds::new(CloudConfig {
+            main_account_lookup: false,
+            ..CloudConfig::default()
+        })
+        .unwrap();
         let a = clouds.pai("cn-hangzhou", src("AK1", "s1")).unwrap();
         let b = clouds.pai("cn-hangzhou", src("AK1", "s1")).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        // A rotated secret gets a new client but the same account limiter.
+        const ADD: &str = "AddImageLabels";
+        let budget = |c: Arc<PaiClient>| async move { c.budgets().budget(ADD).await };
+        // A rotated secret gets a new client but the same account budget.
         let c = clouds.pai("cn-hangzhou", src("AK1", "s2")).unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
-        assert!(Arc::ptr_eq(a.limiter(), c.limiter()));
+        let a_add = budget(a.clone()).await;
+        assert!(Arc::ptr_eq(&a_add, &budget(c).await));
         let d = clouds.pai("cn-shanghai", src("AK1", "s1")).unwrap();
-        assert!(!Arc::ptr_eq(a.limiter(), d.limiter()));
+        assert!(!Arc::ptr_eq(&a_add, &budget(d).await));
         let e = clouds.pai("cn-hangzhou", src("AK2", "s1")).unwrap();
-        assert!(!Arc::ptr_eq(a.limiter(), e.limiter()));
+        assert!(!Arc::ptr_eq(&a_add, &budget(e).await));
+        assert!(!Arc::ptr_eq(
+            &a_add,
+            &a.budgets().budget("RemoveImageLabels").await
+        ));
         assert_eq!(a.endpoint().host, "aiworkspace.cn-hangzhou.aliyuncs.com");
         let i = clouds.ims("cn-north-4", src("AK1", "s1")).unwrap();
         assert_eq!(i.endpoint().host, "ims.cn-north-4.myhuaweicloud.com");
@@ -565,7 +631,44 @@ mod tests {
                 .provider(Provider::Pai, "evil.com/", src("AK1", "s1"))
                 .is_err()
         );
-        assert_eq!(a.limiter().qps(), DEFAULT_QPS);
+        assert_eq!(a_add.ceiling(), 10.0, "20/s published, half of it");
+        assert!(
+            Clouds::new(CloudConfig {
+                quota_share: 0.0,
+                ..CloudConfig::default()
+            })
+            .is_err()
+        );
+    }
+
+    /// Two AccessKeys of one main account share one budget once STS named
+    /// the account; the lookup happens once per credential.
+    #[tokio::test]
+    async fn keys_of_one_main_account_share_budgets() {
+        let s = TestServer::start(Canned::json(
+            200,
+            json!({"RequestId": "r", "AccountId": "1234567890", "UserId": "u", "Arn": "acs:ram::1234567890:user/x", "IdentityType": "RAMUser", "PrincipalId": "u"}),
+        ))
+        .await;
+        let clouds = Clouds::new(CloudConfig {
+            retry: RetryPolicy::none(),
+            ..CloudConfig::with_base_url(&s.base)
+        })
+        .unwrap();
+        let a = clouds.pai("cn-hangzhou", src("AK1", "s1")).unwrap();
+        let b = clouds.pai("cn-hangzhou", src("AK2", "s2")).unwrap();
+        let b2 = clouds.pai("cn-shanghai", src("AK2", "s2")).unwrap();
+        let ba = a.budgets().budget("GetImage").await;
+        let bb = b.budgets().budget("GetImage").await;
+        assert!(Arc::ptr_eq(&ba, &bb));
+        let _ = b2.budgets().budget("GetImage").await;
+        let _ = a.budgets().budget("AddImageLabels").await;
+        let reqs = s.requests();
+        assert_eq!(reqs.len(), 2, "one GetCallerIdentity per credential");
+        assert!(
+            reqs.iter()
+                .all(|r| r.header("x-acs-action") == Some("GetCallerIdentity"))
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Huawei Cloud IMS v2 client (image tags), signing with SDK-HMAC-SHA256.
 //!
-//! Every call goes through the shared rate limiter and the retry policy, and
+//! Every call goes through the budget of its API (per main account and region) and the retry policy, and
 //! each attempt is signed afresh with a new `X-Sdk-Date`.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::credentials::{CredentialError, CredentialSource, Credentials};
-use super::limiter::RateLimiter;
+use super::limiter::BudgetHandle;
 use super::pai::error::scalar;
 use super::registry::{Endpoint, transport_error, validate_region};
 use super::retry::RetryPolicy;
@@ -70,7 +70,7 @@ pub struct ImsClient {
     endpoint: Endpoint,
     region: String,
     creds: Arc<dyn CredentialSource>,
-    limiter: Arc<RateLimiter>,
+    budgets: BudgetHandle,
     retry: RetryPolicy,
 }
 
@@ -140,7 +140,7 @@ impl ImsClient {
         region: &str,
         endpoint: Option<&str>,
         creds: Arc<dyn CredentialSource>,
-        limiter: Arc<RateLimiter>,
+        budgets: BudgetHandle,
         retry: RetryPolicy,
     ) -> Result<Self, CloudError> {
         validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
@@ -154,7 +154,7 @@ impl ImsClient {
             endpoint,
             region: region.to_string(),
             creds,
-            limiter,
+            budgets,
             retry,
         })
     }
@@ -167,9 +167,9 @@ impl ImsClient {
         &self.endpoint
     }
 
-    /// The shared rate limiter this client draws from.
-    pub fn limiter(&self) -> &Arc<RateLimiter> {
-        &self.limiter
+    /// The shared budgets (one per API of the main account) this client draws from.
+    pub fn budgets(&self) -> &BudgetHandle {
+        &self.budgets
     }
 
     /// Every header of one attempt, the signature included.
@@ -222,7 +222,18 @@ impl ImsClient {
     }
 
     async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        self.limiter.acquire().await;
+        let budget = self.budgets.acquire(call.api).await;
+        let result = self.attempt_unlimited(call, attempt).await;
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind == ErrorKind::Throttled)
+        {
+            budget.throttled();
+        }
+        result
+    }
+
+    async fn attempt_unlimited(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
         let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
         let url =
             self.endpoint

@@ -1,11 +1,11 @@
 //! Wire-format tests against a capture server, re-verifying signatures with
 //! our own sign module.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::*;
 use crate::provider::credentials::StaticSource;
+use crate::provider::limiter::BudgetConfig;
 use crate::provider::pai::testsupport::{Canned, Captured, TestServer};
 use crate::provider::registry::http_client;
 
@@ -26,7 +26,11 @@ fn client(base: &str, creds: Credentials) -> ImsClient {
         "cn-north-4",
         Some(base),
         Arc::new(StaticSource(creds)),
-        Arc::new(RateLimiter::new(NonZeroU32::new(1000).unwrap())),
+        BudgetHandle::standalone(
+            "huaweicloud-ims",
+            "cn-hangzhou",
+            BudgetConfig::all_at(1000.0),
+        ),
         RetryPolicy {
             max_attempts: 3,
             base: Duration::from_millis(1),
@@ -347,7 +351,11 @@ fn default_endpoint_and_debug() {
             sk: "SKSECRET".into(),
             security_token: Some("TOK".into()),
         })),
-        Arc::new(RateLimiter::new(NonZeroU32::new(1).unwrap())),
+        BudgetHandle::standalone(
+            "huaweicloud-ims",
+            "cn-hangzhou",
+            BudgetConfig::all_at(1000.0),
+        ),
         RetryPolicy::none(),
     )
     .unwrap();

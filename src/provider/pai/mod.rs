@@ -1,7 +1,7 @@
 //! Alibaba Cloud PAI AIWorkSpace client (API 2021-02-04, ROA style, JSON),
 //! signing with ACS3-HMAC-SHA256 or sending a bearer token.
 //!
-//! Every call goes through the shared rate limiter and the retry policy; each
+//! Every call goes through the budget of its API (per main account and region) and the retry policy; each
 //! attempt is signed afresh (new date and nonce), because AIWorkSpace rejects
 //! a replayed nonce.
 
@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::credentials::{CredentialError, CredentialSource, Credentials};
-use super::limiter::RateLimiter;
+use super::limiter::BudgetHandle;
 use super::registry::{Endpoint, transport_error, validate_region};
 use super::retry::RetryPolicy;
 use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
@@ -78,7 +78,7 @@ pub struct PaiClient {
     endpoint: Endpoint,
     region: String,
     creds: Arc<dyn CredentialSource>,
-    limiter: Arc<RateLimiter>,
+    budgets: BudgetHandle,
     retry: RetryPolicy,
 }
 
@@ -195,7 +195,7 @@ impl PaiClient {
         region: &str,
         endpoint: Option<&str>,
         creds: Arc<dyn CredentialSource>,
-        limiter: Arc<RateLimiter>,
+        budgets: BudgetHandle,
         retry: RetryPolicy,
     ) -> Result<Self, CloudError> {
         validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
@@ -209,7 +209,7 @@ impl PaiClient {
             endpoint,
             region: region.to_string(),
             creds,
-            limiter,
+            budgets,
             retry,
         })
     }
@@ -222,9 +222,9 @@ impl PaiClient {
         &self.endpoint
     }
 
-    /// The shared rate limiter this client draws from.
-    pub fn limiter(&self) -> &Arc<RateLimiter> {
-        &self.limiter
+    /// The shared budgets (one per API of the main account) this client draws from.
+    pub fn budgets(&self) -> &BudgetHandle {
+        &self.budgets
     }
 
     /// Every header of one attempt, the signature included. Pure, for tests.
@@ -285,7 +285,18 @@ impl PaiClient {
     }
 
     async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        self.limiter.acquire().await;
+        let budget = self.budgets.acquire(call.api).await;
+        let result = self.attempt_unlimited(call, attempt).await;
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind == ErrorKind::Throttled)
+        {
+            budget.throttled();
+        }
+        result
+    }
+
+    async fn attempt_unlimited(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
         let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let url =

@@ -2,7 +2,6 @@
 //! body, and a signature that re-verifies with our own sign module.
 
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde_json::json;
@@ -10,6 +9,7 @@ use serde_json::json;
 use super::testsupport::{Canned, Captured, TestServer};
 use super::*;
 use crate::provider::credentials::StaticSource;
+use crate::provider::limiter::BudgetConfig;
 use crate::provider::registry::http_client;
 
 fn ak() -> Credentials {
@@ -35,7 +35,7 @@ fn client(base: &str, creds: Credentials) -> PaiClient {
         "cn-hangzhou",
         Some(base),
         Arc::new(StaticSource(creds)),
-        Arc::new(RateLimiter::new(NonZeroU32::new(1000).unwrap())),
+        BudgetHandle::standalone("pai", "cn-hangzhou", BudgetConfig::all_at(1000.0)),
         fast_retry(),
     )
     .unwrap()
@@ -406,6 +406,13 @@ async fn retries_are_resigned_and_honour_throttling() {
     for r in &reqs {
         assert_signed(r, "AddImageLabels", "testSecret");
     }
+    // The throttling answer reached the API's budget, and only that one.
+    let add = c.budgets().budget("AddImageLabels").await;
+    assert_eq!(add.throttled_total(), 1);
+    assert!(add.rate() < add.ceiling() * 0.6, "halved: {add:?}");
+    let remove = c.budgets().budget("RemoveImageLabels").await;
+    assert_eq!(remove.throttled_total(), 0);
+    assert_eq!(remove.rate(), remove.ceiling());
 }
 
 #[tokio::test]
@@ -584,7 +591,7 @@ fn construction_validates_region_and_endpoint() {
             region,
             ep,
             Arc::new(StaticSource(ak())),
-            Arc::new(RateLimiter::new(NonZeroU32::new(1).unwrap())),
+            BudgetHandle::standalone("pai", "cn-hangzhou", BudgetConfig::all_at(1000.0)),
             RetryPolicy::none(),
         )
     };
@@ -633,7 +640,7 @@ fn debug_hides_credentials() {
             secret: "SUPERSECRET".into(),
             security_token: Some("TOKENX".into()),
         })),
-        Arc::new(RateLimiter::new(NonZeroU32::new(1).unwrap())),
+        BudgetHandle::standalone("pai", "cn-hangzhou", BudgetConfig::all_at(1000.0)),
         RetryPolicy::none(),
     )
     .unwrap();
