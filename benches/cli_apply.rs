@@ -73,7 +73,9 @@ async fn main() {
     let mut calls = 0;
     for (api, counts) in &c.apis {
         let rate = f64::from(rates.rate_of(api));
-        bound = bound.max(counts.total() as f64 / rate);
+        if rate > 0.0 {
+            bound = bound.max(counts.total() as f64 / rate);
+        }
         throttled += counts.throttled;
         calls += counts.total();
         println!(

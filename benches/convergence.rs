@@ -82,7 +82,8 @@ fn tally(c: &CounterSnapshot, rates: &FlowControlSeed) -> Tally {
     };
     for (api, n) in &c.apis {
         let rate = f64::from(rates.rate_of(api));
-        let secs = n.total() as f64 / rate;
+        // Unlimited APIs (STS) bound nothing.
+        let secs = if rate > 0.0 { n.total() as f64 / rate } else { 0.0 };
         t.bound = t.bound.max(secs);
         t.calls += n.total();
         t.throttled += n.throttled;

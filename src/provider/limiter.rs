@@ -202,8 +202,14 @@ pub const FLOOR_SHARE: f64 = 0.05;
 /// …nor below this many calls per second (unless the ceiling is lower).
 pub const FLOOR_MIN: f64 = 1.0;
 
+/// How much of the rate may go at once. Small on purpose: the cloud's own
+/// bucket holds a second of the rate, and at `--quota-share 1` a client
+/// bursting a whole second leaves no room for network jitter, so calls
+/// that left evenly spaced would arrive bunched and be throttled.
+pub const BURST: Duration = Duration::from_millis(100);
+
 /// A variable-rate GCRA bucket: the theoretical arrival time of the next
-/// call. The burst is one second of the current rate (at least one call).
+/// call. The burst is [`BURST`] of the current rate (at least one call).
 #[derive(Debug)]
 struct Gcra {
     tat: Option<Instant>,
@@ -214,7 +220,7 @@ impl Gcra {
     /// how long it must wait before sending.
     fn reserve(&mut self, now: Instant, rate: f64) -> Duration {
         let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-        let burst = Duration::from_secs(1).saturating_sub(interval);
+        let burst = BURST.saturating_sub(interval);
         let tat = self.tat.map_or(now, |t| t.max(now));
         let wait = tat.saturating_duration_since(now).saturating_sub(burst);
         self.tat = Some(tat + interval);
@@ -717,14 +723,14 @@ mod tests {
     #[test]
     fn gcra_burst_then_paces() {
         let now = t0();
-        let b = Budget::new_at(10.0, 0.5, now);
-        // One second of the rate goes at once…
+        let b = Budget::new_at(100.0, 0.5, now);
+        // 100 ms of the rate goes at once…
         for _ in 0..10 {
             assert_eq!(b.reserve_at(now), Duration::ZERO);
         }
-        // …then one call per 100 ms.
+        // …then one call per 10 ms.
         let w = b.reserve_at(now);
-        assert!(w > secs(0.05) && w <= secs(0.1), "{w:?}");
+        assert!(w > secs(0.005) && w <= secs(0.01), "{w:?}");
         let w2 = b.reserve_at(now);
         assert!(w2 > w, "{w2:?}");
         // After the bucket drains, a burst is allowed again.
@@ -793,26 +799,26 @@ mod tests {
     #[test]
     fn slower_rate_after_throttling_paces_calls() {
         let now = t0();
-        let b = Budget::new_at(10.0, 0.5, now);
+        let b = Budget::new_at(100.0, 0.5, now);
         b.throttled_at(now);
-        // 5/s: burst of 5, then 200 ms apart.
+        // 50/s: burst of 5, then 20 ms apart.
         for _ in 0..5 {
             assert_eq!(b.reserve_at(now), Duration::ZERO);
         }
         let w = b.reserve_at(now);
-        assert!(w > secs(0.15) && w <= secs(0.2), "{w:?}");
+        assert!(w > secs(0.015) && w <= secs(0.02), "{w:?}");
     }
 
     #[test]
     fn checks_get_only_their_share() {
         let now = t0();
-        let b = Budget::new_at(10.0, 0.5, now);
-        // The check bucket runs at 5/s: 5 at once, then 200 ms apart.
+        let b = Budget::new_at(100.0, 0.5, now);
+        // The check bucket runs at 50/s: 5 at once, then 20 ms apart.
         for _ in 0..5 {
             assert_eq!(b.reserve_check_at(now), Duration::ZERO);
         }
         let w = b.reserve_check_at(now);
-        assert!(w > secs(0.15) && w <= secs(0.2), "{w:?}");
+        assert!(w > secs(0.015) && w <= secs(0.02), "{w:?}");
         // Changes do not pass through the check bucket: the main bucket
         // still has room for them.
         for _ in 0..10 {

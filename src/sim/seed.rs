@@ -69,6 +69,18 @@ impl FlowControlSeed {
     }
 
     /// No throttling at all.
+    /// The rate `api` gets under this configuration (0: not limited).
+    pub fn rate_of(&self, api: &str) -> u32 {
+        if !self.enabled {
+            return 0;
+        }
+        self.rates
+            .get(api)
+            .copied()
+            .or_else(|| super::throttle::default_rate(api))
+            .unwrap_or(0)
+    }
+
     pub fn off() -> Self {
         FlowControlSeed {
             enabled: false,
@@ -152,7 +164,7 @@ impl CredentialsSeed {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaiCredential {
     pub access_key_id: String,
