@@ -78,11 +78,15 @@ async fn main() {
         }
         throttled += counts.throttled;
         calls += counts.total();
+        let secs = if rate > 0.0 {
+            format!("at {rate}/s = {:.1} s", counts.total() as f64 / rate)
+        } else {
+            "not limited".into()
+        };
         println!(
-            "  {api}: {} calls ({} throttled) at {rate}/s = {:.1} s",
+            "  {api}: {} calls ({} throttled) {secs}",
             counts.total(),
-            counts.throttled,
-            counts.total() as f64 / rate
+            counts.throttled
         );
     }
     println!(
