@@ -1,6 +1,6 @@
 //! What every reconcile shares.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,25 @@ pub struct Ctx {
     /// them behind. Only this process (the leader) writes status, so what it
     /// wrote last is the newest there is. Dropped when the set is gone.
     pub written_owned: Mutex<HashMap<String, Vec<String>>>,
+    /// Drift checks running or waiting for a `slots` permit at once: at most
+    /// half the slots (at least one), so checks never hold every slot and a
+    /// change waits behind at most that many (see [`super::spread`]).
+    pub check_slots: tokio::sync::Semaphore,
+    /// Sets (by key) reconciled at least once by this process.
+    pub seen: Mutex<HashSet<String>>,
+    /// Sets (by key) another set's claim change asked to look again; their
+    /// next reconcile is a change, not a drift check.
+    pub woken: Mutex<HashSet<String>>,
+    /// A hash of the status this process last wrote, by the set's uid, so a
+    /// pass compares against the newest status even when the watch lags.
+    pub written_status: Mutex<HashMap<String, u64>>,
+    /// Batched drift reads of PAI workspaces.
+    pub snapshots: super::snapshots::WorkspaceSnapshots,
+}
+
+/// How many drift checks may run (or wait for a slot) at once.
+pub fn check_slots_for(concurrency: usize) -> usize {
+    (concurrency / 2).max(1)
 }
 
 /// What a stalled set saw: its generation, resume annotation and Secret
@@ -141,6 +160,10 @@ impl Ctx {
     pub fn forget_owned(&self, uid: Option<&str>) {
         if let Some(u) = uid {
             self.written_owned.lock().expect("owned poisoned").remove(u);
+            self.written_status
+                .lock()
+                .expect("written status poisoned")
+                .remove(u);
         }
     }
 
@@ -248,5 +271,21 @@ impl LabelProvider for Metered {
             self.count("remove", &r);
             r
         })
+    }
+
+    fn list_workspace_images<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
+        let page = self
+            .inner
+            .list_workspace_images(workspace_id, page_number, page_size)?;
+        Some(Box::pin(async move {
+            let r = page.await;
+            self.count("read", &r);
+            r
+        }))
     }
 }

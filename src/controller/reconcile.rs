@@ -20,6 +20,7 @@ use super::context::{Ctx, Metered};
 use super::index::Entry;
 use super::metrics::{Metrics, ReconcileLabels};
 use super::resource::LabelSetResource;
+use super::spread;
 use crate::api::status::reason;
 use crate::api::validate::parse_duration;
 use crate::api::{
@@ -60,6 +61,33 @@ pub fn set_key<K: LabelSetResource>(obj: &K) -> String {
 
 /// The entry point the `Controller` calls.
 pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let key = set_key(&*obj);
+    let check = is_drift_check(&*obj, &ctx, &key);
+    let first = ctx.seen.lock().expect("seen poisoned").insert(key.clone());
+    if first && let Some(delay) = first_check_delay(&*obj, &ctx, check) {
+        tracing::debug!(set = %key, delay_s = delay.as_secs(), "settled; first drift check spread over the resync interval");
+        // The gauges a pass would set, from the status, until the first pass.
+        if let Some(st) = obj.status() {
+            let managed = Ctx::tally(&ctx.managed, &key, K::KIND, Some(st.owned_keys.len()));
+            ctx.metrics
+                .labels_managed
+                .get_or_create(&Metrics::kind(K::KIND))
+                .set(managed as i64);
+            let conflicts = Ctx::tally(&ctx.conflicting, &key, K::KIND, Some(st.conflicts.len()));
+            ctx.metrics
+                .conflicts
+                .get_or_create(&Metrics::kind(K::KIND))
+                .set(conflicts as i64);
+        }
+        return Ok(Action::requeue(delay));
+    }
+    // Drift checks hold at most half the slots, so a change never waits
+    // behind a large periodic pass.
+    let _check_slot = if check {
+        Some(ctx.check_slots.acquire().await)
+    } else {
+        None
+    };
     // One budget for both kinds' controllers, which each run their own queue.
     let _slot = ctx.slots.acquire().await;
     let started = Instant::now();
@@ -67,7 +95,7 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
-            Finalizer::Apply(o) => apply(o, &ctx).await,
+            Finalizer::Apply(o) => apply(o, &ctx, check).await,
             Finalizer::Cleanup(o) => cleanup(o, &ctx).await,
         }
     })
@@ -88,6 +116,43 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
             .remove(&set_key(&*obj));
     }
     result
+}
+
+/// Whether this reconcile is only a periodic drift check (see
+/// [`super::spread`]). Takes the set's woken mark.
+fn is_drift_check<K: LabelSetResource>(obj: &K, ctx: &Ctx, key: &str) -> bool {
+    let woken = ctx.woken.lock().expect("woken poisoned").remove(key);
+    let failing = ctx
+        .failures
+        .lock()
+        .expect("failures poisoned")
+        .contains_key(key);
+    let annotations = obj.annotations();
+    spread::is_drift_check(&spread::SetState {
+        generation: obj.meta().generation,
+        status: obj.status(),
+        resume: annotations.get(RECONCILE_REQUESTED_AT).map(String::as_str),
+        paused: annotations.get(PAUSED).map(String::as_str) == Some("true"),
+        deleting: obj.meta().deletion_timestamp.is_some(),
+        failing,
+        woken,
+    })
+}
+
+/// How long the first reconcile of a settled set in this process waits.
+fn first_check_delay<K: LabelSetResource>(obj: &K, ctx: &Ctx, check: bool) -> Option<Duration> {
+    if !check {
+        return None;
+    }
+    let set = obj.resolve(&ctx.config.default_region).ok()?;
+    let interval = resync_of(set.policy.resync_interval.as_deref(), ctx);
+    let since = spread::age_of(obj.status().and_then(|s| s.last_sync_time.as_deref()));
+    let uid = obj.meta().uid.clone().unwrap_or_else(|| set_key(obj));
+    // Already known to be a drift check: only the timing is left.
+    Some(match since {
+        Some(age) if age < interval => interval - age,
+        _ => spread::hash_offset(&uid, interval),
+    })
 }
 
 /// Exponential backoff per set, jittered, capped; reset by a success.
@@ -165,8 +230,20 @@ pub(super) fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate:
     }
 }
 
-/// Asks for the other sets on an object to be reconciled again.
+/// Asks for the other sets on an object to be reconciled again; their next
+/// reconcile is a change, not a drift check.
 pub(super) fn wake_others<K: LabelSetResource>(ids: Vec<crate::plan::SetId>, ctx: &Ctx) {
+    {
+        let mut woken = ctx.woken.lock().expect("woken poisoned");
+        for id in &ids {
+            woken.insert(format!("{}/{}", K::KIND, id.name));
+        }
+    }
+    wake_unmarked::<K>(ids, ctx);
+}
+
+/// As [`wake_others`], without making their next reconcile a change.
+pub(super) fn wake_unmarked<K: LabelSetResource>(ids: Vec<crate::plan::SetId>, ctx: &Ctx) {
     for id in ids {
         if let Some((ns, name)) = id.name.split_once('/') {
             K::wake(ctx, ObjectRef::new(name).within(ns));
@@ -203,48 +280,13 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         reconciling: Option<(&str, String)>,
         stalled: Option<(&str, String)>,
     ) {
-        let g = self.generation;
-        // Messages carry cloud error text of any length; a status past the
-        // API server's size limit would fail every later patch.
-        let ready = (ready.0, ready.1, truncate(&ready.2, MAX_STATUS_MESSAGE));
-        let reconciling = reconciling.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
-        let stalled = stalled.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
-        self.status
-            .set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
-        match reconciling {
-            Some((r, m)) => self
-                .status
-                .set_condition(Condition::new(RECONCILING, true, r, m, g)),
-            None => self.status.set_condition(Condition::new(
-                RECONCILING,
-                false,
-                reason::IN_SYNC,
-                "",
-                g,
-            )),
-        }
-        match stalled {
-            Some((r, m)) => self
-                .status
-                .set_condition(Condition::new(STALLED, true, r, m, g)),
-            None => {
-                self.status
-                    .set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g))
-            }
-        }
-        // Its own condition, so drift stays visible where Ready says the
-        // set is done (Observe) without holding GitOps health checks.
-        let drifted = match self.status.drift.len() {
-            0 => Condition::new(DRIFTED, false, reason::IN_SYNC, "", g),
-            n => Condition::new(
-                DRIFTED,
-                true,
-                reason::DRIFT_DETECTED,
-                format!("{n} keys differ from the spec (see status.drift)"),
-                g,
-            ),
-        };
-        self.status.set_condition(drifted);
+        set_conditions(
+            &mut self.status,
+            self.generation,
+            ready,
+            reconciling,
+            stalled,
+        );
     }
 
     /// Server-side apply of the whole status; the operator owns every field in it.
@@ -270,8 +312,71 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         // crash then leaves a written key nobody owns (the model test found it).
         self.ctx
             .remember_owned(self.obj.meta().uid.as_deref(), &self.status.owned_keys);
+        if let Some(uid) = self.obj.meta().uid.as_deref() {
+            self.ctx
+                .written_status
+                .lock()
+                .expect("written status poisoned")
+                .insert(uid.to_string(), status_hash(&self.status));
+        }
         Ok(())
     }
+}
+
+/// A status without `lastSyncTime`, hashed: two statuses a pass may not
+/// tell apart.
+fn status_hash(status: &LabelSetStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut s = status.clone();
+    s.last_sync_time = None;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&s).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Whether `new` says nothing `old` does not, apart from `lastSyncTime`.
+fn same_status(old: &LabelSetStatus, new: &LabelSetStatus) -> bool {
+    let mut a = old.clone();
+    let mut b = new.clone();
+    a.last_sync_time = None;
+    b.last_sync_time = None;
+    a == b
+}
+
+fn set_conditions(
+    status: &mut LabelSetStatus,
+    g: Option<i64>,
+    ready: (bool, &str, String),
+    reconciling: Option<(&str, String)>,
+    stalled: Option<(&str, String)>,
+) {
+    // Messages carry cloud error text of any length; a status past the
+    // API server's size limit would fail every later patch.
+    let ready = (ready.0, ready.1, truncate(&ready.2, MAX_STATUS_MESSAGE));
+    let reconciling = reconciling.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
+    let stalled = stalled.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
+    status.set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
+    match reconciling {
+        Some((r, m)) => status.set_condition(Condition::new(RECONCILING, true, r, m, g)),
+        None => status.set_condition(Condition::new(RECONCILING, false, reason::IN_SYNC, "", g)),
+    }
+    match stalled {
+        Some((r, m)) => status.set_condition(Condition::new(STALLED, true, r, m, g)),
+        None => status.set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g)),
+    }
+    // Its own condition, so drift stays visible where Ready says the
+    // set is done (Observe) without holding GitOps health checks.
+    let drifted = match status.drift.len() {
+        0 => Condition::new(DRIFTED, false, reason::IN_SYNC, "", g),
+        n => Condition::new(
+            DRIFTED,
+            true,
+            reason::DRIFT_DETECTED,
+            format!("{n} keys differ from the spec (see status.drift)"),
+            g,
+        ),
+    };
+    status.set_condition(drifted);
 }
 
 async fn event<K: LabelSetResource>(
@@ -430,7 +535,7 @@ fn stall_reason(kind: ErrorKind) -> Option<&'static str> {
     }
 }
 
-async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Error> {
+async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx, check: bool) -> Result<Action, Error> {
     let key = set_key(&*obj);
     let mut w = StatusWriter::new(&*obj, ctx);
     let annotations = obj.annotations();
@@ -534,7 +639,32 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         deleting: None,
         dry_run: false,
     };
-    let mut report = match observe_and_plan(provider.as_ref(), &req).await {
+    let workspace = snapshot_key(&*obj, &set, secret.as_ref(), ctx);
+    if check
+        && let Some((ws_key, ws)) = &workspace
+        && let Some(requeue) = quiet_from_snapshot(
+            &*obj,
+            ctx,
+            &w,
+            &set,
+            &req,
+            provider.as_ref(),
+            ws_key,
+            ws,
+            resync,
+        )
+        .await
+    {
+        return Ok(requeue);
+    }
+    // A drift check reads on the smaller share of the cloud budget, so
+    // changes never queue behind a large periodic pass.
+    let observed = if check {
+        crate::provider::limiter::as_check(observe_and_plan(provider.as_ref(), &req)).await
+    } else {
+        observe_and_plan(provider.as_ref(), &req).await
+    };
+    let mut report = match observed {
         Ok(r) => r,
         Err((_, e)) => return failed(w, ctx, &*obj, e, &set).await,
     };
@@ -610,6 +740,16 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         writer.write().await.map_err(|e| e.to_string())
     })
     .await;
+    let wrote = match &outcome {
+        Ok(r) | Err((r, _)) => r.applied.as_ref().is_some_and(|a| a.calls > 0),
+    };
+    if wrote
+        && let Some((ws_key, _)) = &workspace
+        && let crate::provider::Target::PaiImage { image_id, .. } = &set.target
+    {
+        // A snapshot taken before this write no longer answers for the image.
+        ctx.snapshots.written(ws_key, image_id);
+    }
     let report = match outcome {
         Ok(r) => r,
         Err((r, e)) => {
@@ -652,7 +792,17 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             .get_or_create(&Metrics::kind(K::KIND))
             .inc_by(repaired.len() as u64);
     }
-    finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
+    let wrote_status = finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
+    if check {
+        let result = if wrote_status { "drift" } else { "clean" };
+        ctx.metrics
+            .drift_checks
+            .get_or_create(&ReconcileLabels {
+                kind: K::KIND.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
     // Said once the keys are recorded in status.ownedKeys.
     if !report.plan.adopted.is_empty() {
         let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
@@ -664,6 +814,127 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         event(ctx, &*obj, EventType::Normal, "LabelsAdopted", msg).await;
     }
     Ok(Action::requeue(jittered(resync)))
+}
+
+/// The snapshot key of a PAI image set with a `workspaceId`: namespace,
+/// credentials (Secret name and version, or the operator's own), where
+/// requests go, and the workspace; with the workspace ID.
+fn snapshot_key<K: LabelSetResource>(
+    obj: &K,
+    set: &ResolvedSet,
+    secret: Option<&SecretRead>,
+    ctx: &Ctx,
+) -> Option<(String, String)> {
+    let crate::provider::Target::PaiImage {
+        workspace_id: Some(ws),
+        ..
+    } = &set.target
+    else {
+        return None;
+    };
+    let _ = ctx;
+    let ns = obj.namespace().unwrap_or_default();
+    let creds = match (&set.policy.credentials_ref, secret) {
+        (Some(r), Some(s)) => format!("{}@{}", r.name, s.version),
+        _ => "-".to_string(),
+    };
+    let place = crate::provider::location::location(set.provider, &set.region);
+    Some((format!("{ns}|{creds}|{place}|{ws}"), ws.clone()))
+}
+
+/// PAI image sets sharing a snapshot key's namespace, credentials name,
+/// region and workspace, from the watch cache.
+fn sets_on_workspace(ctx: &Ctx, ns: &str, set: &ResolvedSet, ws: &str) -> usize {
+    let cred = set.policy.credentials_ref.as_ref().map(|r| r.name.as_str());
+    ctx.image_store
+        .state()
+        .iter()
+        .filter(|o| {
+            o.spec.provider == crate::api::Provider::Pai
+                && o.spec.workspace_id.as_deref() == Some(ws)
+                && o.namespace().as_deref() == Some(ns)
+                && o.spec.credentials_ref.as_ref().map(|r| r.name.as_str()) == cred
+                && o.spec
+                    .region
+                    .as_deref()
+                    .unwrap_or(&ctx.config.default_region)
+                    == set.region
+        })
+        .count()
+}
+
+/// A drift check answered from a workspace snapshot: when the snapshot
+/// holds the image, the plan from its labels is empty and the status would
+/// not change, the check is done (no per-image read, no write) and the
+/// next one is due one interval after the snapshot, so all sets of the
+/// workspace come due together. `None`: read the image as usual.
+#[allow(clippy::too_many_arguments)]
+async fn quiet_from_snapshot<K: LabelSetResource>(
+    obj: &K,
+    ctx: &Ctx,
+    w: &StatusWriter<'_, K>,
+    set: &ResolvedSet,
+    req: &SyncRequest<'_>,
+    provider: &dyn LabelProvider,
+    ws_key: &str,
+    ws: &str,
+    resync: Duration,
+) -> Option<Action> {
+    let crate::provider::Target::PaiImage { image_id, .. } = &set.target else {
+        return None;
+    };
+    // The provider cannot list: nothing to batch.
+    drop(provider.list_workspace_images(ws, 1, 1)?);
+    let ns = obj.namespace().unwrap_or_default();
+    let read = move |n: u32| {
+        provider
+            .list_workspace_images(ws, n, crate::provider::pai::list::PAGE_SIZE)
+            .expect("checked above")
+    };
+    let answer = crate::provider::limiter::as_check(ctx.snapshots.answer(
+        ws_key,
+        image_id,
+        resync / 2,
+        || sets_on_workspace(ctx, &ns, set, ws),
+        &read,
+        |pages| {
+            ctx.metrics.snapshot_pages.inc_by(u64::from(pages));
+        },
+    ))
+    .await?;
+    let report = SyncReport {
+        plan: plan_for(req, &answer.labels),
+        labels_after: answer.labels.clone(),
+        observed: answer.labels,
+        owned: req.owned.clone(),
+        applied: None,
+    };
+    if !report.plan.is_empty() {
+        return None;
+    }
+    let report = SyncReport {
+        owned: report.plan.owned_after.clone(),
+        ..report
+    };
+    let mut status = w.status.clone();
+    settle(&mut status, w.generation, set, &report);
+    if !unchanged(obj, ctx, &status) {
+        return None;
+    }
+    ctx.metrics.snapshot_answers.inc();
+    ctx.metrics
+        .drift_checks
+        .get_or_create(&ReconcileLabels {
+            kind: K::KIND.into(),
+            result: "clean".into(),
+        })
+        .inc();
+    count::<K>(ctx, "success");
+    let due = answer.taken_at + resync.mul_f64(rand::rng().random_range(1.0..1.05));
+    Some(Action::requeue(
+        due.saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    ))
 }
 
 /// Records the keys this set wins that another set owns (plan rule 2).
@@ -708,19 +979,17 @@ fn describe(report: &SyncReport) -> String {
     parts.join(", ")
 }
 
-/// Writes the outcome of a successful pass.
-async fn finish<K: LabelSetResource>(
-    mut w: StatusWriter<'_, K>,
-    ctx: &Ctx,
-    obj: &K,
+/// The status a successful pass leaves (all but `lastSyncTime`), and the
+/// reconcile result it counts as.
+fn settle(
+    status: &mut LabelSetStatus,
+    generation: Option<i64>,
     set: &ResolvedSet,
     report: &SyncReport,
-    repaired: bool,
-) -> Result<(), Error> {
-    let key = set_key(obj);
+) -> &'static str {
     let plan = &report.plan;
-    w.status.owned_keys = report.owned.iter().cloned().collect();
-    w.status.conflicts = plan
+    status.owned_keys = report.owned.iter().cloned().collect();
+    status.conflicts = plan
         .conflicts
         .iter()
         .map(|c| ConflictEntry {
@@ -730,7 +999,7 @@ async fn finish<K: LabelSetResource>(
             winner_value: c.theirs.clone(),
         })
         .collect();
-    w.status.drift = if set.policy.mode == Mode::Observe {
+    status.drift = if set.policy.mode == Mode::Observe {
         plan.drift
             .iter()
             .map(|d| DriftEntry {
@@ -742,25 +1011,18 @@ async fn finish<K: LabelSetResource>(
     } else {
         vec![]
     };
-    w.status.label_count = Some(report.labels_after.len() as i64);
-    w.status.synced_generation = w.generation;
-    w.status.last_sync_time = Some(
-        jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_else(|_| jiff::Timestamp::now())
-            .to_string(),
-    );
+    status.label_count = Some(report.labels_after.len() as i64);
+    status.synced_generation = generation;
     if let Some(id) = report
         .applied
         .as_ref()
         .and_then(|a| a.last_request_id.clone())
     {
-        w.status.last_request_id = Some(id);
+        status.last_request_id = Some(id);
     }
 
-    let (ready, stalled, result) = if !w.status.conflicts.is_empty() {
-        let msg = w
-            .status
+    let (ready, stalled, result) = if !status.conflicts.is_empty() {
+        let msg = status
             .conflicts
             .iter()
             .map(|c| {
@@ -776,9 +1038,8 @@ async fn finish<K: LabelSetResource>(
             Some((reason::KEY_CONFLICT, msg)),
             "stalled",
         )
-    } else if !w.status.fights.is_empty() {
-        let msg = w
-            .status
+    } else if !status.fights.is_empty() {
+        let msg = status
             .fights
             .iter()
             .map(|f| {
@@ -794,7 +1055,7 @@ async fn finish<K: LabelSetResource>(
             Some((reason::FIGHT_DETECTED, msg)),
             "stalled",
         )
-    } else if !w.status.drift.is_empty() {
+    } else if !status.drift.is_empty() {
         // Observe has done its job: Ready=True (kstatus Current, Argo CD
         // Healthy) with the reason and the Drifted condition saying what differs.
         (
@@ -803,7 +1064,7 @@ async fn finish<K: LabelSetResource>(
                 reason::DRIFT_DETECTED,
                 format!(
                     "{} keys differ (mode Observe: not changed)",
-                    w.status.drift.len()
+                    status.drift.len()
                 ),
             ),
             None,
@@ -820,8 +1081,54 @@ async fn finish<K: LabelSetResource>(
             "success",
         )
     };
-    w.conditions(ready, None, stalled);
-    w.write().await?;
+    set_conditions(status, generation, ready, None, stalled);
+    status.observed_generation = generation;
+    result
+}
+
+/// Whether a settled status says nothing new: equal to the set's status as
+/// the watch has it and to what this process last wrote (the watch may lag).
+fn unchanged<K: LabelSetResource>(obj: &K, ctx: &Ctx, status: &LabelSetStatus) -> bool {
+    let Some(current) = obj.status() else {
+        return false;
+    };
+    if !same_status(current, status) {
+        return false;
+    }
+    let hash = status_hash(status);
+    obj.meta().uid.as_deref().is_none_or(|uid| {
+        ctx.written_status
+            .lock()
+            .expect("written status poisoned")
+            .get(uid)
+            .is_none_or(|h| *h == hash)
+    })
+}
+
+/// Writes the outcome of a successful pass, unless it found nothing new: a
+/// pass that changed no label and leaves the status as it was writes
+/// nothing (`lastSyncTime` stays). Returns whether it wrote.
+async fn finish<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    ctx: &Ctx,
+    obj: &K,
+    set: &ResolvedSet,
+    report: &SyncReport,
+    repaired: bool,
+) -> Result<bool, Error> {
+    let key = set_key(obj);
+    let plan = &report.plan;
+    let result = settle(&mut w.status, w.generation, set, report);
+    let quiet = report.applied.is_none() && unchanged(obj, ctx, &w.status);
+    if !quiet {
+        w.status.last_sync_time = Some(
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_else(|_| jiff::Timestamp::now())
+                .to_string(),
+        );
+        w.write().await?;
+    }
 
     let kind = K::KIND;
     let managed = Ctx::tally(&ctx.managed, &key, kind, Some(report.owned.len()));
@@ -854,7 +1161,7 @@ async fn finish<K: LabelSetResource>(
         )
         .await;
     }
-    Ok(())
+    Ok(!quiet)
 }
 
 /// Stalled on a spec the operator will not act on; waits for the next edit.

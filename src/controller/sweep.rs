@@ -228,6 +228,11 @@ mod tests {
             dataset_store,
             primed: Default::default(),
             written_owned: Default::default(),
+            check_slots: tokio::sync::Semaphore::new(1),
+            seen: Default::default(),
+            woken: Default::default(),
+            written_status: Default::default(),
+            snapshots: Default::default(),
         }
     }
 

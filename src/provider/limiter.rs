@@ -215,6 +215,11 @@ impl Limiters {
     }
 }
 
+// Placeholder; the budget branch replaces it.
+pub async fn as_check<F: std::future::Future>(f: F) -> F::Output {
+    f.await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
