@@ -1451,6 +1451,55 @@ mod tests {
         assert!(backoff_delay(base, cap, 40) <= cap);
     }
 
+    /// A second pass over an unchanged cloud leaves a status equal to the
+    /// first but for `lastSyncTime`: the pass writes nothing.
+    #[test]
+    fn a_steady_pass_settles_on_the_same_status() {
+        let spec = crate::api::ImageLabelSetSpec {
+            image_id: "image-1".into(),
+            labels: [("system.framework".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        };
+        let set = crate::engine::resolve_image(&spec, "cn-shanghai").unwrap();
+        let labels: crate::provider::Labels = [
+            ("system.framework".to_string(), "1".to_string()),
+            ("other".to_string(), "x".to_string()),
+        ]
+        .into();
+        let report = SyncReport {
+            observed: labels.clone(),
+            labels_after: labels,
+            owned: ["system.framework".to_string()].into(),
+            ..Default::default()
+        };
+        let report = SyncReport {
+            plan: crate::plan::Plan {
+                owned_after: report.owned.clone(),
+                ..Default::default()
+            },
+            ..report
+        };
+        let mut first = LabelSetStatus::default();
+        settle(&mut first, Some(2), &set, &report);
+        first.last_sync_time = Some("2026-01-01T00:00:00Z".into());
+        let mut second = first.clone();
+        std::thread::sleep(Duration::from_millis(1100));
+        settle(&mut second, Some(2), &set, &report);
+        assert!(same_status(&first, &second), "{first:?}\n{second:?}");
+        assert_eq!(status_hash(&first), status_hash(&second));
+
+        // One more unmanaged label on the image: the count changes, so it writes.
+        let mut more = report.clone();
+        more.labels_after.insert("new".into(), "y".into());
+        let mut third = first.clone();
+        settle(&mut third, Some(2), &set, &more);
+        assert!(!same_status(&first, &third));
+        // A new generation confirmed: writes.
+        let mut fourth = first.clone();
+        settle(&mut fourth, Some(3), &set, &report);
+        assert!(!same_status(&first, &fourth));
+    }
+
     #[test]
     fn truncates_on_char_boundaries() {
         assert_eq!(truncate("ααα", 3), "α…");
