@@ -126,6 +126,31 @@ pub fn check_slots_for(concurrency: usize) -> usize {
     (concurrency / 2).max(1)
 }
 
+/// Permits held for one reconcile.
+pub struct Entered<'a> {
+    _check: Option<tokio::sync::SemaphorePermit<'a>>,
+    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+/// Takes a reconcile slot. A drift check takes a check slot first, so
+/// checks hold (or wait in line for) at most `check_slots` of the `slots`,
+/// and a change never waits behind more checks than that.
+pub async fn enter<'a>(
+    slots: &'a tokio::sync::Semaphore,
+    check_slots: &'a tokio::sync::Semaphore,
+    check: bool,
+) -> Entered<'a> {
+    let check = if check {
+        check_slots.acquire().await.ok()
+    } else {
+        None
+    };
+    Entered {
+        _check: check,
+        _slot: slots.acquire().await.ok(),
+    }
+}
+
 /// What a stalled set saw: its generation, resume annotation and Secret
 /// version. The cloud is not called again until one of them changes or
 /// `stalled_recheck` passes.
@@ -287,5 +312,44 @@ impl LabelProvider for Metered {
             self.count("read", &r);
             r
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_finds_a_slot_while_checks_pile_up() {
+        let concurrency = 4;
+        let slots = Semaphore::new(concurrency);
+        let checks = Semaphore::new(check_slots_for(concurrency));
+        let mut held = Vec::new();
+        // Two checks run; a hundred more wait for a check slot.
+        for _ in 0..2 {
+            held.push(enter(&slots, &checks, true).await);
+        }
+        let waiting: Vec<_> = (0..100)
+            .map(|_| Box::pin(enter(&slots, &checks, true)))
+            .collect();
+        let mut waiting = futures::future::join_all(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "checks past their share wait"
+        );
+        // Two changes still enter at once.
+        for _ in 0..2 {
+            let edit =
+                tokio::time::timeout(Duration::from_millis(50), enter(&slots, &checks, false));
+            held.push(edit.await.expect("a change is not held behind checks"));
+        }
+        assert_eq!(check_slots_for(1), 1);
+        assert_eq!(check_slots_for(16), 8);
     }
 }

@@ -83,13 +83,8 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
     }
     // Drift checks hold at most half the slots, so a change never waits
     // behind a large periodic pass.
-    let _check_slot = if check {
-        Some(ctx.check_slots.acquire().await)
-    } else {
-        None
-    };
     // One budget for both kinds' controllers, which each run their own queue.
-    let _slot = ctx.slots.acquire().await;
+    let _slots = super::context::enter(&ctx.slots, &ctx.check_slots, check).await;
     let started = Instant::now();
     prime_index(&ctx).await;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
