@@ -195,6 +195,11 @@ impl WorkspaceSnapshots {
         })
     }
 
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_key.lock().expect("snapshots poisoned").len()
+    }
+
     /// Drops workspaces whose snapshot is older than `older_than`.
     pub fn expire(&self, older_than: Duration) {
         self.by_key
@@ -301,6 +306,10 @@ mod tests {
                 .is_none()
         );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        snaps.expire(Duration::from_secs(3600));
+        assert_eq!(snaps.len(), 1, "in use: kept");
+        snaps.expire(Duration::ZERO);
+        assert_eq!(snaps.len(), 0, "unused: dropped");
     }
 
     #[tokio::test]
