@@ -313,6 +313,22 @@ impl LabelProvider for Metered {
             r
         }))
     }
+
+    fn list_workspace_datasets<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
+        let page = self
+            .inner
+            .list_workspace_datasets(workspace_id, page_number, page_size)?;
+        Some(Box::pin(async move {
+            let r = page.await;
+            self.count("read", &r);
+            r
+        }))
+    }
 }
 
 #[cfg(test)]

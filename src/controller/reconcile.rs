@@ -634,21 +634,11 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx, check: bool) -> Resu
         deleting: None,
         dry_run: false,
     };
-    let workspace = snapshot_key(&*obj, &set, secret.as_ref(), ctx);
+    let batch = batch_of(&*obj, &set, secret.as_ref());
     if check
-        && let Some((ws_key, ws)) = &workspace
-        && let Some(requeue) = quiet_from_snapshot(
-            &*obj,
-            ctx,
-            &w,
-            &set,
-            &req,
-            provider.as_ref(),
-            ws_key,
-            ws,
-            resync,
-        )
-        .await
+        && let Some(batch) = &batch
+        && let Some(requeue) =
+            quiet_from_snapshot(&*obj, ctx, &w, &set, &req, provider.as_ref(), batch, resync).await
     {
         return Ok(requeue);
     }
@@ -738,12 +728,9 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx, check: bool) -> Resu
     let wrote = match &outcome {
         Ok(r) | Err((r, _)) => r.applied.as_ref().is_some_and(|a| a.calls > 0),
     };
-    if wrote
-        && let Some((ws_key, _)) = &workspace
-        && let crate::provider::Target::PaiImage { image_id, .. } = &set.target
-    {
-        // A snapshot taken before this write no longer answers for the image.
-        ctx.snapshots.written(ws_key, image_id);
+    if wrote && let Some(batch) = &batch {
+        // A snapshot taken before this write no longer answers for the object.
+        ctx.snapshots.written(&batch.key, &batch.id);
     }
     let report = match outcome {
         Ok(r) => r,
@@ -811,59 +798,106 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx, check: bool) -> Resu
     Ok(Action::requeue(jittered(resync)))
 }
 
-/// The snapshot key of a PAI image set with a `workspaceId`: namespace,
-/// credentials (Secret name and version, or the operator's own), where
-/// requests go, and the workspace; with the workspace ID.
-fn snapshot_key<K: LabelSetResource>(
+/// What a workspace snapshot lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listing {
+    /// ListImages (`Verbose=true`).
+    Images,
+    /// ListDatasets (labels come with each dataset).
+    Datasets,
+}
+
+/// Where a set's drift check may be answered from: the snapshot key
+/// (listing, namespace, credentials as Secret name and version or the
+/// operator's own, where requests go, workspace), the workspace, and the
+/// object's ID in the listing.
+struct Batch {
+    key: String,
+    workspace: String,
+    listing: Listing,
+    id: String,
+}
+
+/// PAI image sets with a `workspaceId`, and PAI dataset sets (not dataset
+/// versions) with a `workspaceId`.
+fn batch_of<K: LabelSetResource>(
     obj: &K,
     set: &ResolvedSet,
     secret: Option<&SecretRead>,
-    ctx: &Ctx,
-) -> Option<(String, String)> {
-    let crate::provider::Target::PaiImage {
-        workspace_id: Some(ws),
-        ..
-    } = &set.target
-    else {
-        return None;
+) -> Option<Batch> {
+    use crate::provider::Target;
+    let (listing, id, ws) = match &set.target {
+        Target::PaiImage {
+            image_id,
+            workspace_id: Some(ws),
+        } => (Listing::Images, image_id.clone(), ws.clone()),
+        Target::PaiDataset { dataset_id } => (
+            Listing::Datasets,
+            dataset_id.clone(),
+            obj.spec_view().workspace_id()?.to_string(),
+        ),
+        _ => return None,
     };
-    let _ = ctx;
     let ns = obj.namespace().unwrap_or_default();
     let creds = match (&set.policy.credentials_ref, secret) {
         (Some(r), Some(s)) => format!("{}@{}", r.name, s.version),
         _ => "-".to_string(),
     };
     let place = crate::provider::location::location(set.provider, &set.region);
-    Some((format!("{ns}|{creds}|{place}|{ws}"), ws.clone()))
+    Some(Batch {
+        key: format!("{listing:?}|{ns}|{creds}|{place}|{ws}"),
+        workspace: ws,
+        listing,
+        id,
+    })
 }
 
-/// PAI image sets sharing a snapshot key's namespace, credentials name,
-/// region and workspace, from the watch cache.
-fn sets_on_workspace(ctx: &Ctx, ns: &str, set: &ResolvedSet, ws: &str) -> usize {
+/// Sets that share a batch's listing, namespace, credentials name, region
+/// and workspace, from the watch caches.
+fn sets_on_workspace(ctx: &Ctx, ns: &str, set: &ResolvedSet, batch: &Batch) -> usize {
     let cred = set.policy.credentials_ref.as_ref().map(|r| r.name.as_str());
-    ctx.image_store
-        .state()
-        .iter()
-        .filter(|o| {
-            o.spec.provider == crate::api::Provider::Pai
-                && o.spec.workspace_id.as_deref() == Some(ws)
-                && o.namespace().as_deref() == Some(ns)
-                && o.spec.credentials_ref.as_ref().map(|r| r.name.as_str()) == cred
-                && o.spec
-                    .region
-                    .as_deref()
-                    .unwrap_or(&ctx.config.default_region)
-                    == set.region
-        })
-        .count()
+    let ws = Some(batch.workspace.as_str());
+    let same = |spec: &dyn crate::api::LabelSetSpec, o_ns: Option<String>, c: Option<&str>| {
+        spec.provider() == crate::api::Provider::Pai
+            && spec.workspace_id() == ws
+            && o_ns.as_deref() == Some(ns)
+            && c == cred
+            && spec.region().unwrap_or(&ctx.config.default_region) == set.region
+    };
+    match batch.listing {
+        Listing::Images => ctx
+            .image_store
+            .state()
+            .iter()
+            .filter(|o| {
+                same(
+                    &o.spec,
+                    o.namespace(),
+                    o.spec.credentials_ref.as_ref().map(|r| r.name.as_str()),
+                )
+            })
+            .count(),
+        Listing::Datasets => ctx
+            .dataset_store
+            .state()
+            .iter()
+            .filter(|o| {
+                o.spec.version.is_none()
+                    && same(
+                        &o.spec,
+                        o.namespace(),
+                        o.spec.credentials_ref.as_ref().map(|r| r.name.as_str()),
+                    )
+            })
+            .count(),
+    }
 }
 
 /// A drift check answered from a workspace snapshot: when the snapshot
-/// holds the image, the plan from its labels is empty and the status would
-/// not change, the check is done (no per-image read, no write) and the
+/// holds the object, the plan from its labels is empty and the status would
+/// not change, the check is done (no per-object read, no write) and the
 /// next one is due one interval after the snapshot, so all sets of the
-/// workspace come due together. `None`: read the image as usual.
-#[allow(clippy::too_many_arguments)]
+/// workspace come due together. `None`: read the object as usual.
 async fn quiet_from_snapshot<K: LabelSetResource>(
     obj: &K,
     ctx: &Ctx,
@@ -871,26 +905,24 @@ async fn quiet_from_snapshot<K: LabelSetResource>(
     set: &ResolvedSet,
     req: &SyncRequest<'_>,
     provider: &dyn LabelProvider,
-    ws_key: &str,
-    ws: &str,
+    batch: &Batch,
     resync: Duration,
 ) -> Option<Action> {
-    let crate::provider::Target::PaiImage { image_id, .. } = &set.target else {
-        return None;
+    let ws = batch.workspace.as_str();
+    let listing = batch.listing;
+    let page = move |n: u32, size: u32| match listing {
+        Listing::Images => provider.list_workspace_images(ws, n, size),
+        Listing::Datasets => provider.list_workspace_datasets(ws, n, size),
     };
     // The provider cannot list: nothing to batch.
-    drop(provider.list_workspace_images(ws, 1, 1)?);
+    drop(page(1, 1)?);
     let ns = obj.namespace().unwrap_or_default();
-    let read = move |n: u32| {
-        provider
-            .list_workspace_images(ws, n, crate::provider::pai::list::PAGE_SIZE)
-            .expect("checked above")
-    };
+    let read = move |n: u32| page(n, crate::provider::pai::list::PAGE_SIZE).expect("checked above");
     let answer = crate::provider::limiter::as_check(ctx.snapshots.answer(
-        ws_key,
-        image_id,
+        &batch.key,
+        &batch.id,
         resync / 2,
-        || sets_on_workspace(ctx, &ns, set, ws),
+        || sets_on_workspace(ctx, &ns, set, batch),
         &read,
         |pages| {
             ctx.metrics.snapshot_pages.inc_by(u64::from(pages));

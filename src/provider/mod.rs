@@ -226,4 +226,15 @@ pub trait LabelProvider: Send + Sync {
     ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
         None
     }
+
+    /// As [`Self::list_workspace_images`] for datasets (ListDatasets, which
+    /// carries each dataset's labels).
+    fn list_workspace_datasets<'a>(
+        &'a self,
+        _workspace_id: &'a str,
+        _page_number: u32,
+        _page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+        None
+    }
 }

@@ -129,8 +129,8 @@ impl PaiClient {
     }
 }
 
-/// A batched drift check plans from a ListImages page entry; a per-image
-/// one from a ListImageLabels answer. Both must read the same labels, so
+/// A batched drift check plans from a ListImages (ListDatasets) page entry;
+/// a per-object one from a ListImageLabels (GetDataset) answer. Both must read the same labels, so
 /// both feed the planner the same input and get the same plan.
 #[cfg(test)]
 mod proptests {
@@ -249,6 +249,15 @@ mod proptests {
             // Exactly what `list_image_labels` and `observe_target` do with the answer.
             let from_labels = to_map(parse_labels(labels_body.get("Labels")));
             prop_assert_eq!(&from_list, &from_labels);
+            // Datasets: a ListDatasets entry and a GetDataset answer.
+            let datasets_body = json!({
+                "Datasets": [{"DatasetId": "d-1", "Name": "n", "Labels": labels_json(&listed)}],
+                "TotalCount": 1,
+            });
+            let get_body = json!({"DatasetId": "d-1", "Labels": labels_json(&entries)});
+            let listed_dataset = page_of(&datasets_body, "Datasets", "DatasetId").items[0].labels.clone();
+            prop_assert_eq!(&listed_dataset, &to_map(parse_labels(get_body.get("Labels"))));
+            prop_assert_eq!(&listed_dataset, &from_labels);
 
             let claims: Vec<Claim> = others
                 .into_iter()

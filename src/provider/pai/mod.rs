@@ -685,6 +685,19 @@ impl LabelProvider for PaiClient {
             self.list_images_page(&filter, page_number, page_size).await
         }))
     }
+
+    fn list_workspace_datasets<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<list::Page, CloudError>>> {
+        Some(Box::pin(self.list_datasets_page(
+            Some(workspace_id),
+            page_number,
+            page_size,
+        )))
+    }
 }
 
 #[cfg(test)]
