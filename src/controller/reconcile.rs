@@ -638,7 +638,7 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx, check: bool) -> Resu
     if check
         && let Some(batch) = &batch
         && let Some(requeue) =
-            quiet_from_snapshot(&*obj, ctx, &w, &set, &req, provider.as_ref(), batch, resync).await
+            quiet_from_snapshot(&w, &set, &req, provider.as_ref(), batch, resync).await
     {
         return Ok(requeue);
     }
@@ -899,8 +899,6 @@ fn sets_on_workspace(ctx: &Ctx, ns: &str, set: &ResolvedSet, batch: &Batch) -> u
 /// next one is due one interval after the snapshot, so all sets of the
 /// workspace come due together. `None`: read the object as usual.
 async fn quiet_from_snapshot<K: LabelSetResource>(
-    obj: &K,
-    ctx: &Ctx,
     w: &StatusWriter<'_, K>,
     set: &ResolvedSet,
     req: &SyncRequest<'_>,
@@ -908,6 +906,7 @@ async fn quiet_from_snapshot<K: LabelSetResource>(
     batch: &Batch,
     resync: Duration,
 ) -> Option<Action> {
+    let (obj, ctx) = (w.obj, w.ctx);
     let ws = batch.workspace.as_str();
     let listing = batch.listing;
     let page = move |n: u32, size: u32| match listing {
