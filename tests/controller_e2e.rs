@@ -6,7 +6,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use imagelabel::api::{ImageLabelSet, READY, STALLED};
+use imagelabel::api::{READY, STALLED};
 use imagelabel::provider::Target;
 use imagelabel::sim::{FaultConfig, ImsImageSeed, PaiImageSeed, SeedConfig};
 use kube::ResourceExt;
@@ -1226,8 +1226,26 @@ async fn drift_checks_of_a_workspace_read_it_whole_and_write_nothing() {
             labels: labels(&[("system.base", "1")]),
         })
         .collect();
+    const D: usize = 4;
+    seed.pai.datasets = (0..D)
+        .map(|i| imagelabel::sim::DatasetSeed {
+            id: format!("d-ws{i}"),
+            name: format!("data{i}"),
+            workspace_id: Some("12345".into()),
+            labels: labels(&[("owner", "seed")]),
+            versions: vec![],
+        })
+        .collect();
     let env = Env::start("e2e", seed).await;
     let _op = env.operator("op", &[]);
+    for i in 0..D {
+        env.apply(
+            &format!("d{i}.yaml"),
+            &format!(
+                "apiVersion: imagelabel.io/v1alpha1\nkind: DatasetLabelSet\nmetadata:\n  name: d{i}\nspec:\n  datasetId: d-ws{i}\n  workspaceId: \"12345\"\n  resyncInterval: 10s\n  labels:\n    team: t{i}\n"
+            ),
+        );
+    }
     for i in 0..N {
         env.apply(
             &format!("w{i}.yaml"),
@@ -1242,18 +1260,55 @@ async fn drift_checks_of_a_workspace_read_it_whole_and_write_nothing() {
     for i in 0..N {
         env.wait_image(&format!("w{i}"), "Ready", WAIT, ready).await;
     }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = env.datasets().list(&Default::default()).await.unwrap();
+        let settled = list
+            .items
+            .iter()
+            .filter(|o| {
+                o.status
+                    .as_ref()
+                    .is_some_and(|s| s.is_ready() && s.synced_generation == o.metadata.generation)
+            })
+            .count();
+        if settled == D {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{settled}/{D} datasets Ready");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let versions = |list: &[ImageLabelSet]| -> BTreeMap<String, Option<String>> {
-        list.iter()
-            .map(|o| (o.name_any(), o.metadata.resource_version.clone()))
-            .collect()
+    let versions = |list: Vec<(String, Option<String>)>| -> BTreeMap<String, Option<String>> {
+        list.into_iter().collect()
     };
-    let before = versions(&env.images().list(&Default::default()).await.unwrap().items);
+    let all = || async {
+        let mut v: Vec<(String, Option<String>)> = env
+            .images()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|o| (o.name_any(), o.metadata.resource_version.clone()))
+            .collect();
+        v.extend(
+            env.datasets()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|o| (o.name_any(), o.metadata.resource_version.clone())),
+        );
+        v
+    };
+    let before = versions(all().await);
     env.sim.sim().reset_counters();
     // Two to three checks per set (10 s ±20%).
     tokio::time::sleep(Duration::from_secs(25)).await;
     let c = env.sim.sim().counters();
-    let after = versions(&env.images().list(&Default::default()).await.unwrap().items);
+    let after = versions(all().await);
     assert_eq!(before, after, "quiet drift checks write no status");
     assert_eq!(c.writes, 0, "nothing to repair");
     let per_image = c.api("ListImageLabels").total();
@@ -1263,6 +1318,13 @@ async fn drift_checks_of_a_workspace_read_it_whole_and_write_nothing() {
         per_image < N as u64 / 2 && pages <= 8,
         "{per_image} ListImageLabels and {pages} ListImages for ~{} checks",
         2 * N
+    );
+    let per_dataset = c.api("GetDataset").total();
+    let dataset_pages = c.api("ListDatasets").total();
+    assert!(
+        dataset_pages >= 1 && per_dataset < D as u64 && dataset_pages <= 8,
+        "{per_dataset} GetDataset and {dataset_pages} ListDatasets for ~{} checks",
+        2 * D
     );
 
     // Drift on one image: the snapshot shows it, the set re-reads and repairs.
