@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use imagelabel::api::{READY, STALLED};
 use imagelabel::provider::Target;
 use imagelabel::sim::{FaultConfig, FlowControlSeed, ImsImageSeed, PaiImageSeed, SeedConfig};
+use kube::ResourceExt;
 use support::cluster::assert_success;
 use support::operator::{Env, ready, reason, sum_metric};
 
@@ -1206,6 +1207,137 @@ async fn deleting_an_owner_hands_its_keys_over_and_leaves_nothing_behind() {
     env.wait_cloud("h1b drops chipType", WAIT, |s| {
         s.labels_of(&pai_image("image-h1b"))
             == Some(labels(&[("system.framework", "XGBoost"), origin]))
+    })
+    .await;
+}
+
+/// Settled sets of one PAI workspace: their drift checks read the workspace
+/// whole (ListImages pages) instead of each image, write nothing to the API
+/// server while nothing changes, and drift found there is still repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_checks_of_a_workspace_read_it_whole_and_write_nothing() {
+    const N: usize = 12;
+    let mut seed = SeedConfig::demo();
+    seed.pai.images = (0..N)
+        .map(|i| PaiImageSeed {
+            id: format!("image-ws{i:02}"),
+            name: format!("ws{i:02}"),
+            workspace_id: Some("12345".into()),
+            labels: labels(&[("system.base", "1")]),
+        })
+        .collect();
+    const D: usize = 4;
+    seed.pai.datasets = (0..D)
+        .map(|i| imagelabel::sim::DatasetSeed {
+            id: format!("d-ws{i}"),
+            name: format!("data{i}"),
+            workspace_id: Some("12345".into()),
+            labels: labels(&[("owner", "seed")]),
+            versions: vec![],
+        })
+        .collect();
+    let env = Env::start("e2e", seed).await;
+    let _op = env.operator("op", &[]);
+    for i in 0..D {
+        env.apply(
+            &format!("d{i}.yaml"),
+            &format!(
+                "apiVersion: imagelabel.io/v1alpha1\nkind: DatasetLabelSet\nmetadata:\n  name: d{i}\nspec:\n  datasetId: d-ws{i}\n  workspaceId: \"12345\"\n  resyncInterval: 10s\n  labels:\n    team: t{i}\n"
+            ),
+        );
+    }
+    for i in 0..N {
+        env.apply(
+            &format!("w{i}.yaml"),
+            &image_set(
+                &format!("w{i}"),
+                &format!("image-ws{i:02}"),
+                &[("system.a", "1")],
+                "  workspaceId: \"12345\"\n  resyncInterval: 10s\n",
+            ),
+        );
+    }
+    for i in 0..N {
+        env.wait_image(&format!("w{i}"), "Ready", WAIT, ready).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = env.datasets().list(&Default::default()).await.unwrap();
+        let settled = list
+            .items
+            .iter()
+            .filter(|o| {
+                o.status
+                    .as_ref()
+                    .is_some_and(|s| s.is_ready() && s.synced_generation == o.metadata.generation)
+            })
+            .count();
+        if settled == D {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{settled}/{D} datasets Ready");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let versions = |list: Vec<(String, Option<String>)>| -> BTreeMap<String, Option<String>> {
+        list.into_iter().collect()
+    };
+    let all = || async {
+        let mut v: Vec<(String, Option<String>)> = env
+            .images()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|o| (o.name_any(), o.metadata.resource_version.clone()))
+            .collect();
+        v.extend(
+            env.datasets()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|o| (o.name_any(), o.metadata.resource_version.clone())),
+        );
+        v
+    };
+    let before = versions(all().await);
+    env.sim.sim().reset_counters();
+    // Two to three checks per set (10 s ±20%).
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let c = env.sim.sim().counters();
+    let after = versions(all().await);
+    assert_eq!(before, after, "quiet drift checks write no status");
+    assert_eq!(c.writes, 0, "nothing to repair");
+    let per_image = c.api("ListImageLabels").total();
+    let pages = c.api("ListImages").total();
+    assert!(pages >= 1, "the workspace was read whole: {c:?}");
+    assert!(
+        per_image < N as u64 / 2 && pages <= 8,
+        "{per_image} ListImageLabels and {pages} ListImages for ~{} checks",
+        2 * N
+    );
+    let per_dataset = c.api("GetDataset").total();
+    let dataset_pages = c.api("ListDatasets").total();
+    assert!(
+        dataset_pages >= 1 && per_dataset < D as u64 && dataset_pages <= 8,
+        "{per_dataset} GetDataset and {dataset_pages} ListDatasets for ~{} checks",
+        2 * D
+    );
+
+    // Drift on one image: the snapshot shows it, the set re-reads and repairs.
+    let target = pai_image("image-ws03");
+    env.sim
+        .sim()
+        .set_label_out_of_band(&target, "system.a", "changed")
+        .unwrap();
+    env.wait_cloud("drift repaired", Duration::from_secs(40), |s| {
+        s.labels_of(&target)
+            .and_then(|l| l.get("system.a").cloned())
+            .as_deref()
+            == Some("1")
     })
     .await;
 }

@@ -306,6 +306,8 @@ pub trait LabelSetSpec {
     fn policy(&self) -> Policy;
     /// What the set targets, for display ("image-abc", "d-123/v1").
     fn target_display(&self) -> String;
+    /// `spec.workspaceId`.
+    fn workspace_id(&self) -> Option<&str>;
 }
 
 impl LabelSetSpec for ImageLabelSetSpec {
@@ -323,6 +325,9 @@ impl LabelSetSpec for ImageLabelSetSpec {
     }
     fn target_display(&self) -> String {
         self.image_id.clone()
+    }
+    fn workspace_id(&self) -> Option<&str> {
+        self.workspace_id.as_deref()
     }
 }
 
@@ -344,5 +349,8 @@ impl LabelSetSpec for DatasetLabelSetSpec {
             Some(v) => format!("{}/{}", self.dataset_id, v),
             None => self.dataset_id.clone(),
         }
+    }
+    fn workspace_id(&self) -> Option<&str> {
+        self.workspace_id.as_deref()
     }
 }

@@ -63,7 +63,12 @@ pub struct LabelSetStatus {
     /// Number of labels on the target after the last sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_count: Option<i64>,
-    /// When the labels were last confirmed (RFC 3339).
+    /// When a pass last changed something (RFC 3339): wrote labels,
+    /// confirmed a new spec generation in the cloud, or changed any other
+    /// status field (drift, conflicts, fights, label count, conditions). A
+    /// periodic drift check that finds the cloud as recorded writes nothing,
+    /// so it does not move this time; such checks are counted in
+    /// `imagelabel_drift_checks_total{result="clean"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
     /// The cloud's RequestId of the last write, for support tickets.

@@ -1,6 +1,6 @@
 //! What every reconcile shares.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,50 @@ pub struct Ctx {
     /// them behind. Only this process (the leader) writes status, so what it
     /// wrote last is the newest there is. Dropped when the set is gone.
     pub written_owned: Mutex<HashMap<String, Vec<String>>>,
+    /// Drift checks running or waiting for a `slots` permit at once: at most
+    /// half the slots (at least one), so checks never hold every slot and a
+    /// change waits behind at most that many (see [`super::spread`]).
+    pub check_slots: tokio::sync::Semaphore,
+    /// Sets (by key) reconciled at least once by this process.
+    pub seen: Mutex<HashSet<String>>,
+    /// Sets (by key) another set's claim change asked to look again; their
+    /// next reconcile is a change, not a drift check.
+    pub woken: Mutex<HashSet<String>>,
+    /// A hash of the status this process last wrote, by the set's uid, so a
+    /// pass compares against the newest status even when the watch lags.
+    pub written_status: Mutex<HashMap<String, u64>>,
+    /// Batched drift reads of PAI workspaces.
+    pub snapshots: super::snapshots::WorkspaceSnapshots,
+}
+
+/// How many drift checks may run (or wait for a slot) at once.
+pub fn check_slots_for(concurrency: usize) -> usize {
+    (concurrency / 2).max(1)
+}
+
+/// Permits held for one reconcile.
+pub struct Entered<'a> {
+    _check: Option<tokio::sync::SemaphorePermit<'a>>,
+    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+/// Takes a reconcile slot. A drift check takes a check slot first, so
+/// checks hold (or wait in line for) at most `check_slots` of the `slots`,
+/// and a change never waits behind more checks than that.
+pub async fn enter<'a>(
+    slots: &'a tokio::sync::Semaphore,
+    check_slots: &'a tokio::sync::Semaphore,
+    check: bool,
+) -> Entered<'a> {
+    let check = if check {
+        check_slots.acquire().await.ok()
+    } else {
+        None
+    };
+    Entered {
+        _check: check,
+        _slot: slots.acquire().await.ok(),
+    }
 }
 
 /// What a stalled set saw: its generation, resume annotation and Secret
@@ -146,6 +190,10 @@ impl Ctx {
     pub fn forget_owned(&self, uid: Option<&str>) {
         if let Some(u) = uid {
             self.written_owned.lock().expect("owned poisoned").remove(u);
+            self.written_status
+                .lock()
+                .expect("written status poisoned")
+                .remove(u);
         }
     }
 
@@ -253,5 +301,76 @@ impl LabelProvider for Metered {
             self.count("remove", &r);
             r
         })
+    }
+
+    fn list_workspace_images<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
+        let page = self
+            .inner
+            .list_workspace_images(workspace_id, page_number, page_size)?;
+        Some(Box::pin(async move {
+            let r = page.await;
+            self.count("read", &r);
+            r
+        }))
+    }
+
+    fn list_workspace_datasets<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
+        let page = self
+            .inner
+            .list_workspace_datasets(workspace_id, page_number, page_size)?;
+        Some(Box::pin(async move {
+            let r = page.await;
+            self.count("read", &r);
+            r
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_finds_a_slot_while_checks_pile_up() {
+        let concurrency = 4;
+        let slots = Semaphore::new(concurrency);
+        let checks = Semaphore::new(check_slots_for(concurrency));
+        let mut held = Vec::new();
+        // Two checks run; a hundred more wait for a check slot.
+        for _ in 0..2 {
+            held.push(enter(&slots, &checks, true).await);
+        }
+        let waiting: Vec<_> = (0..100)
+            .map(|_| Box::pin(enter(&slots, &checks, true)))
+            .collect();
+        let mut waiting = futures::future::join_all(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "checks past their share wait"
+        );
+        // Two changes still enter at once.
+        for _ in 0..2 {
+            let edit =
+                tokio::time::timeout(Duration::from_millis(50), enter(&slots, &checks, false));
+            held.push(edit.await.expect("a change is not held behind checks"));
+        }
+        assert_eq!(check_slots_for(1), 1);
+        assert_eq!(check_slots_for(16), 8);
     }
 }

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub budget_ceiling: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
     pub throttled: Family<BudgetLabels, Counter>,
     pub leader: Gauge,
+    /// Drift checks (reconciles of a set synced at its generation) by result.
+    pub drift_checks: Family<ReconcileLabels, Counter>,
+    /// ListImages pages read for workspace snapshots.
+    pub snapshot_pages: Counter,
+    /// Drift checks a workspace snapshot answered without a per-image read.
+    pub snapshot_answers: Counter,
 }
 
 impl Default for Metrics {
@@ -140,6 +146,24 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let drift_checks = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "drift_checks",
+            "Periodic drift checks by kind and result (clean: nothing written; drift: labels or status changed)",
+            drift_checks.clone(),
+        );
+        let snapshot_pages = Counter::default();
+        registry.register(
+            "workspace_snapshot_pages",
+            "ListImages pages read to answer drift checks of a whole PAI workspace at once",
+            snapshot_pages.clone(),
+        );
+        let snapshot_answers = Counter::default();
+        registry.register(
+            "drift_checks_from_snapshot",
+            "Drift checks answered from a workspace snapshot, without reading the image",
+            snapshot_answers.clone(),
+        );
         let m = Metrics {
             registry,
             reconciles,
@@ -155,6 +179,9 @@ impl Default for Metrics {
             budget_ceiling,
             throttled,
             leader,
+            drift_checks,
+            snapshot_pages,
+            snapshot_answers,
         };
         m.create_series();
         m
@@ -165,6 +192,8 @@ impl Default for Metrics {
 pub const CLOUD_APIS: [&str; 3] = ["read", "add", "remove"];
 /// The `result` label values of `reconciles`.
 pub const RESULTS: [&str; 4] = ["success", "stalled", "paused", "error"];
+/// The `result` label values of `drift_checks`.
+pub const DRIFT_CHECK_RESULTS: [&str; 2] = ["clean", "drift"];
 
 impl Metrics {
     /// Every series a dashboard or alert selects exists at 0 from the start:
@@ -184,6 +213,12 @@ impl Metrics {
             let _ = self.labels_managed.get_or_create(&k);
             let _ = self.conflicts.get_or_create(&k);
             let _ = self.fights_detected.get_or_create(&k);
+            for result in DRIFT_CHECK_RESULTS {
+                let _ = self.drift_checks.get_or_create(&ReconcileLabels {
+                    kind: kind.into(),
+                    result: result.into(),
+                });
+            }
         }
         let outcomes = std::iter::once("ok").chain(ErrorKind::ALL.map(ErrorKind::as_str));
         for outcome in outcomes {

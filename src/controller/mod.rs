@@ -27,6 +27,8 @@ pub mod index;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;
+pub mod snapshots;
+pub mod spread;
 pub mod sweep;
 pub mod tenancy;
 
@@ -95,10 +97,16 @@ fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher:
         }
         watcher::Event::InitApply(o) => {
             relist.saw(&reconcile::set_key(o));
-            reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
+            // A (re-)list wakes without marking: a restart must not turn the
+            // settled sets sharing an object into changes (see `spread`).
+            reconcile::wake_unmarked::<K>(reconcile::index_claim(o, &ctx), &ctx);
         }
         watcher::Event::Delete(o) => {
             ctx.forget_owned(o.meta().uid.as_deref());
+            ctx.seen
+                .lock()
+                .expect("seen poisoned")
+                .remove(&reconcile::set_key(o));
             sweep::forget_set::<K>(&ctx, &reconcile::set_key(o));
         }
         watcher::Event::Init => relist.begin(),
@@ -244,6 +252,13 @@ pub async fn run(
         dataset_store: dataset_store.clone(),
         primed: Default::default(),
         written_owned: Default::default(),
+        check_slots: tokio::sync::Semaphore::new(context::check_slots_for(usize::from(
+            cfg.concurrency.max(1),
+        ))),
+        seen: Default::default(),
+        woken: Default::default(),
+        written_status: Default::default(),
+        snapshots: Default::default(),
     });
 
     let sweeper = tokio::spawn(sweep::periodically(ctx.clone(), STATE_CHECK_EVERY));
@@ -292,8 +307,11 @@ pub async fn run(
         }
         .shared()
     };
+    // No limit per controller: `ctx.slots` bounds reconciles across both
+    // kinds, and drift checks queue on `ctx.check_slots` first. A runner
+    // limit would count checks waiting there and hold edits back behind them.
     let controller_config = ControllerConfig::default()
-        .concurrency(cfg.concurrency)
+        .concurrency(0)
         .debounce(Duration::from_millis(200));
     let wc = watcher::Config::default().timeout(240);
 

@@ -20,6 +20,7 @@ use super::context::{Ctx, Metered};
 use super::index::Entry;
 use super::metrics::{Metrics, ReconcileLabels};
 use super::resource::LabelSetResource;
+use super::spread;
 use crate::api::status::reason;
 use crate::api::validate::parse_duration;
 use crate::api::{
@@ -60,14 +61,36 @@ pub fn set_key<K: LabelSetResource>(obj: &K) -> String {
 
 /// The entry point the `Controller` calls.
 pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let key = set_key(&*obj);
+    let check = is_drift_check(&*obj, &ctx, &key);
+    let first = ctx.seen.lock().expect("seen poisoned").insert(key.clone());
+    if first && let Some(delay) = first_check_delay(&*obj, &ctx, check) {
+        tracing::debug!(set = %key, delay_s = delay.as_secs(), "settled; first drift check spread over the resync interval");
+        // The gauges a pass would set, from the status, until the first pass.
+        if let Some(st) = obj.status() {
+            let managed = Ctx::tally(&ctx.managed, &key, K::KIND, Some(st.owned_keys.len()));
+            ctx.metrics
+                .labels_managed
+                .get_or_create(&Metrics::kind(K::KIND))
+                .set(managed as i64);
+            let conflicts = Ctx::tally(&ctx.conflicting, &key, K::KIND, Some(st.conflicts.len()));
+            ctx.metrics
+                .conflicts
+                .get_or_create(&Metrics::kind(K::KIND))
+                .set(conflicts as i64);
+        }
+        return Ok(Action::requeue(delay));
+    }
+    // Drift checks hold at most half the slots, so a change never waits
+    // behind a large periodic pass.
     // One budget for both kinds' controllers, which each run their own queue.
-    let _slot = ctx.slots.acquire().await;
+    let _slots = super::context::enter(&ctx.slots, &ctx.check_slots, check).await;
     let started = Instant::now();
     prime_index(&ctx).await;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
-            Finalizer::Apply(o) => apply(o, &ctx).await,
+            Finalizer::Apply(o) => apply(o, &ctx, check).await,
             Finalizer::Cleanup(o) => cleanup(o, &ctx).await,
         }
     })
@@ -88,6 +111,43 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
             .remove(&set_key(&*obj));
     }
     result
+}
+
+/// Whether this reconcile is only a periodic drift check (see
+/// [`super::spread`]). Takes the set's woken mark.
+fn is_drift_check<K: LabelSetResource>(obj: &K, ctx: &Ctx, key: &str) -> bool {
+    let woken = ctx.woken.lock().expect("woken poisoned").remove(key);
+    let failing = ctx
+        .failures
+        .lock()
+        .expect("failures poisoned")
+        .contains_key(key);
+    let annotations = obj.annotations();
+    spread::is_drift_check(&spread::SetState {
+        generation: obj.meta().generation,
+        status: obj.status(),
+        resume: annotations.get(RECONCILE_REQUESTED_AT).map(String::as_str),
+        paused: annotations.get(PAUSED).map(String::as_str) == Some("true"),
+        deleting: obj.meta().deletion_timestamp.is_some(),
+        failing,
+        woken,
+    })
+}
+
+/// How long the first reconcile of a settled set in this process waits.
+fn first_check_delay<K: LabelSetResource>(obj: &K, ctx: &Ctx, check: bool) -> Option<Duration> {
+    if !check {
+        return None;
+    }
+    let set = obj.resolve(&ctx.config.default_region).ok()?;
+    let interval = resync_of(set.policy.resync_interval.as_deref(), ctx);
+    let since = spread::age_of(obj.status().and_then(|s| s.last_sync_time.as_deref()));
+    let uid = obj.meta().uid.clone().unwrap_or_else(|| set_key(obj));
+    // Already known to be a drift check: only the timing is left.
+    Some(match since {
+        Some(age) if age < interval => interval - age,
+        _ => spread::hash_offset(&uid, interval),
+    })
 }
 
 /// Exponential backoff per set, jittered, capped; reset by a success.
@@ -165,8 +225,20 @@ pub(super) fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<crate:
     }
 }
 
-/// Asks for the other sets on an object to be reconciled again.
+/// Asks for the other sets on an object to be reconciled again; their next
+/// reconcile is a change, not a drift check.
 pub(super) fn wake_others<K: LabelSetResource>(ids: Vec<crate::plan::SetId>, ctx: &Ctx) {
+    {
+        let mut woken = ctx.woken.lock().expect("woken poisoned");
+        for id in &ids {
+            woken.insert(format!("{}/{}", K::KIND, id.name));
+        }
+    }
+    wake_unmarked::<K>(ids, ctx);
+}
+
+/// As [`wake_others`], without making their next reconcile a change.
+pub(super) fn wake_unmarked<K: LabelSetResource>(ids: Vec<crate::plan::SetId>, ctx: &Ctx) {
     for id in ids {
         if let Some((ns, name)) = id.name.split_once('/') {
             K::wake(ctx, ObjectRef::new(name).within(ns));
@@ -203,48 +275,13 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         reconciling: Option<(&str, String)>,
         stalled: Option<(&str, String)>,
     ) {
-        let g = self.generation;
-        // Messages carry cloud error text of any length; a status past the
-        // API server's size limit would fail every later patch.
-        let ready = (ready.0, ready.1, truncate(&ready.2, MAX_STATUS_MESSAGE));
-        let reconciling = reconciling.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
-        let stalled = stalled.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
-        self.status
-            .set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
-        match reconciling {
-            Some((r, m)) => self
-                .status
-                .set_condition(Condition::new(RECONCILING, true, r, m, g)),
-            None => self.status.set_condition(Condition::new(
-                RECONCILING,
-                false,
-                reason::IN_SYNC,
-                "",
-                g,
-            )),
-        }
-        match stalled {
-            Some((r, m)) => self
-                .status
-                .set_condition(Condition::new(STALLED, true, r, m, g)),
-            None => {
-                self.status
-                    .set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g))
-            }
-        }
-        // Its own condition, so drift stays visible where Ready says the
-        // set is done (Observe) without holding GitOps health checks.
-        let drifted = match self.status.drift.len() {
-            0 => Condition::new(DRIFTED, false, reason::IN_SYNC, "", g),
-            n => Condition::new(
-                DRIFTED,
-                true,
-                reason::DRIFT_DETECTED,
-                format!("{n} keys differ from the spec (see status.drift)"),
-                g,
-            ),
-        };
-        self.status.set_condition(drifted);
+        set_conditions(
+            &mut self.status,
+            self.generation,
+            ready,
+            reconciling,
+            stalled,
+        );
     }
 
     /// Server-side apply of the whole status; the operator owns every field in it.
@@ -270,8 +307,71 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         // crash then leaves a written key nobody owns (the model test found it).
         self.ctx
             .remember_owned(self.obj.meta().uid.as_deref(), &self.status.owned_keys);
+        if let Some(uid) = self.obj.meta().uid.as_deref() {
+            self.ctx
+                .written_status
+                .lock()
+                .expect("written status poisoned")
+                .insert(uid.to_string(), status_hash(&self.status));
+        }
         Ok(())
     }
+}
+
+/// A status without `lastSyncTime`, hashed: two statuses a pass may not
+/// tell apart.
+fn status_hash(status: &LabelSetStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut s = status.clone();
+    s.last_sync_time = None;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&s).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Whether `new` says nothing `old` does not, apart from `lastSyncTime`.
+fn same_status(old: &LabelSetStatus, new: &LabelSetStatus) -> bool {
+    let mut a = old.clone();
+    let mut b = new.clone();
+    a.last_sync_time = None;
+    b.last_sync_time = None;
+    a == b
+}
+
+fn set_conditions(
+    status: &mut LabelSetStatus,
+    g: Option<i64>,
+    ready: (bool, &str, String),
+    reconciling: Option<(&str, String)>,
+    stalled: Option<(&str, String)>,
+) {
+    // Messages carry cloud error text of any length; a status past the
+    // API server's size limit would fail every later patch.
+    let ready = (ready.0, ready.1, truncate(&ready.2, MAX_STATUS_MESSAGE));
+    let reconciling = reconciling.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
+    let stalled = stalled.map(|(r, m)| (r, truncate(&m, MAX_STATUS_MESSAGE)));
+    status.set_condition(Condition::new(READY, ready.0, ready.1, ready.2, g));
+    match reconciling {
+        Some((r, m)) => status.set_condition(Condition::new(RECONCILING, true, r, m, g)),
+        None => status.set_condition(Condition::new(RECONCILING, false, reason::IN_SYNC, "", g)),
+    }
+    match stalled {
+        Some((r, m)) => status.set_condition(Condition::new(STALLED, true, r, m, g)),
+        None => status.set_condition(Condition::new(STALLED, false, reason::IN_SYNC, "", g)),
+    }
+    // Its own condition, so drift stays visible where Ready says the
+    // set is done (Observe) without holding GitOps health checks.
+    let drifted = match status.drift.len() {
+        0 => Condition::new(DRIFTED, false, reason::IN_SYNC, "", g),
+        n => Condition::new(
+            DRIFTED,
+            true,
+            reason::DRIFT_DETECTED,
+            format!("{n} keys differ from the spec (see status.drift)"),
+            g,
+        ),
+    };
+    status.set_condition(drifted);
 }
 
 async fn event<K: LabelSetResource>(
@@ -430,7 +530,7 @@ fn stall_reason(kind: ErrorKind) -> Option<&'static str> {
     }
 }
 
-async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Error> {
+async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx, check: bool) -> Result<Action, Error> {
     let key = set_key(&*obj);
     let mut w = StatusWriter::new(&*obj, ctx);
     let annotations = obj.annotations();
@@ -534,7 +634,22 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         deleting: None,
         dry_run: false,
     };
-    let mut report = match observe_and_plan(provider.as_ref(), &req).await {
+    let batch = batch_of(&*obj, &set, secret.as_ref());
+    if check
+        && let Some(batch) = &batch
+        && let Some(requeue) =
+            quiet_from_snapshot(&w, &set, &req, provider.as_ref(), batch, resync).await
+    {
+        return Ok(requeue);
+    }
+    // A drift check reads on the smaller share of the cloud budget, so
+    // changes never queue behind a large periodic pass.
+    let observed = if check {
+        crate::provider::limiter::as_check(observe_and_plan(provider.as_ref(), &req)).await
+    } else {
+        observe_and_plan(provider.as_ref(), &req).await
+    };
+    let mut report = match observed {
         Ok(r) => r,
         Err((_, e)) => return failed(w, ctx, &*obj, e, &set).await,
     };
@@ -610,6 +725,13 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         writer.write().await.map_err(|e| e.to_string())
     })
     .await;
+    let wrote = match &outcome {
+        Ok(r) | Err((r, _)) => r.applied.as_ref().is_some_and(|a| a.calls > 0),
+    };
+    if wrote && let Some(batch) = &batch {
+        // A snapshot taken before this write no longer answers for the object.
+        ctx.snapshots.written(&batch.key, &batch.id);
+    }
     let report = match outcome {
         Ok(r) => r,
         Err((r, e)) => {
@@ -652,7 +774,17 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
             .get_or_create(&Metrics::kind(K::KIND))
             .inc_by(repaired.len() as u64);
     }
-    finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
+    let wrote_status = finish(w, ctx, &*obj, &set, &report, !repaired.is_empty()).await?;
+    if check {
+        let result = if wrote_status { "drift" } else { "clean" };
+        ctx.metrics
+            .drift_checks
+            .get_or_create(&ReconcileLabels {
+                kind: K::KIND.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
     // Said once the keys are recorded in status.ownedKeys.
     if !report.plan.adopted.is_empty() {
         let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
@@ -664,6 +796,171 @@ async fn apply<K: LabelSetResource>(obj: Arc<K>, ctx: &Ctx) -> Result<Action, Er
         event(ctx, &*obj, EventType::Normal, "LabelsAdopted", msg).await;
     }
     Ok(Action::requeue(jittered(resync)))
+}
+
+/// What a workspace snapshot lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listing {
+    /// ListImages (`Verbose=true`).
+    Images,
+    /// ListDatasets (labels come with each dataset).
+    Datasets,
+}
+
+/// Where a set's drift check may be answered from: the snapshot key
+/// (listing, namespace, credentials as Secret name and version or the
+/// operator's own, where requests go, workspace), the workspace, and the
+/// object's ID in the listing.
+struct Batch {
+    key: String,
+    workspace: String,
+    listing: Listing,
+    id: String,
+}
+
+/// PAI image sets with a `workspaceId`, and PAI dataset sets (not dataset
+/// versions) with a `workspaceId`.
+fn batch_of<K: LabelSetResource>(
+    obj: &K,
+    set: &ResolvedSet,
+    secret: Option<&SecretRead>,
+) -> Option<Batch> {
+    use crate::provider::Target;
+    let (listing, id, ws) = match &set.target {
+        Target::PaiImage {
+            image_id,
+            workspace_id: Some(ws),
+        } => (Listing::Images, image_id.clone(), ws.clone()),
+        Target::PaiDataset { dataset_id } => (
+            Listing::Datasets,
+            dataset_id.clone(),
+            obj.spec_view().workspace_id()?.to_string(),
+        ),
+        _ => return None,
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let creds = match (&set.policy.credentials_ref, secret) {
+        (Some(r), Some(s)) => format!("{}@{}", r.name, s.version),
+        _ => "-".to_string(),
+    };
+    let place = crate::provider::location::location(set.provider, &set.region);
+    Some(Batch {
+        key: format!("{listing:?}|{ns}|{creds}|{place}|{ws}"),
+        workspace: ws,
+        listing,
+        id,
+    })
+}
+
+/// Sets that share a batch's listing, namespace, credentials name, region
+/// and workspace, from the watch caches.
+fn sets_on_workspace(ctx: &Ctx, ns: &str, set: &ResolvedSet, batch: &Batch) -> usize {
+    let cred = set.policy.credentials_ref.as_ref().map(|r| r.name.as_str());
+    let ws = Some(batch.workspace.as_str());
+    let same = |spec: &dyn crate::api::LabelSetSpec, o_ns: Option<String>, c: Option<&str>| {
+        spec.provider() == crate::api::Provider::Pai
+            && spec.workspace_id() == ws
+            && o_ns.as_deref() == Some(ns)
+            && c == cred
+            && spec.region().unwrap_or(&ctx.config.default_region) == set.region
+    };
+    match batch.listing {
+        Listing::Images => ctx
+            .image_store
+            .state()
+            .iter()
+            .filter(|o| {
+                same(
+                    &o.spec,
+                    o.namespace(),
+                    o.spec.credentials_ref.as_ref().map(|r| r.name.as_str()),
+                )
+            })
+            .count(),
+        Listing::Datasets => ctx
+            .dataset_store
+            .state()
+            .iter()
+            .filter(|o| {
+                o.spec.version.is_none()
+                    && same(
+                        &o.spec,
+                        o.namespace(),
+                        o.spec.credentials_ref.as_ref().map(|r| r.name.as_str()),
+                    )
+            })
+            .count(),
+    }
+}
+
+/// A drift check answered from a workspace snapshot: when the snapshot
+/// holds the object, the plan from its labels is empty and the status would
+/// not change, the check is done (no per-object read, no write) and the
+/// next one is due one interval after the snapshot, so all sets of the
+/// workspace come due together. `None`: read the object as usual.
+async fn quiet_from_snapshot<K: LabelSetResource>(
+    w: &StatusWriter<'_, K>,
+    set: &ResolvedSet,
+    req: &SyncRequest<'_>,
+    provider: &dyn LabelProvider,
+    batch: &Batch,
+    resync: Duration,
+) -> Option<Action> {
+    let (obj, ctx) = (w.obj, w.ctx);
+    let ws = batch.workspace.as_str();
+    let listing = batch.listing;
+    let page = move |n: u32, size: u32| match listing {
+        Listing::Images => provider.list_workspace_images(ws, n, size),
+        Listing::Datasets => provider.list_workspace_datasets(ws, n, size),
+    };
+    // The provider cannot list: nothing to batch.
+    drop(page(1, 1)?);
+    let ns = obj.namespace().unwrap_or_default();
+    let read = move |n: u32| page(n, crate::provider::pai::list::PAGE_SIZE).expect("checked above");
+    let answer = crate::provider::limiter::as_check(ctx.snapshots.answer(
+        &batch.key,
+        &batch.id,
+        resync / 2,
+        || sets_on_workspace(ctx, &ns, set, batch),
+        &read,
+        |pages| {
+            ctx.metrics.snapshot_pages.inc_by(u64::from(pages));
+        },
+    ))
+    .await?;
+    let report = SyncReport {
+        plan: plan_for(req, &answer.labels),
+        labels_after: answer.labels.clone(),
+        observed: answer.labels,
+        owned: req.owned.clone(),
+        applied: None,
+    };
+    if !report.plan.is_empty() {
+        return None;
+    }
+    let report = SyncReport {
+        owned: report.plan.owned_after.clone(),
+        ..report
+    };
+    let mut status = w.status.clone();
+    settle(&mut status, w.generation, set, &report);
+    if !unchanged(obj, ctx, &status) {
+        return None;
+    }
+    ctx.metrics.snapshot_answers.inc();
+    ctx.metrics
+        .drift_checks
+        .get_or_create(&ReconcileLabels {
+            kind: K::KIND.into(),
+            result: "clean".into(),
+        })
+        .inc();
+    count::<K>(ctx, "success");
+    let due = answer.taken_at + resync.mul_f64(rand::rng().random_range(1.0..1.05));
+    Some(Action::requeue(
+        due.saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    ))
 }
 
 /// Records the keys this set wins that another set owns (plan rule 2).
@@ -708,19 +1005,17 @@ fn describe(report: &SyncReport) -> String {
     parts.join(", ")
 }
 
-/// Writes the outcome of a successful pass.
-async fn finish<K: LabelSetResource>(
-    mut w: StatusWriter<'_, K>,
-    ctx: &Ctx,
-    obj: &K,
+/// The status a successful pass leaves (all but `lastSyncTime`), and the
+/// reconcile result it counts as.
+fn settle(
+    status: &mut LabelSetStatus,
+    generation: Option<i64>,
     set: &ResolvedSet,
     report: &SyncReport,
-    repaired: bool,
-) -> Result<(), Error> {
-    let key = set_key(obj);
+) -> &'static str {
     let plan = &report.plan;
-    w.status.owned_keys = report.owned.iter().cloned().collect();
-    w.status.conflicts = plan
+    status.owned_keys = report.owned.iter().cloned().collect();
+    status.conflicts = plan
         .conflicts
         .iter()
         .map(|c| ConflictEntry {
@@ -730,7 +1025,7 @@ async fn finish<K: LabelSetResource>(
             winner_value: c.theirs.clone(),
         })
         .collect();
-    w.status.drift = if set.policy.mode == Mode::Observe {
+    status.drift = if set.policy.mode == Mode::Observe {
         plan.drift
             .iter()
             .map(|d| DriftEntry {
@@ -742,25 +1037,18 @@ async fn finish<K: LabelSetResource>(
     } else {
         vec![]
     };
-    w.status.label_count = Some(report.labels_after.len() as i64);
-    w.status.synced_generation = w.generation;
-    w.status.last_sync_time = Some(
-        jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_else(|_| jiff::Timestamp::now())
-            .to_string(),
-    );
+    status.label_count = Some(report.labels_after.len() as i64);
+    status.synced_generation = generation;
     if let Some(id) = report
         .applied
         .as_ref()
         .and_then(|a| a.last_request_id.clone())
     {
-        w.status.last_request_id = Some(id);
+        status.last_request_id = Some(id);
     }
 
-    let (ready, stalled, result) = if !w.status.conflicts.is_empty() {
-        let msg = w
-            .status
+    let (ready, stalled, result) = if !status.conflicts.is_empty() {
+        let msg = status
             .conflicts
             .iter()
             .map(|c| {
@@ -776,9 +1064,8 @@ async fn finish<K: LabelSetResource>(
             Some((reason::KEY_CONFLICT, msg)),
             "stalled",
         )
-    } else if !w.status.fights.is_empty() {
-        let msg = w
-            .status
+    } else if !status.fights.is_empty() {
+        let msg = status
             .fights
             .iter()
             .map(|f| {
@@ -794,7 +1081,7 @@ async fn finish<K: LabelSetResource>(
             Some((reason::FIGHT_DETECTED, msg)),
             "stalled",
         )
-    } else if !w.status.drift.is_empty() {
+    } else if !status.drift.is_empty() {
         // Observe has done its job: Ready=True (kstatus Current, Argo CD
         // Healthy) with the reason and the Drifted condition saying what differs.
         (
@@ -803,7 +1090,7 @@ async fn finish<K: LabelSetResource>(
                 reason::DRIFT_DETECTED,
                 format!(
                     "{} keys differ (mode Observe: not changed)",
-                    w.status.drift.len()
+                    status.drift.len()
                 ),
             ),
             None,
@@ -820,8 +1107,54 @@ async fn finish<K: LabelSetResource>(
             "success",
         )
     };
-    w.conditions(ready, None, stalled);
-    w.write().await?;
+    set_conditions(status, generation, ready, None, stalled);
+    status.observed_generation = generation;
+    result
+}
+
+/// Whether a settled status says nothing new: equal to the set's status as
+/// the watch has it and to what this process last wrote (the watch may lag).
+fn unchanged<K: LabelSetResource>(obj: &K, ctx: &Ctx, status: &LabelSetStatus) -> bool {
+    let Some(current) = obj.status() else {
+        return false;
+    };
+    if !same_status(current, status) {
+        return false;
+    }
+    let hash = status_hash(status);
+    obj.meta().uid.as_deref().is_none_or(|uid| {
+        ctx.written_status
+            .lock()
+            .expect("written status poisoned")
+            .get(uid)
+            .is_none_or(|h| *h == hash)
+    })
+}
+
+/// Writes the outcome of a successful pass, unless it found nothing new: a
+/// pass that changed no label and leaves the status as it was writes
+/// nothing (`lastSyncTime` stays). Returns whether it wrote.
+async fn finish<K: LabelSetResource>(
+    mut w: StatusWriter<'_, K>,
+    ctx: &Ctx,
+    obj: &K,
+    set: &ResolvedSet,
+    report: &SyncReport,
+    repaired: bool,
+) -> Result<bool, Error> {
+    let key = set_key(obj);
+    let plan = &report.plan;
+    let result = settle(&mut w.status, w.generation, set, report);
+    let quiet = report.applied.is_none() && unchanged(obj, ctx, &w.status);
+    if !quiet {
+        w.status.last_sync_time = Some(
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_else(|_| jiff::Timestamp::now())
+                .to_string(),
+        );
+        w.write().await?;
+    }
 
     let kind = K::KIND;
     let managed = Ctx::tally(&ctx.managed, &key, kind, Some(report.owned.len()));
@@ -854,7 +1187,7 @@ async fn finish<K: LabelSetResource>(
         )
         .await;
     }
-    Ok(())
+    Ok(!quiet)
 }
 
 /// Stalled on a spec the operator will not act on; waits for the next edit.
@@ -1142,6 +1475,55 @@ mod tests {
         assert!(backoff_delay(base, cap, 1) <= Duration::from_millis(1200));
         assert!(backoff_delay(base, cap, 5) >= Duration::from_millis(12_800));
         assert!(backoff_delay(base, cap, 40) <= cap);
+    }
+
+    /// A second pass over an unchanged cloud leaves a status equal to the
+    /// first but for `lastSyncTime`: the pass writes nothing.
+    #[test]
+    fn a_steady_pass_settles_on_the_same_status() {
+        let spec = crate::api::ImageLabelSetSpec {
+            image_id: "image-1".into(),
+            labels: [("system.framework".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        };
+        let set = crate::engine::resolve_image(&spec, "cn-shanghai").unwrap();
+        let labels: crate::provider::Labels = [
+            ("system.framework".to_string(), "1".to_string()),
+            ("other".to_string(), "x".to_string()),
+        ]
+        .into();
+        let report = SyncReport {
+            observed: labels.clone(),
+            labels_after: labels,
+            owned: ["system.framework".to_string()].into(),
+            ..Default::default()
+        };
+        let report = SyncReport {
+            plan: crate::plan::Plan {
+                owned_after: report.owned.clone(),
+                ..Default::default()
+            },
+            ..report
+        };
+        let mut first = LabelSetStatus::default();
+        settle(&mut first, Some(2), &set, &report);
+        first.last_sync_time = Some("2026-01-01T00:00:00Z".into());
+        let mut second = first.clone();
+        std::thread::sleep(Duration::from_millis(1100));
+        settle(&mut second, Some(2), &set, &report);
+        assert!(same_status(&first, &second), "{first:?}\n{second:?}");
+        assert_eq!(status_hash(&first), status_hash(&second));
+
+        // One more unmanaged label on the image: the count changes, so it writes.
+        let mut more = report.clone();
+        more.labels_after.insert("new".into(), "y".into());
+        let mut third = first.clone();
+        settle(&mut third, Some(2), &set, &more);
+        assert!(!same_status(&first, &third));
+        // A new generation confirmed: writes.
+        let mut fourth = first.clone();
+        settle(&mut fourth, Some(3), &set, &report);
+        assert!(!same_status(&first, &fourth));
     }
 
     #[test]

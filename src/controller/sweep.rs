@@ -148,8 +148,14 @@ pub async fn periodically(ctx: Arc<Ctx>, every: Duration) {
         if !gone.is_empty() {
             tracing::info!(sets = ?gone, "claims of sets the watch cache no longer holds dropped");
         }
+        // Workspace snapshots nobody used for an hour (a rotated Secret, sets
+        // gone, a long resync interval) are dropped with what they hold.
+        ctx.snapshots.expire(SNAPSHOT_KEEP);
     }
 }
+
+/// How long an unused workspace snapshot is kept.
+const SNAPSHOT_KEEP: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
@@ -228,6 +234,11 @@ mod tests {
             dataset_store,
             primed: Default::default(),
             written_owned: Default::default(),
+            check_slots: tokio::sync::Semaphore::new(1),
+            seen: Default::default(),
+            woken: Default::default(),
+            written_status: Default::default(),
+            snapshots: Default::default(),
         }
     }
 

@@ -215,4 +215,27 @@ pub trait LabelProvider: Send + Sync {
         target: &'a Target,
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>>;
+
+    /// One page (from 1) of a PAI workspace's images with their labels
+    /// (ListImages, `Verbose=true`), for batched drift checks; `None` when
+    /// the provider cannot list a workspace.
+    fn list_workspace_images<'a>(
+        &'a self,
+        _workspace_id: &'a str,
+        _page_number: u32,
+        _page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+        None
+    }
+
+    /// As [`Self::list_workspace_images`] for datasets (ListDatasets, which
+    /// carries each dataset's labels).
+    fn list_workspace_datasets<'a>(
+        &'a self,
+        _workspace_id: &'a str,
+        _page_number: u32,
+        _page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+        None
+    }
 }

@@ -681,6 +681,34 @@ impl LabelProvider for PaiClient {
     ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
         Box::pin(self.remove_target(target, keys))
     }
+
+    fn list_workspace_images<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<list::Page, CloudError>>> {
+        Some(Box::pin(async move {
+            let filter = list::ImageFilter {
+                workspace_id: Some(workspace_id.to_string()),
+                ..Default::default()
+            };
+            self.list_images_page(&filter, page_number, page_size).await
+        }))
+    }
+
+    fn list_workspace_datasets<'a>(
+        &'a self,
+        workspace_id: &'a str,
+        page_number: u32,
+        page_size: u32,
+    ) -> Option<BoxFuture<'a, Result<list::Page, CloudError>>> {
+        Some(Box::pin(self.list_datasets_page(
+            Some(workspace_id),
+            page_number,
+            page_size,
+        )))
+    }
 }
 
 #[cfg(test)]
