@@ -98,8 +98,7 @@ async fn main() {
         "sets": n, "seconds": took.as_secs_f64(), "boundSeconds": bound,
         "calls": calls, "throttled": throttled,
     });
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cli-apply.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cli-apply.json");
     let _ = std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap());
     sim.shutdown().await;
 }

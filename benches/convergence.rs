@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use imagelabel::api::ImageLabelSet;
-use imagelabel::provider::registry::{CloudConfig, Clouds};
 use imagelabel::provider::credentials::{Credentials, StaticSource};
+use imagelabel::provider::registry::{CloudConfig, Clouds};
 use imagelabel::sim::{CounterSnapshot, FlowControlSeed, PaiCredential, PaiImageSeed, SeedConfig};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -83,7 +83,11 @@ fn tally(c: &CounterSnapshot, rates: &FlowControlSeed) -> Tally {
     for (api, n) in &c.apis {
         let rate = f64::from(rates.rate_of(api));
         // Unlimited APIs (STS) bound nothing.
-        let secs = if rate > 0.0 { n.total() as f64 / rate } else { 0.0 };
+        let secs = if rate > 0.0 {
+            n.total() as f64 / rate
+        } else {
+            0.0
+        };
         t.bound = t.bound.max(secs);
         t.calls += n.total();
         t.throttled += n.throttled;
@@ -173,9 +177,13 @@ async fn patch_all(api: &Api<ImageLabelSet>, n: usize, value: &str) {
             let api = api.clone();
             let patch = serde_json::json!({"spec": {"labels": {"system.b": value}}});
             async move {
-                api.patch(&format!("set{i:05}"), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .expect("patch");
+                api.patch(
+                    &format!("set{i:05}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .expect("patch");
             }
         })
         .buffer_unordered(16)
@@ -269,9 +277,10 @@ async fn main() {
         .expect("edit");
     let edit_ready = loop {
         let o = api.get("set00007").await.expect("get");
-        if o.status.as_ref().is_some_and(|s| {
-            s.is_ready() && s.synced_generation == o.metadata.generation
-        }) {
+        if o.status
+            .as_ref()
+            .is_some_and(|s| s.is_ready() && s.synced_generation == o.metadata.generation)
+        {
             break edited.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -296,7 +305,10 @@ async fn main() {
         edit_ready.as_secs_f64()
     );
     figures.insert("driftPassCalls".into(), t.calls.into());
-    figures.insert("driftPassWrites".into(), writes.load(Ordering::Relaxed).into());
+    figures.insert(
+        "driftPassWrites".into(),
+        writes.load(Ordering::Relaxed).into(),
+    );
     figures.insert("editReadySeconds".into(), edit_ready.as_secs_f64().into());
     watch.abort();
 
@@ -326,7 +338,10 @@ async fn main() {
         restarted.elapsed().as_secs_f64()
     );
     figures.insert("restartCallsPerMinute".into(), per_minute.clone().into());
-    figures.insert("restartWrites".into(), writes.load(Ordering::Relaxed).into());
+    figures.insert(
+        "restartWrites".into(),
+        writes.load(Ordering::Relaxed).into(),
+    );
     watch.abort();
 
     // 4. A change to every set while another client of the account takes
@@ -341,11 +356,8 @@ async fn main() {
         let converge = loop {
             assert!(op.is_running(), "the operator exited: {}", op.log_text());
             rates_seen.push(
-                op.metric(
-                    "imagelabel_cloud_budget_rate",
-                    &["api=\"AddImageLabels\""],
-                )
-                .await,
+                op.metric("imagelabel_cloud_budget_rate", &["api=\"AddImageLabels\""])
+                    .await,
             );
             if ready_count(&api, true).await >= n {
                 break started.elapsed();
@@ -382,7 +394,10 @@ async fn main() {
         println!("  AddImageLabels budget every 10 s: {}", series.join(" "));
         figures.insert("secondClientSeconds".into(), converge.as_secs_f64().into());
         figures.insert("secondClientOperatorCalls".into(), ours.into());
-        figures.insert("secondClientOperatorThrottled".into(), ours_throttled.into());
+        figures.insert(
+            "secondClientOperatorThrottled".into(),
+            ours_throttled.into(),
+        );
         figures.insert("secondClientBudgetSeries".into(), rates_seen.into());
     }
 
