@@ -130,6 +130,26 @@ async fn wait_all_ready(env: &Env, op: &mut Operator, n: usize, synced: bool) ->
     }
 }
 
+/// When the operator first read a workspace whole (polled every 50 ms).
+fn first_workspace_read(port: u16) -> tokio::task::JoinHandle<Instant> {
+    tokio::spawn(async move {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && let Ok(text) = r.text().await
+                && support::operator::sum_metric(
+                    &text,
+                    "imagelabel_workspace_snapshot_pages_total",
+                    &[],
+                ) > 0.0
+            {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
 /// When the simulator saw the first call after `since` (polled every 20 ms).
 fn first_call(sim: imagelabel::sim::Sim) -> tokio::task::JoinHandle<Instant> {
     tokio::spawn(async move {
@@ -257,6 +277,7 @@ async fn main() {
     let started = Instant::now();
     let first = first_call(env.sim.sim().clone());
     let mut op = operator(&env, "bench", &resync);
+    let first_read = first_workspace_read(op.metrics_port);
     let converge = wait_all_ready(&env, &mut op, n, false).await;
     let first = first.await.expect("first call").duration_since(started);
     let c = env.sim.sim().counters();
@@ -290,17 +311,36 @@ async fn main() {
     let pages = |text: &str| {
         support::operator::sum_metric(text, "imagelabel_workspace_snapshot_pages_total", &[])
     };
-    let pages_before = pages(&op.metrics().await);
-    let waited = Instant::now();
-    while pages(&op.metrics().await) == pages_before {
-        assert!(
-            waited.elapsed() < Duration::from_secs(resync_secs * 2 + 60),
-            "no workspace read within two intervals"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Passes of a workspace fall on its first read plus whole intervals;
+    // sets converged more than an interval apart need one more interval
+    // to line up (see `snapshots::next_pass`).
+    let wait_pages = |after: f64| {
+        let op = &op;
+        async move {
+            let waited = Instant::now();
+            loop {
+                let now = pages(&op.metrics().await);
+                if now > after {
+                    return (Instant::now(), now);
+                }
+                assert!(
+                    waited.elapsed() < Duration::from_secs(resync_secs * 3 + 60),
+                    "no workspace read"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let epoch = first_read.await.expect("first workspace read");
+    let seen = pages(&op.metrics().await);
+    let k = 1 + (converge - first).as_secs() / resync_secs;
+    let aligned = epoch + Duration::from_secs(k * resync_secs);
+    tokio::time::sleep(aligned.saturating_duration_since(Instant::now() + Duration::from_secs(5)))
+        .await;
     env.sim.sim().reset_counters();
     let (writes, watch) = count_modifications(api.clone());
+    let seen = pages(&op.metrics().await).max(seen);
+    wait_pages(seen).await;
     let checks_before = checks(&op.metrics().await);
     let started = Instant::now();
     let edited = Instant::now();

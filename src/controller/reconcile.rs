@@ -896,7 +896,8 @@ fn sets_on_workspace(ctx: &Ctx, ns: &str, set: &ResolvedSet, batch: &Batch) -> u
 /// A drift check answered from a workspace snapshot: when the snapshot
 /// holds the object, the plan from its labels is empty and the status would
 /// not change, the check is done (no per-object read, no write) and the
-/// next one is due one interval after the snapshot, so all sets of the
+/// next one is due at the workspace's next pass
+/// ([`crate::controller::snapshots::next_pass`]), so all sets of the
 /// workspace come due together. `None`: read the object as usual.
 async fn quiet_from_snapshot<K: LabelSetResource>(
     w: &StatusWriter<'_, K>,
@@ -956,7 +957,9 @@ async fn quiet_from_snapshot<K: LabelSetResource>(
         })
         .inc();
     count::<K>(ctx, "success");
-    let due = answer.taken_at + resync.mul_f64(rand::rng().random_range(1.0..1.05));
+    // A little jitter so a pass's checks do not all start in one instant.
+    let due = crate::controller::snapshots::next_pass(answer.epoch, Instant::now(), resync)
+        + resync.mul_f64(rand::rng().random_range(0.0..0.02));
     Some(Action::requeue(
         due.saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1)),

@@ -43,6 +43,9 @@ struct State {
     total: Option<u64>,
     /// Sets counted on the workspace, and when.
     sets: Option<(Instant, usize)>,
+    /// When this process first read the workspace: its passes fall on this
+    /// time plus whole intervals.
+    epoch: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -58,6 +61,20 @@ struct Workspace {
 pub struct Answer {
     pub labels: Labels,
     pub taken_at: Instant,
+    /// The first read of the workspace by this process (see [`next_pass`]).
+    pub epoch: Instant,
+}
+
+/// The first pass of a workspace after `now`: `epoch` plus a whole number
+/// of intervals. Every set a snapshot answers is due then, whenever in the
+/// interval its own check fell, so after at most two intervals all sets of
+/// a workspace are checked together from one read, however their checks
+/// were spread before (convergence order, the restart spread).
+pub fn next_pass(epoch: Instant, now: Instant, interval: Duration) -> Instant {
+    let interval = interval.max(Duration::from_secs(1));
+    let passed = now.saturating_duration_since(epoch).as_nanos() / interval.as_nanos();
+    let passes = u32::try_from(passed + 1).unwrap_or(u32::MAX);
+    epoch + interval.saturating_mul(passes)
 }
 
 /// Snapshots per (namespace, credentials, region, workspace).
@@ -166,6 +183,7 @@ impl WorkspaceSnapshots {
                 match read_all(read).await {
                     Ok((s, total)) => {
                         on_pages(s.pages);
+                        state.epoch.get_or_insert(s.taken_at);
                         state.total = total.or(Some(s.images.len() as u64));
                         let s = Arc::new(s);
                         state.snapshot = Some(s.clone());
@@ -179,6 +197,7 @@ impl WorkspaceSnapshots {
                 }
             }
         };
+        let epoch = state.epoch.unwrap_or(snapshot.taken_at);
         drop(state);
         let written_after = ws
             .written
@@ -192,6 +211,7 @@ impl WorkspaceSnapshots {
         snapshot.images.get(image_id).map(|labels| Answer {
             labels: labels.clone(),
             taken_at: snapshot.taken_at,
+            epoch,
         })
     }
 
@@ -253,6 +273,23 @@ mod tests {
                 })
             })
         })
+    }
+
+    #[test]
+    fn passes_fall_on_whole_intervals_after_the_epoch() {
+        let epoch = Instant::now();
+        let r = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        assert_eq!(next_pass(epoch, epoch, r), epoch + r);
+        assert_eq!(next_pass(epoch, epoch + s(10), r), epoch + r);
+        assert_eq!(next_pass(epoch, epoch + s(299), r), epoch + r);
+        assert_eq!(next_pass(epoch, epoch + s(300), r), epoch + s(600));
+        assert_eq!(next_pass(epoch, epoch + s(1000), r), epoch + s(1200));
+        // Checks spread over an interval all land on one pass.
+        let due: std::collections::BTreeSet<Instant> = (0..300)
+            .map(|t| next_pass(epoch, epoch + s(300 + t), r))
+            .collect();
+        assert_eq!(due.len(), 1);
     }
 
     #[test]
