@@ -311,9 +311,11 @@ async fn main() {
     let pages = |text: &str| {
         support::operator::sum_metric(text, "imagelabel_workspace_snapshot_pages_total", &[])
     };
-    // Passes of a workspace fall on its first read plus whole intervals;
-    // sets converged more than an interval apart need one more interval
-    // to line up (see `snapshots::next_pass`).
+    // Passes of a workspace fall on its first read plus whole intervals
+    // (see `snapshots::next_pass`). A set's first check comes one interval
+    // (±20%) after it converged, so checks after convergence spread over
+    // the convergence time plus 40% of an interval; the pass after all of
+    // them is the first with every set lined up.
     let wait_pages = |after: f64| {
         let op = &op;
         async move {
@@ -333,7 +335,7 @@ async fn main() {
     };
     let epoch = first_read.await.expect("first workspace read");
     let seen = pages(&op.metrics().await);
-    let k = 1 + (converge - first).as_secs() / resync_secs;
+    let k = 2 + (converge - first).as_secs() / resync_secs;
     let aligned = epoch + Duration::from_secs(k * resync_secs);
     tokio::time::sleep(aligned.saturating_duration_since(Instant::now() + Duration::from_secs(5)))
         .await;

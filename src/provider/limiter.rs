@@ -238,6 +238,8 @@ struct RateState {
     /// When `rate` was last brought up to date.
     at: Instant,
     last_decrease: Option<Instant>,
+    /// Decreases so far: a caller that reserved before one re-reserves.
+    decreases: u64,
     main: Gcra,
     check: Gcra,
 }
@@ -287,6 +289,7 @@ impl Budget {
                 rate: ceiling,
                 at: now,
                 last_decrease: None,
+                decreases: 0,
                 main: Gcra { tat: None },
                 check: Gcra { tat: None },
             }),
@@ -345,7 +348,21 @@ impl Budget {
         }
         s.last_decrease = Some(now);
         s.rate = (s.rate * DECREASE_FACTOR).max(self.floor);
+        // Slots handed out at the old rate are void: callers still waiting
+        // for theirs re-reserve at the new one ([`Self::acquire`]), or a
+        // queue of them would keep sending at the rate the cloud refused.
+        s.decreases += 1;
+        // The next slot is one interval of the new rate away, burst spent.
+        let interval = Duration::from_secs_f64(1.0 / s.rate);
+        let check_interval = interval.mul_f64(1.0 / self.check_share.max(1e-3));
+        s.main.tat = Some(now + BURST.max(interval));
+        s.check.tat = Some(now + BURST.max(check_interval));
         true
+    }
+
+    /// Decreases so far (see [`RateState::decreases`]).
+    fn decreases(&self) -> u64 {
+        self.lock().decreases
     }
 
     /// Throttling answers reported so far.
@@ -393,10 +410,17 @@ impl Budget {
                 waited += w;
             }
         }
-        let w = self.reserve_at(Instant::now());
-        if !w.is_zero() {
+        loop {
+            let before = self.decreases();
+            let w = self.reserve_at(Instant::now());
+            if w.is_zero() {
+                break;
+            }
             tokio::time::sleep(w).await;
             waited += w;
+            if self.decreases() == before {
+                break;
+            }
         }
         if !waited.is_zero() {
             let n = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
@@ -754,11 +778,11 @@ mod tests {
         }
         assert_eq!(b.throttled_total(), 10);
         let r = b.rate_at(now + secs(0.5));
-        assert!((r - 10.5).abs() < 1e-9, "{r}");
+        assert!((r - 10.2).abs() < 1e-9, "{r}");
         // The next window allows another decrease.
         assert!(b.throttled_at(now + secs(1.0)));
         let r = b.rate_at(now + secs(1.0));
-        assert!((r - 5.5).abs() < 1e-9, "{r}");
+        assert!((r - 5.2).abs() < 1e-9, "{r}");
     }
 
     #[test]
@@ -789,7 +813,7 @@ mod tests {
             let r = b.rate_at(now + secs(f64::from(s)));
             assert!((r - (10.0 + 0.4 * f64::from(s))).abs() < 1e-9, "{s}: {r}");
         }
-        assert_eq!(b.rate_at(now + secs(25.0)), 20.0);
+        assert!((b.rate_at(now + secs(25.0)) - 20.0).abs() < 1e-9);
         assert_eq!(
             b.rate_at(now + secs(100.0)),
             20.0,
@@ -805,12 +829,33 @@ mod tests {
         let now = t0();
         let b = Budget::new_at(100.0, 0.5, now);
         b.throttled_at(now);
-        // 50/s: burst of 5, then 20 ms apart.
-        for _ in 0..5 {
-            assert_eq!(b.reserve_at(now), Duration::ZERO);
+        // 50/s, burst spent by the decrease: 20 ms, then 20 ms apart.
+        for i in 1..=5 {
+            let w = b.reserve_at(now);
+            let want = 0.02 * f64::from(i);
+            assert!((w.as_secs_f64() - want).abs() < 1e-6, "{i}: {w:?}");
         }
-        let w = b.reserve_at(now);
-        assert!(w > secs(0.015) && w <= secs(0.02), "{w:?}");
+    }
+
+    #[test]
+    fn a_decrease_voids_slots_reserved_at_the_old_rate() {
+        let now = t0();
+        let b = Budget::new_at(20.0, 0.5, now);
+        // A queue of callers: the last one's slot is half a second out.
+        let waits: Vec<Duration> = (0..12).map(|_| b.reserve_at(now)).collect();
+        assert!(waits[11] > secs(0.45), "{waits:?}");
+        let before = b.decreases();
+        assert!(b.throttled_at(now));
+        assert_eq!(b.decreases(), before + 1, "waiters see the decrease");
+        // Re-reserving starts from now at the new rate (10/s), not behind
+        // the voided queue: one pause of 100 ms, then 100 ms apart.
+        let w1 = b.reserve_at(now);
+        let w2 = b.reserve_at(now);
+        assert!((w1.as_secs_f64() - 0.1).abs() < 1e-6, "{w1:?}");
+        assert!((w2.as_secs_f64() - 0.2).abs() < 1e-6, "{w2:?}");
+        // A throttled answer inside the window changes nothing more.
+        assert!(!b.throttled_at(now + secs(0.5)));
+        assert_eq!(b.decreases(), before + 1);
     }
 
     #[test]
