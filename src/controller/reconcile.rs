@@ -960,10 +960,11 @@ async fn quiet_from_snapshot<K: LabelSetResource>(
     // A little jitter so a pass's checks do not all start in one instant.
     let due = crate::controller::snapshots::next_pass(answer.epoch, Instant::now(), resync)
         + resync.mul_f64(rand::rng().random_range(0.0..0.02));
-    Some(Action::requeue(
-        due.saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1)),
-    ))
+    let wait = due
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    tracing::debug!(set = %set_key(obj), next_check_s = wait.as_secs_f64(), "drift check answered from a workspace snapshot");
+    Some(Action::requeue(wait))
 }
 
 /// Records the keys this set wins that another set owns (plan rule 2).
