@@ -234,6 +234,21 @@ impl Metrics {
         }
     }
 
+    /// Series for every API in `region` at 0 (no live budget yet), so the
+    /// budget families exist from the start like every other family.
+    pub fn prefill_budgets(&self, region: &str) {
+        for (provider, api, _) in crate::provider::limiter::PUBLISHED_RATES {
+            let l = BudgetLabels {
+                provider: (*provider).into(),
+                region: region.into(),
+                api: (*api).into(),
+            };
+            let _ = self.budget_rate.get_or_create(&l);
+            let _ = self.budget_ceiling.get_or_create(&l);
+            let _ = self.throttled.get_or_create(&l);
+        }
+    }
+
     /// Publishes the budgets' state: gauges as they are, the throttled
     /// counter by its increase.
     pub fn record_budgets(&self, stats: &[crate::provider::limiter::BudgetStat]) {

@@ -183,6 +183,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    metrics.prefill_budgets(&cfg.reconcile.default_region);
     let ready = Arc::new(AtomicBool::new(false));
     let server = http::serve(
         cfg.metrics_addr,
