@@ -360,22 +360,25 @@ async fn gitops_clients_see_every_documented_state_as_the_readme_says() {
         image_id: "image-fight".into(),
         workspace_id: None,
     };
+    // Marked before the change: a quiet drift check writes nothing, so the
+    // repair's InSync may be the last version and arrive with the repair's.
+    let before_change = history.mark();
     env.sim
         .sim()
         .set_label_out_of_band(&target, "system.a", "theirs")
         .unwrap();
     let repairing = history
-        .find(
+        .find_since(
+            before_change,
             "fight",
             "a drift repair",
             shows("Reconciling", "DriftDetected"),
         )
         .await;
-    let after_repair = history.mark();
     captured.push(("`DriftDetected`, mode Sync", repairing));
     history
         .find_since(
-            after_repair,
+            before_change,
             "fight",
             "InSync after the repair",
             shows("Ready", "InSync"),
