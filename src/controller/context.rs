@@ -250,6 +250,18 @@ pub struct Metered {
 }
 
 impl Metered {
+    /// A workspace page read, counted as a read when it ends.
+    fn counted_read<'a>(
+        &'a self,
+        page: BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>,
+    ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
+        Some(Box::pin(async move {
+            let r = page.await;
+            self.count("read", &r);
+            r
+        }))
+    }
+
     fn count<T>(&self, api: &str, result: &Result<T, CloudError>) {
         let outcome = match result {
             Ok(_) => "ok",
@@ -309,14 +321,10 @@ impl LabelProvider for Metered {
         page_number: u32,
         page_size: u32,
     ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
-        let page = self
-            .inner
-            .list_workspace_images(workspace_id, page_number, page_size)?;
-        Some(Box::pin(async move {
-            let r = page.await;
-            self.count("read", &r);
-            r
-        }))
+        self.counted_read(
+            self.inner
+                .list_workspace_images(workspace_id, page_number, page_size)?,
+        )
     }
 
     fn list_workspace_datasets<'a>(
@@ -325,14 +333,11 @@ impl LabelProvider for Metered {
         page_number: u32,
         page_size: u32,
     ) -> Option<BoxFuture<'a, Result<crate::provider::pai::list::Page, CloudError>>> {
-        let page = self
-            .inner
-            .list_workspace_datasets(workspace_id, page_number, page_size)?;
-        Some(Box::pin(async move {
-            let r = page.await;
-            self.count("read", &r);
-            r
-        }))
+        self.counted_read(self.inner.list_workspace_datasets(
+            workspace_id,
+            page_number,
+            page_size,
+        )?)
     }
 }
 

@@ -664,6 +664,24 @@ impl BudgetHandle {
         budget
     }
 
+    /// Sends one HTTP attempt of `api` through its budget: waits for a
+    /// slot, then reports a throttling answer so the budget slows down.
+    pub async fn send<T>(
+        &self,
+        api: &str,
+        attempt: impl Future<Output = Result<T, super::CloudError>>,
+    ) -> Result<T, super::CloudError> {
+        let budget = self.acquire(api).await;
+        let result = attempt.await;
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind == super::ErrorKind::Throttled)
+        {
+            budget.throttled();
+        }
+        result
+    }
+
     pub fn budgets(&self) -> &Arc<Budgets> {
         &self.budgets
     }

@@ -285,15 +285,9 @@ impl PaiClient {
     }
 
     async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        let budget = self.budgets.acquire(call.api).await;
-        let result = self.attempt_unlimited(call, attempt).await;
-        if result
-            .as_ref()
-            .is_err_and(|e| e.kind == ErrorKind::Throttled)
-        {
-            budget.throttled();
-        }
-        result
+        self.budgets
+            .send(call.api, self.attempt_unlimited(call, attempt))
+            .await
     }
 
     async fn attempt_unlimited(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
