@@ -6,6 +6,10 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Symbols are a quarter of the binary (27.3 MB → 20.5 MB stripped) and a
+# running operator never reads them; release builds outside the image keep
+# them for profilers.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # Dependencies first, in their own layer, so source edits rebuild only the crate.
 # (benches/ only has to exist for Cargo.toml's [[bench]] entries to parse.)
 COPY Cargo.toml Cargo.lock ./

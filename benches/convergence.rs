@@ -10,7 +10,15 @@
 //! 3. a restart: cloud calls per minute over the first interval, status
 //!    writes of sets that found nothing;
 //! 4. a change to every set while a second client of the same main account
-//!    takes half of AddImageLabels (`IMAGELABEL_BENCH_SECOND_CLIENT=0` skips).
+//!    takes half of AddImageLabels (`IMAGELABEL_BENCH_SECOND_CLIENT=0` skips);
+//! 5. start-up with every set in the cluster and one changed while no
+//!    operator ran: watch caches ready against the API server's list time.
+//!
+//! Memory (RSS, peak) is printed after convergence, at the end and after
+//! start-up. `IMAGELABEL_BENCH_CONVERGE_ONLY=1` runs phases 1 and 5 only;
+//! `IMAGELABEL_BENCH_FLOW_CONTROL=0` lifts the simulator's and the
+//! operator's budgets (profiling runs); `IMAGELABEL_OPERATOR_WRAPPER`
+//! (for example `heaptrack -o /tmp/op`) runs the operator under a profiler.
 //!
 //! ```sh
 //! cargo bench --bench convergence
@@ -185,23 +193,35 @@ fn count_modifications(api: Api<ImageLabelSet>) -> (Arc<AtomicU64>, tokio::task:
 
 fn operator(env: &Env, name: &str, resync: &str) -> Operator {
     let log_level = std::env::var("IMAGELABEL_BENCH_LOG").unwrap_or_else(|_| "warn".into());
-    env.operator(
-        name,
+    // Without the simulator's flow control, the operator's budgets go too.
+    let unlimited: &[&str] = if env_u64("IMAGELABEL_BENCH_FLOW_CONTROL", 1) == 1 {
+        &[]
+    } else {
         &[
-            "--concurrency",
-            "32",
-            "--quota-share",
-            "1",
-            "--resync-interval",
-            resync,
-            "--log-level",
-            &log_level,
-            // The chart's default: the test fixture's 6 s Lease is too short
-            // to be renewed in time while 10,000 patches load the API server.
-            "--lease-duration",
-            "15s",
-        ],
-    )
+            "--quota",
+            "AddImageLabels=2000",
+            "--quota",
+            "ListImageLabels=2000",
+            "--quota",
+            "ListImages=2000",
+        ]
+    };
+    let mut args = vec![
+        "--concurrency",
+        "32",
+        "--quota-share",
+        "1",
+        "--resync-interval",
+        resync,
+        "--log-level",
+        &log_level,
+        // The chart's default: the test fixture's 6 s Lease is too short
+        // to be renewed in time while 10,000 patches load the API server.
+        "--lease-duration",
+        "15s",
+    ];
+    args.extend_from_slice(unlimited);
+    env.operator(name, &args)
 }
 
 async fn patch_all(api: &Api<ImageLabelSet>, n: usize, value: &str) {
@@ -232,7 +252,13 @@ async fn main() {
     let resync_secs = env_u64("IMAGELABEL_BENCH_RESYNC_SECONDS", 300);
     let resync = format!("{resync_secs}s");
     let mut seed = SeedConfig::demo();
-    seed.flow_control = FlowControlSeed::published();
+    // `IMAGELABEL_BENCH_FLOW_CONTROL=0`: no throttling, for profiling runs
+    // that only need the sets converged quickly.
+    seed.flow_control = if env_u64("IMAGELABEL_BENCH_FLOW_CONTROL", 1) == 1 {
+        FlowControlSeed::published()
+    } else {
+        FlowControlSeed::off()
+    };
     seed.faults.latency_ms = 20;
     // A second key of the same main account, for the load generator.
     seed.credentials.pai.push(PaiCredential {
@@ -303,6 +329,16 @@ async fn main() {
     figures.insert("convergeBoundSeconds".into(), t.bound.into());
     figures.insert("convergeCalls".into(), t.calls.into());
     figures.insert("convergeThrottled".into(), t.throttled.into());
+    println!(
+        "operator memory after convergence: RSS {:.1} MiB, peak {:.1} MiB",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    if env_u64("IMAGELABEL_BENCH_CONVERGE_ONLY", 0) == 1 {
+        op.terminate();
+        startup(&env, &resync, &mut figures).await;
+        return;
+    }
 
     // 2. One full drift pass over the in-sync sets: from the first page of
     // a workspace read until every set has been checked once; one set is
@@ -510,10 +546,109 @@ async fn main() {
         hwm3 as f64 / 1024.0,
     );
     figures.insert("operatorPeakKiB".into(), hwm.max(hwm2).max(hwm3).into());
+    op.terminate();
+    startup(&env, &resync, &mut figures).await;
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("target/bench-convergence-{n}.json"));
     let _ = std::fs::write(&out, serde_json::to_string_pretty(&figures).unwrap());
     println!("figures written to {}", out.display());
+}
+
+/// How long the API server takes to list every set the way the watcher
+/// does (pages of 500, most recent).
+async fn list_time(api: &Api<ImageLabelSet>) -> (Duration, usize) {
+    let started = Instant::now();
+    let mut params = kube::api::ListParams::default().limit(500);
+    let mut n = 0;
+    loop {
+        let page = api.list(&params).await.expect("list sets");
+        n += page.items.len();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return (started.elapsed(), n),
+        }
+    }
+}
+
+/// Phase 5, start-up with every set in the cluster and one spec changed
+/// while no operator ran: the watch caches against the API server's own
+/// list time, and how soon after them the changed set is reconciled.
+async fn startup(
+    env: &Env,
+    resync: &str,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let api = env.images();
+    let patch = serde_json::json!({"spec": {"labels": {"system.c": "started"}}});
+    let edited = api
+        .patch("set00000", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch set00000");
+    let generation = edited.metadata.generation;
+    // The second list is the one to compare: the first warms the API
+    // server's caches as the bench's own writes left them.
+    let _ = list_time(&api).await;
+    let (listed, n) = list_time(&api).await;
+    // The same list through a bare kube-runtime watcher, for what the
+    // watcher itself adds.
+    let bare = {
+        let started = Instant::now();
+        let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            if matches!(ev, Ok(watcher::Event::InitDone)) {
+                break;
+            }
+        }
+        started.elapsed()
+    };
+    let started = Instant::now();
+    let op = operator(env, "bench-startup", resync);
+    let (mut caches_seen, mut ready_seen) = (None, None);
+    while caches_seen.is_none() || ready_seen.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "start-up took over 10 minutes: {}",
+            op.log_text()
+        );
+        if caches_seen.is_none()
+            && op
+                .metric("imagelabel_watch_caches_ready_seconds", &[])
+                .await
+                > 0.0
+        {
+            caches_seen = Some(started.elapsed());
+        }
+        if ready_seen.is_none()
+            && let Ok(o) = api.get("set00000").await
+            && o.status
+                .as_ref()
+                .is_some_and(|s| s.is_ready() && s.synced_generation == generation)
+        {
+            ready_seen = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let caches = op
+        .metric("imagelabel_watch_caches_ready_seconds", &[])
+        .await;
+    let (caches_seen, ready_seen) = (caches_seen.unwrap(), ready_seen.unwrap());
+    let (rss, hwm) = rss_kib(op.pid());
+    println!(
+        "start-up with {n} sets: API server list (pages of 500) {:.2} s, through a bare watcher {:.2} s; watch caches ready {caches:.2} s after the watches started ({:.2}x the list), seen {:.2} s after process start; the set changed while down Ready {:.2} s after that (polled every 25 ms); RSS {:.1} MiB, peak {:.1} MiB",
+        listed.as_secs_f64(),
+        bare.as_secs_f64(),
+        caches / listed.as_secs_f64(),
+        caches_seen.as_secs_f64(),
+        ready_seen.as_secs_f64() - caches_seen.as_secs_f64(),
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+    );
+    figures.insert("startupListSeconds".into(), listed.as_secs_f64().into());
+    figures.insert("startupCachesReadySeconds".into(), caches.into());
+    figures.insert(
+        "startupEditReadyAfterCachesSeconds".into(),
+        (ready_seen.as_secs_f64() - caches_seen.as_secs_f64()).into(),
+    );
 }
 
 /// Another tool of the same main account (its own AccessKey, its own

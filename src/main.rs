@@ -5,6 +5,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = imagelabel::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.runtime_threads())
         .enable_all()
         .build()
     {

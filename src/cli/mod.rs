@@ -34,6 +34,20 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "IMAGELABEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Threads of the async runtime (default: the CPUs this process may
+    /// use, at most 2). The work is mostly waiting on the network, and
+    /// every thread keeps its own allocator arena.
+    #[arg(long, global = true, env = "IMAGELABEL_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
+}
+
+impl Cli {
+    pub fn runtime_threads(&self) -> usize {
+        match self.worker_threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use kube::Client;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -84,7 +83,7 @@ pub struct Ctx {
     pub client: Client,
     pub clouds: Arc<dyn CloudAccess>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: super::events::Events,
     pub config: ReconcileConfig,
     pub index: ClaimIndex,
     pub fights: FightDetector,
@@ -95,9 +94,9 @@ pub struct Ctx {
     /// Reconciles running at once across both kinds (`--concurrency`).
     pub slots: tokio::sync::Semaphore,
     /// Owned-key counts per set, summed into the labels-managed gauge.
-    pub managed: Mutex<HashMap<String, (String, usize)>>,
+    pub managed: super::tally::Tally,
     /// Conflicting-key counts per set, summed into the conflicts gauge.
-    pub conflicting: Mutex<HashMap<String, (String, usize)>>,
+    pub conflicting: super::tally::Tally,
     pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
     pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
     pub image_store: Store<ImageLabelSet>,
@@ -221,25 +220,6 @@ impl Ctx {
             },
         );
     }
-
-    /// Adds `count` under `set` in a per-set map and returns the sum for `kind`.
-    pub fn tally(
-        map: &Mutex<HashMap<String, (String, usize)>>,
-        set: &str,
-        kind: &str,
-        count: Option<usize>,
-    ) -> usize {
-        let mut m = map.lock().expect("tally poisoned");
-        match count {
-            Some(c) => {
-                m.insert(set.to_string(), (kind.to_string(), c));
-            }
-            None => {
-                m.remove(set);
-            }
-        }
-        m.values().filter(|(k, _)| k == kind).map(|(_, c)| c).sum()
-    }
 }
 
 /// A provider that counts every call in the metrics.
@@ -338,6 +318,57 @@ impl LabelProvider for Metered {
             page_number,
             page_size,
         )?)
+    }
+}
+
+/// A context with no API server or cloud behind it, for tests that read
+/// only the watch caches (which the test fills itself).
+#[cfg(test)]
+pub(crate) fn offline_ctx(
+    images: kube::runtime::reflector::Store<crate::api::ImageLabelSet>,
+) -> Ctx {
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let (wake_images, _) = tokio::sync::mpsc::unbounded_channel();
+    let (wake_datasets, _) = tokio::sync::mpsc::unbounded_channel();
+    let (dataset_store, _) = kube::runtime::reflector::store();
+    Ctx {
+        events: super::events::Events::new(client.clone(), "test", None),
+        client,
+        clouds: Arc::new(NoClouds),
+        metrics: Arc::default(),
+        config: Default::default(),
+        index: ClaimIndex::default(),
+        fights: crate::controller::fights::FightDetector::new(3, Duration::from_secs(60)),
+        failures: Default::default(),
+        stalls: Default::default(),
+        slots: tokio::sync::Semaphore::new(1),
+        managed: Default::default(),
+        conflicting: Default::default(),
+        wake_images,
+        wake_datasets,
+        image_store: images,
+        dataset_store,
+        primed: Default::default(),
+        written_owned: Default::default(),
+        check_slots: tokio::sync::Semaphore::new(1),
+        seen: Default::default(),
+        woken: Default::default(),
+        written_status: Default::default(),
+        snapshots: Default::default(),
+    }
+}
+
+#[cfg(test)]
+struct NoClouds;
+#[cfg(test)]
+impl CloudAccess for NoClouds {
+    fn provider_for(
+        &self,
+        _: &crate::engine::ResolvedSet,
+        _: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
+    ) -> Result<Arc<dyn crate::provider::LabelProvider>, String> {
+        Err("offline".into())
     }
 }
 

@@ -2,8 +2,10 @@
 //! planner can resolve conflicts, never remove a key another live set
 //! desires, and hand ownership over (see [`crate::plan`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+
+use internment::ArcIntern;
 
 use crate::plan::{Claim, Labels, Role, SetId};
 
@@ -15,12 +17,83 @@ pub struct Entry {
     pub role: Role,
 }
 
+/// A shared string: label keys and common values repeat across thousands
+/// of sets, and each is kept once.
+type Shared = ArcIntern<str>;
+
+/// An [`Entry`] as the index keeps it: sorted slices of shared strings. A
+/// map per entry cost ~2 KB a set at 10,000 sets (a B-tree node holds 11
+/// pairs however few there are); this is a few hundred bytes.
+#[derive(Debug)]
+struct Stored {
+    labels: Box<[(Shared, Shared)]>,
+    owned: Box<[Shared]>,
+    role: Role,
+}
+
+impl Stored {
+    fn new(e: &Entry) -> Self {
+        Stored {
+            labels: e
+                .labels
+                .iter()
+                .map(|(k, v)| (Shared::from(k.as_str()), Shared::from(v.as_str())))
+                .collect(),
+            owned: e.owned.iter().map(|k| Shared::from(k.as_str())).collect(),
+            role: e.role,
+        }
+    }
+
+    /// Equal to `e`: both sides are sorted by key.
+    fn same_as(&self, e: &Entry) -> bool {
+        self.role == e.role
+            && self.labels.len() == e.labels.len()
+            && self.owned.len() == e.owned.len()
+            && self
+                .labels
+                .iter()
+                .zip(&e.labels)
+                .all(|((k, v), (ek, ev))| **k == **ek && **v == **ev)
+            && self.owned.iter().zip(&e.owned).all(|(k, ek)| **k == **ek)
+    }
+
+    fn claim(&self, set: &SetId) -> Claim {
+        Claim {
+            set: set.clone(),
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            owned: self.owned.iter().map(|k| k.to_string()).collect(),
+            role: self.role,
+        }
+    }
+}
+
+/// The sets on one object, ordered by [`SetId`]; almost always one.
+type OnObject = Vec<(SetId, Stored)>;
+
 #[derive(Default)]
 struct Inner {
-    /// object key → set → its claim.
-    by_object: HashMap<String, BTreeMap<SetId, Entry>>,
+    /// object key → its sets' claims.
+    by_object: HashMap<Box<str>, OnObject>,
     /// `Kind/namespace/name` → (object key, set id), to move a set that changed target.
-    by_set: HashMap<String, (String, SetId)>,
+    by_set: HashMap<Box<str>, (Box<str>, SetId)>,
+}
+
+impl Inner {
+    fn take(&mut self, object: &str, id: &SetId) -> Vec<SetId> {
+        let Some(on) = self.by_object.get_mut(object) else {
+            return vec![];
+        };
+        on.retain(|(i, _)| i != id);
+        let others = on.iter().map(|(i, _)| i.clone()).collect();
+        if on.is_empty() {
+            self.by_object.remove(object);
+        }
+        others
+    }
 }
 
 /// The claim index shared by all reconciles of one kind.
@@ -37,26 +110,26 @@ impl ClaimIndex {
         let mut inner = self.inner.lock().expect("claim index poisoned");
         let mut touched = Vec::new();
         if let Some((old_object, old_id)) = inner.by_set.get(set_key).cloned() {
-            let unchanged = old_object == object
+            let unchanged = *old_object == *object
                 && old_id == *id
-                && inner.by_object.get(object).and_then(|m| m.get(id)) == Some(entry);
+                && inner.by_object.get(object).is_some_and(|on| {
+                    on.iter()
+                        .any(|(i, stored)| i == id && stored.same_as(entry))
+                });
             if unchanged {
                 return touched;
             }
-            if let Some(m) = inner.by_object.get_mut(&old_object) {
-                m.remove(&old_id);
-                touched.extend(m.keys().cloned());
-                if m.is_empty() {
-                    inner.by_object.remove(&old_object);
-                }
-            }
+            touched.extend(inner.take(&old_object, &old_id));
         }
-        let m = inner.by_object.entry(object.to_string()).or_default();
-        touched.extend(m.keys().filter(|k| *k != id).cloned());
-        m.insert(id.clone(), entry.clone());
+        let on = inner.by_object.entry(object.into()).or_default();
+        touched.extend(on.iter().map(|(i, _)| i).filter(|i| *i != id).cloned());
+        on.retain(|(i, _)| i != id);
+        let at = on.partition_point(|(i, _)| i < id);
+        on.insert(at, (id.clone(), Stored::new(entry)));
+        on.shrink_to_fit();
         inner
             .by_set
-            .insert(set_key.to_string(), (object.to_string(), id.clone()));
+            .insert(set_key.into(), (object.into(), id.clone()));
         touched.sort();
         touched.dedup();
         touched
@@ -68,21 +141,13 @@ impl ClaimIndex {
         let Some((object, id)) = inner.by_set.remove(set_key) else {
             return vec![];
         };
-        let mut others = vec![];
-        if let Some(m) = inner.by_object.get_mut(&object) {
-            m.remove(&id);
-            others.extend(m.keys().cloned());
-            if m.is_empty() {
-                inner.by_object.remove(&object);
-            }
-        }
-        others
+        inner.take(&object, &id)
     }
 
     /// Every indexed set (`Kind/namespace/name`).
     pub fn set_keys(&self) -> Vec<String> {
         let inner = self.inner.lock().expect("claim index poisoned");
-        inner.by_set.keys().cloned().collect()
+        inner.by_set.keys().map(|k| k.to_string()).collect()
     }
 
     /// (sets, objects) indexed, for bounds tests.
@@ -91,21 +156,16 @@ impl ClaimIndex {
         (inner.by_set.len(), inner.by_object.len())
     }
 
-    /// Claims of every other set on the object.
+    /// Claims of every other set on the object, oldest first.
     pub fn claims(&self, object: &str, except: &SetId) -> Vec<Claim> {
         let inner = self.inner.lock().expect("claim index poisoned");
         inner
             .by_object
             .get(object)
-            .map(|m| {
-                m.iter()
-                    .filter(|(id, _)| *id != except)
-                    .map(|(id, e)| Claim {
-                        set: id.clone(),
-                        labels: e.labels.clone(),
-                        owned: e.owned.clone(),
-                        role: e.role,
-                    })
+            .map(|on| {
+                on.iter()
+                    .filter(|(id, _)| id != except)
+                    .map(|(id, stored)| stored.claim(id))
                     .collect()
             })
             .unwrap_or_default()
@@ -154,5 +214,133 @@ mod tests {
         assert_eq!(idx.claims("obj2", &b)[0].role, Role::Deleting);
         assert_eq!(idx.remove("I/ns/a"), vec![b.clone()]);
         assert_eq!(idx.remove("I/ns/b"), Vec::<SetId>::new());
+    }
+
+    /// The compact index answers as a plain map of maps would, under any
+    /// sequence of upserts, moves and removals.
+    mod against_a_model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Upsert {
+                set: u8,
+                object: u8,
+                created: i64,
+                entry: Entry,
+            },
+            Remove {
+                set: u8,
+            },
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            (
+                proptest::collection::btree_map("[ab]", "[01]", 0..3),
+                proptest::collection::btree_set("[ab]", 0..3),
+                prop_oneof![Just(Role::Sync), Just(Role::Observe), Just(Role::Deleting)],
+            )
+                .prop_map(|(labels, owned, role)| Entry {
+                    labels,
+                    owned,
+                    role,
+                })
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (0u8..5, 0u8..3, 0i64..3, entry())
+                    .prop_map(|(set, object, created, entry)| Op::Upsert { set, object, created, entry }),
+                1 => (0u8..5).prop_map(|set| Op::Remove { set }),
+            ]
+        }
+
+        /// object → set id → entry, and set key → (object, id).
+        #[derive(Default)]
+        struct Model {
+            by_object: BTreeMap<String, BTreeMap<SetId, Entry>>,
+            by_set: BTreeMap<String, (String, SetId)>,
+        }
+
+        impl Model {
+            fn drop_from(&mut self, object: &str, id: &SetId) -> Vec<SetId> {
+                let m = self.by_object.entry(object.to_string()).or_default();
+                m.remove(id);
+                let others = m.keys().cloned().collect();
+                if m.is_empty() {
+                    self.by_object.remove(object);
+                }
+                others
+            }
+
+            fn upsert(&mut self, key: &str, object: &str, id: &SetId, e: &Entry) -> Vec<SetId> {
+                let mut touched = vec![];
+                if let Some((o, i)) = self.by_set.get(key).cloned() {
+                    if o == object
+                        && i == *id
+                        && self.by_object.get(object).and_then(|m| m.get(id)) == Some(e)
+                    {
+                        return touched;
+                    }
+                    touched = self.drop_from(&o, &i);
+                }
+                let m = self.by_object.entry(object.to_string()).or_default();
+                touched.extend(m.keys().filter(|k| *k != id).cloned());
+                m.insert(id.clone(), e.clone());
+                self.by_set
+                    .insert(key.to_string(), (object.to_string(), id.clone()));
+                touched.sort();
+                touched.dedup();
+                touched
+            }
+
+            fn remove(&mut self, key: &str) -> Vec<SetId> {
+                match self.by_set.remove(key) {
+                    Some((o, i)) => self.drop_from(&o, &i),
+                    None => vec![],
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn same_answers_as_a_map_of_maps(ops in proptest::collection::vec(op(), 1..40)) {
+                let idx = ClaimIndex::default();
+                let mut model = Model::default();
+                for op in ops {
+                    match op {
+                        Op::Upsert { set, object, created, entry } => {
+                            let key = format!("I/ns/s{set}");
+                            let id = SetId::new(created, format!("ns/s{set}"));
+                            let object = format!("obj{object}");
+                            prop_assert_eq!(
+                                idx.upsert(&key, &object, &id, &entry),
+                                model.upsert(&key, &object, &id, &entry)
+                            );
+                        }
+                        Op::Remove { set } => {
+                            let key = format!("I/ns/s{set}");
+                            prop_assert_eq!(idx.remove(&key), model.remove(&key));
+                        }
+                    }
+                    for object in 0..3 {
+                        let object = format!("obj{object}");
+                        let nobody = SetId::new(-1, "none");
+                        let want: Vec<Claim> = model.by_object.get(&object).map(|m| {
+                            m.iter().map(|(id, e)| Claim {
+                                set: id.clone(),
+                                labels: e.labels.clone(),
+                                owned: e.owned.clone(),
+                                role: e.role,
+                            }).collect()
+                        }).unwrap_or_default();
+                        prop_assert_eq!(idx.claims(&object, &nobody), want);
+                    }
+                    prop_assert_eq!(idx.sizes(), (model.by_set.len(), model.by_object.len()));
+                }
+            }
+        }
     }
 }

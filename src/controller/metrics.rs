@@ -61,6 +61,9 @@ pub struct Metrics {
     pub snapshot_pages: Counter,
     /// Drift checks a workspace snapshot answered without a per-image read.
     pub snapshot_answers: Counter,
+    /// Seconds from the start of the watches to both kinds' caches holding
+    /// the full list (0 until then).
+    pub caches_ready: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -164,6 +167,12 @@ impl Default for Metrics {
             "Drift checks answered from a workspace snapshot, without reading the image",
             snapshot_answers.clone(),
         );
+        let caches_ready = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "watch_caches_ready_seconds",
+            "Seconds from the start of this leader's watches until both kinds' caches held the full list (0 until then)",
+            caches_ready.clone(),
+        );
         let m = Metrics {
             registry,
             reconciles,
@@ -182,6 +191,7 @@ impl Default for Metrics {
             drift_checks,
             snapshot_pages,
             snapshot_answers,
+            caches_ready,
         };
         m.create_series();
         m

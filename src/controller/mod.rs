@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
@@ -20,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 pub mod context;
+pub mod events;
 pub mod exposition;
 pub mod fights;
 pub mod http;
@@ -30,6 +30,7 @@ pub mod resource;
 pub mod snapshots;
 pub mod spread;
 pub mod sweep;
+pub mod tally;
 pub mod tenancy;
 
 use context::{CloudAccess, Ctx, ReconcileConfig};
@@ -77,6 +78,16 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What the watch caches keep of a set: what a reconcile reads. managedFields
+/// and other tools' annotations (`kubectl apply` copies the whole manifest
+/// into one) are most of an object's bytes and are never read; at 10,000
+/// sets they were a third of the process's memory.
+pub fn slim<K: LabelSetResource>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut()
+        .retain(|k, _| k.starts_with(reconcile::ANNOTATION_PREFIX));
+}
+
 fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> {
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -89,8 +100,12 @@ fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> 
 /// the newer one could write a key the older one wins.
 /// A re-list (after a watch gap) replaces the kind's claims with what it
 /// returned, so a Delete the watch missed cannot leave a claim behind.
-fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher::Event<K>) {
+fn claims_from_watch<K: LabelSetResource>(
+    ctx: Arc<Ctx>,
+    listing: Arc<FirstList>,
+) -> impl FnMut(&watcher::Event<K>) {
     let mut relist = sweep::Relist::default();
+    let mut listed = false;
     move |event| match event {
         watcher::Event::Apply(o) => {
             reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
@@ -118,6 +133,33 @@ fn claims_from_watch<K: LabelSetResource>(ctx: Arc<Ctx>) -> impl FnMut(&watcher:
             for key in gone {
                 sweep::forget_set::<K>(&ctx, &key);
             }
+            if !std::mem::replace(&mut listed, true) {
+                listing.kind_listed(K::KIND, &ctx.metrics);
+            }
+        }
+    }
+}
+
+/// When both kinds' first lists are in the caches (start-up's figure: see
+/// the README's Benchmarks).
+struct FirstList {
+    started: std::time::Instant,
+    kinds_left: std::sync::atomic::AtomicUsize,
+}
+
+impl FirstList {
+    fn new(kinds: usize) -> Arc<Self> {
+        Arc::new(FirstList {
+            started: std::time::Instant::now(),
+            kinds_left: kinds.into(),
+        })
+    }
+
+    fn kind_listed(&self, kind: &str, metrics: &Metrics) {
+        let took = self.started.elapsed().as_secs_f64();
+        info!(kind, seconds = took, "watch cache holds the full list");
+        if self.kinds_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            metrics.caches_ready.set(took);
         }
     }
 }
@@ -166,6 +208,33 @@ async fn confirm_lease(
         }
     }
 }
+
+/// Runs a watch (and the caches and claim index it fills) on its own task,
+/// handing objects to the controller through a bounded queue, so the list
+/// moves on while the controller schedules instead of waiting for it object
+/// by object.
+fn on_own_task<T: Send + 'static>(
+    watch: impl futures::Stream<Item = T> + Send + 'static,
+) -> (
+    impl futures::Stream<Item = T> + Send + 'static,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+    let task = tokio::spawn(async move {
+        let mut watch = std::pin::pin!(watch);
+        while let Some(item) = watch.next().await {
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    let objects =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) });
+    (objects, task)
+}
+
+/// Objects a watch may run ahead of its controller (a list page is 500).
+const WATCH_QUEUE: usize = 512;
 
 /// A stream of wake-ups from the claim index.
 fn wakes<K: LabelSetResource>(
@@ -230,15 +299,11 @@ pub async fn run(
     let (wake_datasets, datasets_rx) = mpsc::unbounded_channel();
     let (image_store, image_writer) = reflector::store::<ImageLabelSet>();
     let (dataset_store, dataset_writer) = reflector::store::<DatasetLabelSet>();
-    let reporter = Reporter {
-        controller: "imagelabel-operator".into(),
-        instance: Some(cfg.identity.clone()),
-    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         clouds,
         metrics: metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Events::new(client.clone(), "imagelabel-operator", Some(&cfg.identity)),
         config: cfg.reconcile.clone(),
         index: ClaimIndex::default(),
         fights: FightDetector::new(cfg.reconcile.fight_threshold, cfg.reconcile.fight_window),
@@ -315,28 +380,30 @@ pub async fn run(
         .concurrency(0)
         .debounce(Duration::from_millis(200));
     let wc = watcher::Config::default().timeout(240);
+    let listing = FirstList::new(2);
 
     let images = watcher(
         api_for::<ImageLabelSet>(&client, &cfg.watch_namespace),
         wc.clone(),
     )
     .default_backoff()
-    // managedFields are never read; keep them out of the cache.
-    .modify(|o: &mut ImageLabelSet| o.managed_fields_mut().clear())
+    .modify(slim::<ImageLabelSet>)
     .reflect(image_writer)
-    .inspect_ok(claims_from_watch(ctx.clone()))
+    .inspect_ok(claims_from_watch(ctx.clone(), listing.clone()))
     .applied_objects()
     .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
+    let (images, image_watch) = on_own_task(images);
     let datasets = watcher(
         api_for::<DatasetLabelSet>(&client, &cfg.watch_namespace),
         wc,
     )
     .default_backoff()
-    .modify(|o: &mut DatasetLabelSet| o.managed_fields_mut().clear())
+    .modify(slim::<DatasetLabelSet>)
     .reflect(dataset_writer)
-    .inspect_ok(claims_from_watch(ctx.clone()))
+    .inspect_ok(claims_from_watch(ctx.clone(), listing))
     .applied_objects()
     .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
+    let (datasets, dataset_watch) = on_own_task(datasets);
 
     let image_ctl = Controller::for_stream(images, image_store)
         .with_config(controller_config.clone())
@@ -368,6 +435,8 @@ pub async fn run(
     }
     metrics.leader.set(0);
     sweeper.abort();
+    image_watch.abort();
+    dataset_watch.abort();
 
     if lost.clone().now_or_never().is_some() {
         error!("leadership lost; exiting so no stale replica writes");

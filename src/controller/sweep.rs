@@ -68,11 +68,11 @@ pub fn forget_state<K: LabelSetResource>(ctx: &Ctx, key: &str) {
     ctx.metrics
         .labels_managed
         .get_or_create(&Metrics::kind(kind))
-        .set(Ctx::tally(&ctx.managed, key, kind, None) as i64);
+        .set(ctx.managed.set(key, kind, None) as i64);
     ctx.metrics
         .conflicts
         .get_or_create(&Metrics::kind(kind))
-        .set(Ctx::tally(&ctx.conflicting, key, kind, None) as i64);
+        .set(ctx.conflicting.set(key, kind, None) as i64);
 }
 
 fn live_keys<K: LabelSetResource>(objs: &[Arc<K>]) -> HashSet<String> {
@@ -120,11 +120,11 @@ pub fn check(ctx: &Ctx) -> Vec<String> {
         (&ctx.managed, &ctx.metrics.labels_managed),
         (&ctx.conflicting, &ctx.metrics.conflicts),
     ] {
-        let mut m = map.lock().expect("tally poisoned");
-        m.retain(|k, _| keep(k));
+        map.retain(|k| live.contains(k));
         for kind in ["ImageLabelSet", "DatasetLabelSet"] {
-            let sum: usize = m.values().filter(|(k, _)| k == kind).map(|(_, c)| c).sum();
-            gauge.get_or_create(&Metrics::kind(kind)).set(sum as i64);
+            gauge
+                .get_or_create(&Metrics::kind(kind))
+                .set(map.total(kind) as i64);
         }
     }
     ctx.fights.retain_sets(|s| live.contains(s));
@@ -201,58 +201,6 @@ mod tests {
         assert_eq!(idx.claims("obj7", &SetId::new(0, "ns/x")).len(), 1);
     }
 
-    /// A context with no API server behind it: `check` reads only the
-    /// watch caches, which the test fills itself.
-    fn offline_ctx(images: kube::runtime::reflector::Store<crate::api::ImageLabelSet>) -> Ctx {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-        let client = kube::Client::try_from(config).unwrap();
-        let (wake_images, _) = tokio::sync::mpsc::unbounded_channel();
-        let (wake_datasets, _) = tokio::sync::mpsc::unbounded_channel();
-        let (dataset_store, _) = kube::runtime::reflector::store();
-        Ctx {
-            recorder: kube::runtime::events::Recorder::new(
-                client.clone(),
-                kube::runtime::events::Reporter {
-                    controller: "test".into(),
-                    instance: None,
-                },
-            ),
-            client,
-            clouds: Arc::new(NoClouds),
-            metrics: Arc::default(),
-            config: Default::default(),
-            index: ClaimIndex::default(),
-            fights: crate::controller::fights::FightDetector::new(3, Duration::from_secs(60)),
-            failures: Default::default(),
-            stalls: Default::default(),
-            slots: tokio::sync::Semaphore::new(1),
-            managed: Default::default(),
-            conflicting: Default::default(),
-            wake_images,
-            wake_datasets,
-            image_store: images,
-            dataset_store,
-            primed: Default::default(),
-            written_owned: Default::default(),
-            check_slots: tokio::sync::Semaphore::new(1),
-            seen: Default::default(),
-            woken: Default::default(),
-            written_status: Default::default(),
-            snapshots: Default::default(),
-        }
-    }
-
-    struct NoClouds;
-    impl crate::controller::context::CloudAccess for NoClouds {
-        fn provider_for(
-            &self,
-            _: &crate::engine::ResolvedSet,
-            _: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
-        ) -> Result<Arc<dyn crate::provider::LabelProvider>, String> {
-            Err("offline".into())
-        }
-    }
-
     fn image_set(name: &str) -> crate::api::ImageLabelSet {
         let mut o = crate::api::ImageLabelSet::new(name, Default::default());
         o.metadata.namespace = Some("ns".into());
@@ -263,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn every_per_set_map_shrinks_back_after_churn_of_10000_sets() {
         let (store, mut writer) = kube::runtime::reflector::store();
-        let ctx = offline_ctx(store);
+        let ctx = crate::controller::context::offline_ctx(store);
         let entry = Entry {
             labels: [("k".to_string(), "v".to_string())].into(),
             owned: ["k".to_string()].into(),
@@ -280,11 +228,8 @@ mod tests {
             );
             ctx.failures.lock().unwrap().insert(key.clone(), 3);
             ctx.mark_stalled(&key, "fp".into());
-            // Inserted directly: `Ctx::tally` sums the whole map on each call.
             for map in [&ctx.managed, &ctx.conflicting] {
-                map.lock()
-                    .unwrap()
-                    .insert(key.clone(), ("ImageLabelSet".into(), 1));
+                map.set(&key, "ImageLabelSet", Some(1));
             }
             ctx.fights.record(&key, "k", now);
             ctx.remember_owned(Some(&format!("uid-s{i}")), &["k".to_string()]);
@@ -298,8 +243,8 @@ mod tests {
         assert_eq!(ctx.index.sizes(), (1, 1));
         assert_eq!(ctx.failures.lock().unwrap().len(), 1);
         assert_eq!(ctx.stalls.lock().unwrap().len(), 1);
-        assert_eq!(ctx.managed.lock().unwrap().len(), 1);
-        assert_eq!(ctx.conflicting.lock().unwrap().len(), 1);
+        assert_eq!(ctx.managed.len(), 1);
+        assert_eq!(ctx.conflicting.len(), 1);
         assert_eq!(ctx.fights.len(), 1);
         assert_eq!(ctx.written_owned.lock().unwrap().len(), 1);
         assert!(ctx.written_owned.lock().unwrap().contains_key("uid-s0"));

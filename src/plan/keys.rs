@@ -7,7 +7,9 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 #[derive(Clone, Debug, Default)]
 pub struct KeyMatcher {
     patterns: Vec<String>,
-    set: Option<GlobSet>,
+    /// Shared: a built set is a few KB of automata, copied with every
+    /// resolved set otherwise.
+    set: Option<std::sync::Arc<GlobSet>>,
 }
 
 impl KeyMatcher {
@@ -26,7 +28,7 @@ impl KeyMatcher {
         let set = if kept.is_empty() {
             None
         } else {
-            Some(builder.build()?)
+            Some(std::sync::Arc::new(builder.build()?))
         };
         Ok(KeyMatcher {
             patterns: kept,

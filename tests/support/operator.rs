@@ -267,7 +267,18 @@ impl Operator {
             .expect("operator log");
         let base = env.sim.base_url();
         let extra_keys = EXTRA_PAI_IMAGE_KEYS.join(",");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagelabel"));
+        // A profiler in front of the binary (`heaptrack -o /tmp/op`, say):
+        // how the footprint figures of the benchmarks were taken apart.
+        let wrapper = std::env::var("IMAGELABEL_OPERATOR_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_imagelabel"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_imagelabel")),
+        };
         cmd.args([
             "run",
             "--pai-endpoint",
