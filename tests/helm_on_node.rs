@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use support::cluster::{SERVICE_ACCOUNT_ISSUER, assert_success};
 use support::node::{NODE_IP, Node};
-use support::operator::{IMS_SK, PAI_SECRET, sum_metric};
+use support::operator::{IMS_SK, PAI_SECRET, apply_examples_and_wait_ready, sum_metric};
 
 const NS: &str = "imagelabel-system";
 const RELEASE: &str = "imagelabel-operator";
@@ -229,26 +229,12 @@ async fn helm_install_runs_the_operator_image_on_a_real_node() {
     let leader = wait_one_leader(&node, &first, "after install").await;
 
     // The examples become Ready: PAI through RRSA, IMS through the Secret.
-    let examples = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
-    node.kubectl_ok(["apply", "-f", &examples]);
-    for kind in ["imagelabelsets", "datasetlabelsets"] {
-        let out = cluster.kubectl([
-            "wait",
-            "-n",
-            "ml-platform",
-            "--for=condition=Ready",
-            kind,
-            "--all",
-            "--timeout=120s",
-        ]);
-        if !out.status.success() {
-            panic!(
-                "{kind} not Ready: {}\n{}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                node.kubectl_ok(["get", kind, "-n", "ml-platform", "-o", "yaml"]),
-                node.kubectl_ok(["logs", "-n", NS, &leader, "--tail=40"]),
-            );
-        }
+    if let Err((kind, why)) = apply_examples_and_wait_ready(cluster, "120s") {
+        panic!(
+            "{kind} not Ready: {why}\n{}\n{}",
+            node.kubectl_ok(["get", kind, "-n", "ml-platform", "-o", "yaml"]),
+            node.kubectl_ok(["logs", "-n", NS, &leader, "--tail=40"]),
+        );
     }
     let sts = sim.sim().counters().api("AssumeRoleWithOIDC");
     assert!(
