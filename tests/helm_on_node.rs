@@ -233,6 +233,14 @@ async fn helm_install_runs_the_operator_image_on_a_real_node() {
         );
     }
     let leader = wait_one_leader(&node, &first, "after install").await;
+    // Pods reach this host only: nothing is routed beyond it.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "0",
+        "ip_forward was turned on while pods run"
+    );
 
     // The examples become Ready: PAI through RRSA, IMS through the Secret.
     if let Err((kind, why)) = apply_examples_and_wait_ready(cluster, "120s") {

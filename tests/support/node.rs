@@ -891,8 +891,10 @@ impl NodeSetup {
                 "plugins": [{
                     "type": "bridge",
                     "bridge": BRIDGE,
-                    "isGateway": true,
-                    "isDefaultGateway": true,
+                    // As a gateway the plugin would turn on ip_forward for
+                    // every pod; the bridge already has the node IP, and the
+                    // default route comes from IPAM instead.
+                    "isGateway": false,
                     "ipMasq": false,
                     "ipam": {
                         "type": "host-local",
@@ -902,6 +904,7 @@ impl NodeSetup {
                             "rangeEnd": "10.244.0.250",
                             "gateway": NODE_IP.to_string(),
                         }]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
                         "dataDir": self.path("cni-ipam"),
                     },
                 }],
