@@ -4,7 +4,8 @@
 //!
 //! There is no kubelet, scheduler or kube-controller-manager: pods never run,
 //! namespaces are never finalized, nothing is garbage-collected and no
-//! `default` ServiceAccount appears. Create every object a test needs.
+//! `default` ServiceAccount appears. Create every object a test needs, or
+//! use `support::node` for a cluster with a node.
 //!
 //! ```ignore
 //! let cluster = TestCluster::start().await;
@@ -222,7 +223,7 @@ impl Proc {
         })
     }
 
-    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+    fn exit_status(&mut self) -> Option<ExitStatus> {
         if self.reaped {
             return None;
         }
@@ -246,10 +247,6 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn kill(&mut self) {
         self.signal_group(libc::SIGKILL);
         if !self.reaped {
@@ -261,7 +258,7 @@ impl Proc {
     /// SIGTERM, then SIGKILL when the process has not exited within `grace`.
     /// Async so that tasks sharing the test's runtime (an operator under
     /// test) keep running while the server drains.
-    pub async fn terminate(&mut self, grace: Duration) {
+    async fn terminate(&mut self, grace: Duration) {
         self.signal_group(libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
@@ -292,8 +289,9 @@ pub struct ClusterOptions {
     pub advertise_address: Option<std::net::Ipv4Addr>,
     /// More IP SANs for the serving certificate.
     pub extra_ip_sans: Vec<std::net::Ipv4Addr>,
-    /// Keep the ServiceAccount admission plugin (it needs a token
-    /// controller, that is kube-controller-manager, to admit pods).
+    /// Keep the ServiceAccount admission plugin: it refuses pods whose
+    /// ServiceAccount does not exist, and only kube-controller-manager
+    /// creates each namespace's `default`.
     pub service_account_admission: bool,
     /// Let the API server call kubelets (logs, exec) with the admin certificate.
     pub kubelet_client: bool,

@@ -53,7 +53,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 /// Global sysctls the node tier may change: the kubelet sets the vm/kernel
-/// ones at start, the CNI bridge plugin turns on forwarding for every pod.
+/// ones at start; the CNI bridge plugin turns on forwarding when it is a
+/// gateway (it is not configured as one, and the test checks).
 const SYSCTLS: &[&str] = &[
     "net/ipv4/ip_forward",
     "net/ipv4/conf/all/forwarding",
