@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test control plane (kube-apiserver, kubectl, etcd, helm) from the
-# Go wrapper modules in tests/controlplane/ into a versioned cache directory.
+# Builds the test control plane (kube-apiserver, kubectl, etcd, helm) and the
+# node tier (kube-controller-manager, kube-scheduler, kubelet) from the Go
+# wrapper modules in tests/controlplane/ into a versioned cache directory.
 #
 #   scripts/controlplane.sh build   build unless cached; last stdout line = bin dir
 #   scripts/controlplane.sh path    print the bin dir without building
@@ -17,7 +18,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 modules="$repo_root/tests/controlplane"
 cache_root="${IMAGELABEL_CP_CACHE:-$HOME/.cache/imagelabel/controlplane}"
-binaries=(kube-apiserver kubectl etcd helm)
+binaries=(kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet etcd helm)
 
 log() { printf 'controlplane: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -124,9 +125,13 @@ build() {
     rm -rf "$staging" "$dir"
     mkdir -p "$staging/bin"
     log "cache miss: building $key into $cache_root (with cold Go caches this takes about 8-10 min on 2 cores)"
-    # One go build for both: they share most packages, and go schedules
-    # the compile of the union across the cores.
-    go_build k8s "$k8s_ldflags" "$staging/bin/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+    # One go build for all five: they share most packages, and go schedules
+    # the compile of the union across the cores (separate builds would
+    # compile client-go and apimachinery once per binary's link graph).
+    go_build k8s "$k8s_ldflags" "$staging/bin/" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+        k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+        k8s.io/kubernetes/cmd/kubelet
     # A file name, because go would name this binary after the /v3 path.
     go_build etcd "$etcd_ldflags" "$staging/bin/etcd" go.etcd.io/etcd/server/v3
     go_build helm "$helm_ldflags" "$staging/bin/" helm.sh/helm/v3/cmd/helm

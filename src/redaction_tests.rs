@@ -153,6 +153,7 @@ fn clients_registry_and_simulator_seed_hide_secrets() {
             issued_access_key_id: None,
             issued_access_key_secret: Some(SECRET.into()),
             expiry_seconds: None,
+            issuer: None,
         }),
     };
     both("CredentialsSeed", &seed);

@@ -93,8 +93,8 @@ pub use counters::{ApiCounts, CounterSnapshot};
 pub use direct::DirectProvider;
 pub use seed::{
     CredentialsSeed, DEFAULT_IMS_ACCOUNT_ID, DEFAULT_MAIN_ACCOUNT_ID, DEMO_SEED_YAML, DatasetSeed,
-    FaultConfig, FlowControlSeed, ImsCredential, ImsImageSeed, ImsSeed, OidcSeed, PaiCredential,
-    PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,
+    FaultConfig, FlowControlSeed, ImsCredential, ImsImageSeed, ImsSeed, OidcIssuerSeed, OidcSeed,
+    PaiCredential, PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,
 };
 pub use throttle::{DEFAULT_IMS_REGION, DEFAULT_PAI_REGION, IMS_DEFAULT_RATES, PUBLISHED_RATES};
 pub use wire::MAX_BODY_BYTES;

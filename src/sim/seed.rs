@@ -213,6 +213,26 @@ pub struct OidcSeed {
     /// DurationSeconds, so tests can watch a refresh without waiting 15 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_seconds: Option<u64>,
+    /// When set, `token` is not compared: any ES256 JWT this issuer signed
+    /// for the audience and subject is accepted, as STS accepts the
+    /// projected ServiceAccount tokens of a cluster whose OIDC provider it
+    /// trusts (each pod's token differs and the kubelet rotates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<OidcIssuerSeed>,
+}
+
+/// The OIDC provider a cluster's ServiceAccount tokens come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcIssuerSeed {
+    /// The tokens' `iss` (the API server's --service-account-issuer).
+    pub issuer: String,
+    /// The P-256 public key the API server signs with, as a PEM SubjectPublicKeyInfo.
+    pub public_key_pem: String,
+    /// Required in the tokens' `aud`.
+    pub audience: String,
+    /// The tokens' `sub`: `system:serviceaccount:<namespace>:<name>`.
+    pub subject: String,
 }
 
 /// Fault injection. Rates are probabilities per API request (0..=1); admin
@@ -531,6 +551,7 @@ impl std::fmt::Debug for OidcSeed {
                 &self.issued_access_key_secret.as_ref().map(|_| HIDDEN),
             )
             .field("expiry_seconds", &self.expiry_seconds)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }

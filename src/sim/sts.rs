@@ -28,7 +28,7 @@ use rand::distr::Alphanumeric;
 use serde_json::json;
 
 use super::auth::{Auth, KeyIdentity, PaiPrincipal, numeric_id};
-use super::seed::OidcSeed;
+use super::seed::{OidcIssuerSeed, OidcSeed};
 use super::wire::{AcsError, ApiRequest, acs_ok};
 
 pub const DEFAULT_DURATION_SECONDS: u64 = 3600;
@@ -236,7 +236,11 @@ fn assume_role_with_oidc(
             format!("The role not exists: {role_arn}."),
         ));
     }
-    if oidc.token != token {
+    let accepted = match &oidc.issuer {
+        Some(issuer) => verify_service_account_token(issuer, token).is_ok(),
+        None => oidc.token == token,
+    };
+    if !accepted {
         return Err(AcsError::new(
             401,
             "AuthenticationFail.OIDCToken.Invalid",
@@ -293,4 +297,157 @@ fn assume_role_with_oidc(
             "OIDCTokenInfo": {"Issuer": "https://oidc-ack.sim.aliyuncs.com", "Subject": "system:serviceaccount:sim"},
         }),
     ))
+}
+
+/// Checks a Kubernetes ServiceAccount token: an ES256 JWT signed by the
+/// issuer's key, for its audience and subject, not expired. The error says
+/// which check failed, for the simulator's tests.
+pub(crate) fn verify_service_account_token(
+    issuer: &OidcIssuerSeed,
+    token: &str,
+) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err("not a JWT");
+    };
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| "bad base64url");
+    let header: serde_json::Value =
+        serde_json::from_slice(&decode(header)?).map_err(|_| "bad header")?;
+    if header["alg"] != "ES256" {
+        return Err("not ES256");
+    }
+    let der: String = issuer
+        .public_key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = STANDARD.decode(der).map_err(|_| "bad public key")?;
+    // A P-256 SubjectPublicKeyInfo ends with the 65-byte uncompressed point.
+    let point = der
+        .len()
+        .checked_sub(65)
+        .map(|start| &der[start..])
+        .filter(|p| p[0] == 4)
+        .ok_or("not a P-256 key")?;
+    let signed = &token[..header_and_payload_len(token)];
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(signed.as_bytes(), &decode(signature)?)
+        .map_err(|_| "bad signature")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| "bad claims")?;
+    if claims["iss"] != issuer.issuer.as_str() {
+        return Err("wrong issuer");
+    }
+    if claims["sub"] != issuer.subject.as_str() {
+        return Err("wrong subject");
+    }
+    let audience_ok = match &claims["aud"] {
+        serde_json::Value::String(a) => *a == issuer.audience,
+        serde_json::Value::Array(a) => a.iter().any(|x| *x == issuer.audience.as_str()),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err("wrong audience");
+    }
+    let now = Timestamp::now().as_second();
+    if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+        return Err("expired");
+    }
+    if claims["nbf"].as_i64().is_some_and(|nbf| nbf > now + 60) {
+        return Err("not yet valid");
+    }
+    Ok(())
+}
+
+fn header_and_payload_len(token: &str) -> usize {
+    token.rfind('.').unwrap_or(0)
+}
+
+#[cfg(test)]
+mod service_account_token_tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+
+    use super::{OidcIssuerSeed, Timestamp, verify_service_account_token};
+
+    /// DER prefix of a P-256 SubjectPublicKeyInfo, before the point.
+    const SPKI_P256: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
+
+    fn key() -> (EcdsaKeyPair, OidcIssuerSeed) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let mut der = hex::decode(SPKI_P256).unwrap();
+        der.extend_from_slice(pair.public_key().as_ref());
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(der)
+        );
+        let issuer = OidcIssuerSeed {
+            issuer: "https://kubernetes.default.svc.cluster.local".into(),
+            public_key_pem: pem,
+            audience: "sts.aliyuncs.com".into(),
+            subject: "system:serviceaccount:ns:sa".into(),
+        };
+        (pair, issuer)
+    }
+
+    fn token(pair: &EcdsaKeyPair, claims: serde_json::Value) -> String {
+        let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k"}"#);
+        let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{head}.{body}");
+        let sig = pair.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn accepts_the_issuers_tokens_for_its_audience_and_subject_only() {
+        let (pair, issuer) = key();
+        let exp = Timestamp::now().as_second() + 600;
+        let good = serde_json::json!({
+            "iss": issuer.issuer, "sub": issuer.subject,
+            "aud": [issuer.audience], "exp": exp,
+        });
+        assert_eq!(
+            verify_service_account_token(&issuer, &token(&pair, good.clone())),
+            Ok(())
+        );
+
+        let mut other = good.clone();
+        other["sub"] = "system:serviceaccount:ns:other".into();
+        assert_eq!(
+            verify_service_account_token(&issuer, &token(&pair, other)),
+            Err("wrong subject")
+        );
+        let mut other = good.clone();
+        other["aud"] = serde_json::json!(["https://kubernetes.default.svc"]);
+        assert_eq!(
+            verify_service_account_token(&issuer, &token(&pair, other)),
+            Err("wrong audience")
+        );
+        let mut other = good.clone();
+        other["exp"] = (exp - 1200).into();
+        assert_eq!(
+            verify_service_account_token(&issuer, &token(&pair, other)),
+            Err("expired")
+        );
+
+        let (stranger, _) = key();
+        assert_eq!(
+            verify_service_account_token(&issuer, &token(&stranger, good.clone())),
+            Err("bad signature")
+        );
+        let t = token(&pair, good);
+        let tampered = t.replacen('.', ".e", 1);
+        assert!(verify_service_account_token(&issuer, &tampered).is_err());
+        assert_eq!(
+            verify_service_account_token(&issuer, "opaque-token"),
+            Err("not a JWT")
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! There is no kubelet, scheduler or kube-controller-manager: pods never run,
 //! namespaces are never finalized, nothing is garbage-collected and no
-//! `default` ServiceAccount appears. Create every object a test needs.
+//! `default` ServiceAccount appears. Create every object a test needs, or
+//! use `support::node` for a cluster with a node.
 //!
 //! ```ignore
 //! let cluster = TestCluster::start().await;
@@ -50,7 +51,7 @@ const LOG_TAIL_LINES: usize = 40;
 const START_ATTEMPTS: usize = 3;
 const DIR_PREFIX: &str = "imagelabel-cp-";
 const OWNER_FILE: &str = "owner.pid";
-const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// Paths of the control-plane binaries.
 #[derive(Debug, Clone)]
@@ -194,14 +195,14 @@ fn spawn_supervised(mut cmd: Command) -> io::Result<Child> {
 }
 
 /// A running server process with its output in a log file.
-struct Proc {
+pub struct Proc {
     name: &'static str,
     child: Child,
     reaped: bool,
 }
 
 impl Proc {
-    fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
+    pub fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
         // Appending keeps the log of earlier runs across an API server restart.
         let file = OpenOptions::new()
             .create(true)
@@ -246,7 +247,7 @@ impl Proc {
         }
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         self.signal_group(libc::SIGKILL);
         if !self.reaped {
             let _ = self.child.wait();
@@ -280,6 +281,22 @@ impl Drop for Proc {
 // ---------------------------------------------------------------------------
 // The cluster.
 
+/// How a cluster differs from the default kubelet-less one.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// The address the API server publishes in the `kubernetes` Endpoints
+    /// (default 127.0.0.1). A node needs one its pods can route to.
+    pub advertise_address: Option<std::net::Ipv4Addr>,
+    /// More IP SANs for the serving certificate.
+    pub extra_ip_sans: Vec<std::net::Ipv4Addr>,
+    /// Keep the ServiceAccount admission plugin: it refuses pods whose
+    /// ServiceAccount does not exist, and only kube-controller-manager
+    /// creates each namespace's `default`.
+    pub service_account_admission: bool,
+    /// Let the API server call kubelets (logs, exec) with the admin certificate.
+    pub kubelet_client: bool,
+}
+
 /// etcd + kube-apiserver on random loopback ports, with their own PKI, torn
 /// down on drop (also when the test panics).
 pub struct TestCluster {
@@ -306,10 +323,21 @@ impl TestCluster {
     }
 
     pub async fn try_start() -> Result<TestCluster> {
+        Self::try_start_with(&ClusterOptions::default()).await
+    }
+
+    pub async fn start_with(options: &ClusterOptions) -> TestCluster {
+        match Self::try_start_with(options).await {
+            Ok(c) => c,
+            Err(e) => panic!("test control plane failed to start: {e:#}"),
+        }
+    }
+
+    pub async fn try_start_with(options: &ClusterOptions) -> Result<TestCluster> {
         let bins = binaries();
         let mut attempt = 1;
         loop {
-            match Self::start_once(bins).await {
+            match Self::start_once(bins, options).await {
                 Ok(c) => return Ok(c),
                 Err(StartError {
                     port_clash: true,
@@ -325,7 +353,10 @@ impl TestCluster {
         }
     }
 
-    async fn start_once(bins: &'static Binaries) -> Result<TestCluster, StartError> {
+    async fn start_once(
+        bins: &'static Binaries,
+        options: &ClusterOptions,
+    ) -> Result<TestCluster, StartError> {
         let started = Instant::now();
         sweep_stale_dirs();
         let dir = tempfile::Builder::new()
@@ -335,7 +366,8 @@ impl TestCluster {
         let root = dir.path().to_path_buf();
         fs::write(root.join(OWNER_FILE), std::process::id().to_string())
             .context("write owner pid")?;
-        let pki = Pki::generate(&root.join("pki")).context("generate certificates")?;
+        let pki = Pki::generate(&root.join("pki"), &options.extra_ip_sans)
+            .context("generate certificates")?;
 
         let (etcd_client_port, etcd_peer_port, api_port) =
             (free_port()?, free_port()?, free_port()?);
@@ -353,13 +385,16 @@ impl TestCluster {
         ];
         let mut etcd = Proc::spawn("etcd", &bins.etcd, &etcd_args, &root.join("etcd.log"))?;
 
-        let apiserver_args = vec![
+        let advertise = options
+            .advertise_address
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--cert-dir={}", root.join("apiserver-certs").display()),
             format!("--secure-port={api_port}"),
             "--bind-address=127.0.0.1".to_string(),
             // Needed on hosts without a default route.
-            "--advertise-address=127.0.0.1".to_string(),
+            format!("--advertise-address={advertise}"),
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
             "--authorization-mode=RBAC".to_string(),
             format!("--client-ca-file={}", pki.ca_cert.display()),
@@ -371,9 +406,20 @@ impl TestCluster {
                 "--service-account-signing-key-file={}",
                 pki.sa_private_key.display()
             ),
-            // Without a token controller it would reject every pod.
-            "--disable-admission-plugins=ServiceAccount".to_string(),
         ];
+        if !options.service_account_admission {
+            // Without a token controller it would reject every pod.
+            apiserver_args.push("--disable-admission-plugins=ServiceAccount".to_string());
+        }
+        if options.kubelet_client {
+            apiserver_args.push(format!(
+                "--kubelet-client-certificate={}",
+                pki.admin_cert.display()
+            ));
+            apiserver_args.push(format!("--kubelet-client-key={}", pki.admin_key.display()));
+            // The node's hostname resolves nowhere; its IP is on the bridge.
+            apiserver_args.push("--kubelet-preferred-address-types=InternalIP".to_string());
+        }
         let apiserver = Proc::spawn(
             "kube-apiserver",
             &bins.kube_apiserver,
@@ -453,6 +499,10 @@ impl TestCluster {
     /// The admin kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.api_port
     }
 
     pub fn server_url(&self) -> String {
@@ -841,7 +891,7 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn log_tail(name: &str, path: &Path) -> String {
+pub fn log_tail(name: &str, path: &Path) -> String {
     match fs::read_to_string(path) {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().collect();
@@ -897,7 +947,7 @@ struct Pki {
 }
 
 impl Pki {
-    fn generate(dir: &Path) -> Result<Pki> {
+    fn generate(dir: &Path, extra_ip_sans: &[std::net::Ipv4Addr]) -> Result<Pki> {
         fs::create_dir_all(dir)?;
         let pki = Pki {
             ca_cert: dir.join("ca.crt"),
@@ -937,6 +987,11 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress([10, 0, 0, 1].into()));
+        for ip in extra_ip_sans {
+            serving
+                .subject_alt_names
+                .push(SanType::IpAddress((*ip).into()));
+        }
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");

@@ -6,4 +6,5 @@
 pub mod chaos;
 pub mod cluster;
 pub mod gitops;
+pub mod node;
 pub mod operator;

@@ -122,22 +122,8 @@ impl Env {
 
     /// `kubectl apply -f examples/`, then `kubectl wait` until every set of both kinds is Ready.
     pub fn apply_examples_and_wait_ready(&self) {
-        let examples = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
-        assert_success(
-            "apply examples",
-            &self.cluster.kubectl(["apply", "-f", &examples]),
-        );
-        for kind in ["imagelabelsets", "datasetlabelsets"] {
-            let out = self.cluster.kubectl([
-                "wait",
-                "-n",
-                "ml-platform",
-                "--for=condition=Ready",
-                kind,
-                "--all",
-                "--timeout=90s",
-            ]);
-            assert_success(&format!("wait {kind}"), &out);
+        if let Err((kind, why)) = apply_examples_and_wait_ready(&self.cluster, "90s") {
+            panic!("{kind} not Ready: {why}");
         }
     }
 
@@ -218,6 +204,35 @@ impl Env {
             self.sim.sim().state_json()
         );
     }
+}
+
+/// `kubectl apply -f examples/`, then `kubectl wait` (up to `timeout` per
+/// kind) until every set of both kinds is Ready; the kind that is not, and
+/// kubectl's stderr.
+pub fn apply_examples_and_wait_ready(
+    cluster: &TestCluster,
+    timeout: &str,
+) -> Result<(), (&'static str, String)> {
+    let examples = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
+    assert_success(
+        "apply examples",
+        &cluster.kubectl(["apply", "-f", &examples]),
+    );
+    for kind in ["imagelabelsets", "datasetlabelsets"] {
+        let out = cluster.kubectl([
+            "wait",
+            "-n",
+            "ml-platform",
+            "--for=condition=Ready",
+            kind,
+            "--all",
+            &format!("--timeout={timeout}"),
+        ]);
+        if !out.status.success() {
+            return Err((kind, String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// The simulator's test credentials as the default chain reads them, and
