@@ -425,6 +425,8 @@ mod tests {
 
     use super::*;
 
+    use crate::provider::{ErrorKind, WriteOutcome};
+
     #[test]
     fn the_shared_reserved_matcher_matches_as_a_fresh_one() {
         for provider in [Provider::Pai, Provider::HuaweicloudIms] {
@@ -460,7 +462,6 @@ mod tests {
                 .matches("team")
         );
     }
-    use crate::provider::{ErrorKind, WriteOutcome};
 
     /// Records calls and keeps labels in memory; fails the n-th call when asked.
     struct Recorder {

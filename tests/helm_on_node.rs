@@ -94,16 +94,22 @@ async fn wait_pods(node: &Node, n: usize, not: &BTreeSet<String>, what: &str) ->
     }
 }
 
-fn lease_holder(node: &Node) -> String {
-    let out = node.cluster.kubectl([
+/// `kubectl get` of one field of the release's Lease spec.
+fn lease_field(node: &Node, field: &str) -> std::process::Output {
+    node.cluster.kubectl([
         "get",
         "lease",
         RELEASE,
         "-n",
         NS,
         "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+        &format!("jsonpath={{.spec.{field}}}"),
+    ])
+}
+
+/// Empty while there is no Lease yet.
+fn lease_holder(node: &Node) -> String {
+    let out = lease_field(node, "holderIdentity");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -295,15 +301,10 @@ async fn helm_install_runs_the_operator_image_on_a_real_node() {
     // The leader's pod is deleted: the standby takes over, a new pod starts,
     // and the new leader repairs a label changed behind its back.
     let transitions = || {
-        node.kubectl_ok([
-            "get",
-            "lease",
-            RELEASE,
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.spec.leaseTransitions}",
-        ])
+        assert_success(
+            "kubectl get lease (leaseTransitions)",
+            &lease_field(&node, "leaseTransitions"),
+        )
         .trim()
         .parse::<u64>()
         .unwrap_or(0)

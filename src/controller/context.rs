@@ -220,6 +220,21 @@ impl Ctx {
             },
         );
     }
+
+    /// Records a set's owned and conflicting key counts (`None`: forgets
+    /// the set) and sets its kind's two gauges to the new totals.
+    pub fn record_counts(&self, set: &str, kind: &'static str, counts: Option<(usize, usize)>) {
+        let managed = self.managed.set(set, kind, counts.map(|(owned, _)| owned));
+        self.metrics
+            .labels_managed
+            .get_or_create(&Metrics::kind(kind))
+            .set(managed as i64);
+        let conflicts = self.conflicting.set(set, kind, counts.map(|(_, c)| c));
+        self.metrics
+            .conflicts
+            .get_or_create(&Metrics::kind(kind))
+            .set(conflicts as i64);
+    }
 }
 
 /// A provider that counts every call in the metrics.

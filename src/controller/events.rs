@@ -140,8 +140,9 @@ impl Events {
             .map(|s| (s.name.clone(), s.count.saturating_add(1).max(2)))
     }
 
-    /// Events remembered for folding repeats, for bounds tests.
-    pub fn remembered(&self) -> usize {
+    /// Events remembered for folding repeats.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         self.sent.lock().expect("events poisoned").0.len()
     }
 }

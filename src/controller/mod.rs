@@ -80,8 +80,8 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
 
 /// What the watch caches keep of a set: what a reconcile reads. managedFields
 /// and other tools' annotations (`kubectl apply` copies the whole manifest
-/// into one) are most of an object's bytes and are never read; at 10,000
-/// sets they were a third of the process's memory.
+/// into one) are never read and are most of an object's bytes: 8.2 KB as
+/// listed, 3.4 KB kept (`cargo bench --bench footprint`).
 pub fn slim<K: LabelSetResource>(o: &mut K) {
     o.managed_fields_mut().clear();
     o.annotations_mut()

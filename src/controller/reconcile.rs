@@ -70,16 +70,11 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
         tracing::debug!(set = %key, delay_s = delay.as_secs(), "settled; first drift check spread over the resync interval");
         // The gauges a pass would set, from the status, until the first pass.
         if let Some(st) = obj.status() {
-            let managed = ctx.managed.set(&key, K::KIND, Some(st.owned_keys.len()));
-            ctx.metrics
-                .labels_managed
-                .get_or_create(&Metrics::kind(K::KIND))
-                .set(managed as i64);
-            let conflicts = ctx.conflicting.set(&key, K::KIND, Some(st.conflicts.len()));
-            ctx.metrics
-                .conflicts
-                .get_or_create(&Metrics::kind(K::KIND))
-                .set(conflicts as i64);
+            ctx.record_counts(
+                &key,
+                K::KIND,
+                Some((st.owned_keys.len(), st.conflicts.len())),
+            );
         }
         return Ok(Action::requeue(delay));
     }
@@ -1173,17 +1168,11 @@ async fn finish<K: LabelSetResource>(
         w.write().await?;
     }
 
-    let kind = K::KIND;
-    let managed = ctx.managed.set(&key, kind, Some(report.owned.len()));
-    ctx.metrics
-        .labels_managed
-        .get_or_create(&Metrics::kind(kind))
-        .set(managed as i64);
-    let conflicts = ctx.conflicting.set(&key, kind, Some(plan.conflicts.len()));
-    ctx.metrics
-        .conflicts
-        .get_or_create(&Metrics::kind(kind))
-        .set(conflicts as i64);
+    ctx.record_counts(
+        &key,
+        K::KIND,
+        Some((report.owned.len(), plan.conflicts.len())),
+    );
     count::<K>(ctx, result);
 
     if let Some(applied) = &report.applied {

@@ -64,15 +64,7 @@ pub fn forget_set<K: LabelSetResource>(ctx: &Ctx, key: &str) {
 pub fn forget_state<K: LabelSetResource>(ctx: &Ctx, key: &str) {
     ctx.stalls.lock().expect("stalls poisoned").remove(key);
     ctx.fights.reset(key);
-    let kind = K::KIND;
-    ctx.metrics
-        .labels_managed
-        .get_or_create(&Metrics::kind(kind))
-        .set(ctx.managed.set(key, kind, None) as i64);
-    ctx.metrics
-        .conflicts
-        .get_or_create(&Metrics::kind(kind))
-        .set(ctx.conflicting.set(key, kind, None) as i64);
+    ctx.record_counts(key, K::KIND, None);
 }
 
 fn live_keys<K: LabelSetResource>(objs: &[Arc<K>]) -> HashSet<String> {

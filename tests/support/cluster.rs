@@ -907,7 +907,8 @@ pub fn log_tail(name: &str, path: &Path) -> String {
     }
 }
 
-fn run(mut cmd: Command) -> Output {
+/// Runs `cmd` to completion with no stdin; panics if it cannot start.
+pub fn run(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null());
     cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{ClusterOptions, Proc, TestCluster, assert_success, binaries, log_tail};
+use super::cluster::{ClusterOptions, Proc, TestCluster, assert_success, binaries, log_tail, run};
 
 pub const BRIDGE: &str = "ilbr0";
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
@@ -274,11 +274,9 @@ fn cgroup_dirs() -> BTreeSet<String> {
 }
 
 fn sh(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run(cmd)
 }
 
 fn sh_ok(program: &str, args: &[&str]) -> String {
