@@ -32,7 +32,7 @@ nice_level="${IMAGELABEL_IMAGE_NICE:-10}"
 
 # The recipe, kept next to each other so that a Dockerfile change has one
 # obvious place to follow here; tests/image_recipe.rs fails until they agree.
-cargo_build_args=(--release --locked --bin imagelabel)
+cargo_build_args=(--release --locked --no-default-features --bin imagelabel)
 # The Dockerfile strips the binary after building it.
 strip_binary=yes
 binary_src=release/imagelabel

@@ -4,7 +4,8 @@
 //! Rooms: [`api`] (resource types and validation), [`plan`] (pure diffing),
 //! [`provider`] (cloud clients), [`sign`] (request signing shared by clients
 //! and the simulator), [`engine`] (plan execution shared by CLI and
-//! controller), [`sim`] (the cloud simulator), [`cli`], [`controller`].
+//! controller), `sim` (the cloud simulator, behind the default `sim`
+//! feature), [`cli`], [`controller`].
 
 pub mod api;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod export;
 pub mod plan;
 pub mod provider;
 pub mod sign;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::api::Provider;
 use crate::provider::credentials::{Credentials, StaticSource};
 use crate::provider::registry::{CloudConfig, Clouds};
 use crate::sign::{RequestParts, acs3, sdk};
+#[cfg(feature = "sim")]
 use crate::sim::{CredentialsSeed, ImsCredential, OidcSeed, PaiCredential};
 
 const SECRET: &str = "S3cr3tValue0123456789";
@@ -129,6 +130,12 @@ fn clients_registry_and_simulator_seed_hide_secrets() {
         }
         assert!(p.is_ok());
     }
+    #[cfg(feature = "sim")]
+    simulator_seed_hides_secrets();
+}
+
+#[cfg(feature = "sim")]
+fn simulator_seed_hides_secrets() {
     let seed = CredentialsSeed {
         pai: vec![PaiCredential {
             access_key_id: "LTAIid".into(),

@@ -1,13 +1,16 @@
 //! `imagelabel demo` (the embedded default) and `imagelabel sim`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Args;
+
+use super::CloudArgs;
 use super::clouds::{Clouds, DefaultCredentials};
 use super::gitops::{self, SetResult};
 use super::manifest::{self, Located};
-use super::{CloudArgs, DemoArgs, SimArgs};
 use crate::sim::SeedConfig;
 use crate::sim::Sim;
 
@@ -32,6 +35,22 @@ const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 const REGION: &str = "cn-shanghai";
+
+#[derive(Clone, Debug, Args)]
+pub struct SimArgs {
+    /// Seed file (YAML); the embedded demo seed when omitted.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Apply these manifests instead of the bundled examples.
+    #[arg(short = 'f', long = "filename")]
+    pub paths: Vec<PathBuf>,
+}
 
 pub async fn serve_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     let seed = match &args.seed {

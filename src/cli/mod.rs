@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod clouds;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod export;
 pub mod files;
@@ -71,9 +72,11 @@ pub enum Command {
     /// Write manifests for the labels the clouds already hold (one set per object).
     Export(export::ExportArgs),
     /// Serve the cloud simulator.
-    Sim(SimArgs),
+    #[cfg(feature = "sim")]
+    Sim(demo::SimArgs),
     /// Run the simulator in-process, apply the bundled examples, show the result.
-    Demo(DemoArgs),
+    #[cfg(feature = "sim")]
+    Demo(demo::DemoArgs),
 }
 
 /// Where the clouds are and how hard we may call them. Endpoints come only
@@ -202,22 +205,6 @@ pub enum Output {
     Markdown,
 }
 
-#[derive(Clone, Debug, Args)]
-pub struct SimArgs {
-    /// Seed file (YAML); the embedded demo seed when omitted.
-    #[arg(long)]
-    pub seed: Option<PathBuf>,
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
-}
-
-#[derive(Clone, Debug, Args)]
-pub struct DemoArgs {
-    /// Apply these manifests instead of the bundled examples.
-    #[arg(short = 'f', long = "filename")]
-    pub paths: Vec<PathBuf>,
-}
-
 fn parse_share_arg(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 1.0 => Ok(v),
@@ -271,7 +258,9 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Apply(args) => gitops_command(args, true).await,
         Command::Run(args) => run_command(args).await,
         Command::Export(args) => export::run(args).await,
+        #[cfg(feature = "sim")]
         Command::Sim(args) => demo::serve_sim(args).await,
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args).await,
     };
     match result {

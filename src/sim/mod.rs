@@ -12,7 +12,7 @@
 //! handle.shutdown().await;
 //! # Ok(()) }
 //! ```
-//! As a server: [`serve_from_file`] (what `imagelabel sim` runs).
+//! As a server: [`serve_seed`] (what `imagelabel sim` runs).
 //!
 //! Endpoints: one listener serves all three APIs. Point the PAI client at
 //! `127.0.0.1:PORT` over http (the Alibaba SDK's `endpoint` is host:port),
@@ -63,7 +63,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -375,14 +374,8 @@ impl Drop for SimHandle {
     }
 }
 
-/// Serves the simulator seeded from a YAML file on `addr` until SIGINT or
+/// Serves the simulator seeded with `seed` on `addr` until SIGINT or
 /// SIGTERM: what `imagelabel sim` runs.
-pub async fn serve_from_file(path: impl AsRef<Path>, addr: SocketAddr) -> anyhow::Result<()> {
-    let seed = SeedConfig::from_file(path)?;
-    serve_seed(seed, addr).await
-}
-
-/// Like [`serve_from_file`] with a seed in hand (e.g. [`SeedConfig::demo`]).
 pub async fn serve_seed(seed: SeedConfig, addr: SocketAddr) -> anyhow::Result<()> {
     let sim = Sim::from_seed(seed)?;
     let listener = TcpListener::bind(addr).await?;
