@@ -11,7 +11,7 @@ use super::{
     normalize_signed_headers, sha256_hex, verify_hmac_sha256_hex,
 };
 
-pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
+const ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
 /// `x-acs-date` format, always UTC.
 const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";

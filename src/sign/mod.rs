@@ -30,7 +30,8 @@ const ENCODE_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Hex SHA-256 of the empty body, sent on every body-less call.
-pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+#[cfg(test)]
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Why a signature could not be built or checked. Carries names only, never
 /// values, so it is safe to show.
@@ -52,7 +53,7 @@ pub fn encode(s: &str) -> String {
 
 /// Percent-decodes `s` (no `+` → space translation, as for paths). Invalid
 /// UTF-8 after decoding is replaced rather than rejected, like the SDKs do.
-pub fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
@@ -73,7 +74,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Hex HMAC-SHA256 of `msg` under `key`.
-pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
     hex::encode(hmac_sha256(key, msg))
 }
 
@@ -112,7 +113,7 @@ pub fn normalize_signed_headers<S: AsRef<str>>(names: &[S]) -> Vec<String> {
 /// each signed name in sorted order. Header names match case-insensitively;
 /// a name that appears more than once has its values joined with `,` (what an
 /// HTTP intermediary may legally do), so client and verifier agree either way.
-pub fn canonical_headers<N: AsRef<str>, V: AsRef<str>, S: AsRef<str>>(
+fn canonical_headers<N: AsRef<str>, V: AsRef<str>, S: AsRef<str>>(
     headers: &[(N, V)],
     signed: &[S],
 ) -> Result<String, SignError> {
@@ -174,14 +175,14 @@ pub struct Signed {
 
 /// Whether a header's value is a credential (a security token, a bearer
 /// token, a signature) that Debug output must never show.
-pub fn is_secret_header(name: &str) -> bool {
+fn is_secret_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.contains("token") || n == "authorization" || n.contains("signature")
 }
 
 /// A canonical request with the values of secret headers replaced: it lists
 /// every signed header, and a temporary key signs its security token.
-pub fn redact_canonical(canonical: &str) -> String {
+fn redact_canonical(canonical: &str) -> String {
     canonical
         .split('\n')
         .map(|line| match line.split_once(':') {

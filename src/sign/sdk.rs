@@ -10,8 +10,8 @@ use super::{
     normalize_signed_headers, percent_decode, sha256_hex, verify_hmac_sha256_hex,
 };
 
-pub const ALGORITHM: &str = "SDK-HMAC-SHA256";
-pub const DATE_HEADER: &str = "x-sdk-date";
+const ALGORITHM: &str = "SDK-HMAC-SHA256";
+const DATE_HEADER: &str = "x-sdk-date";
 
 /// `X-Sdk-Date` format, always UTC.
 const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
@@ -33,7 +33,7 @@ pub fn parse_date(s: &str) -> Option<Timestamp> {
 /// segment becomes a real separator, as the SDK does), split on `/`, each
 /// segment re-encoded keeping unreserved characters and `~`, and a trailing
 /// `/` added when missing.
-pub fn canonical_uri(path: &str) -> String {
+pub(super) fn canonical_uri(path: &str) -> String {
     let decoded = percent_decode(path);
     let mut out = decoded.split('/').map(encode).collect::<Vec<_>>().join("/");
     if !out.ends_with('/') {

@@ -1,5 +1,6 @@
-//! Every signing vector of WIRE.md and WIRE-VECTORS.md, checked at each
-//! intermediate step so a mismatch points at the piece that is wrong.
+//! Signing vectors produced by the official SDKs (provenance in
+//! docs/wire.md), checked at each intermediate step so a mismatch points at
+//! the piece that is wrong.
 
 use super::*;
 
