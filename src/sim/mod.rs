@@ -87,13 +87,12 @@ mod sts;
 mod throttle;
 mod wire;
 
-pub use auth::MAX_CLOCK_SKEW;
 pub use counters::{ApiCounts, CounterSnapshot};
 pub use direct::DirectProvider;
 pub use seed::{
-    CredentialsSeed, DEFAULT_IMS_ACCOUNT_ID, DEFAULT_MAIN_ACCOUNT_ID, DEMO_SEED_YAML, DatasetSeed,
-    FaultConfig, FlowControlSeed, ImsCredential, ImsImageSeed, ImsSeed, OidcIssuerSeed, OidcSeed,
-    PaiCredential, PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,
+    CredentialsSeed, DEFAULT_IMS_ACCOUNT_ID, DEFAULT_MAIN_ACCOUNT_ID, DatasetSeed, FaultConfig,
+    FlowControlSeed, ImsCredential, ImsImageSeed, ImsSeed, OidcIssuerSeed, OidcSeed, PaiCredential,
+    PaiImageSeed, PaiSeed, SeedConfig, SeedError, VersionSeed,
 };
 pub use throttle::{DEFAULT_IMS_REGION, DEFAULT_PAI_REGION, IMS_DEFAULT_RATES, PUBLISHED_RATES};
 pub use wire::MAX_BODY_BYTES;

@@ -1,5 +1,6 @@
-//! PAI AIWorkSpace 2021-02-04 (ROA style) label APIs, in the SDK's paths
-//! (WIRE.md) and the seed-documented `/api/AIWorkSpace/2021-02-04/...` forms.
+//! PAI AIWorkSpace 2021-02-04 (ROA style) label APIs, in the API reference's
+//! paths and the seed-documented `/api/AIWorkSpace/2021-02-04/...` forms
+//! (both in docs/wire.md).
 //!
 //! Error codes the clouds do not document and the simulator chose:
 //! 404 `Image.NotFound`, `Dataset.NotFound`, `DatasetVersion.NotFound`;

@@ -429,7 +429,7 @@ async fn access_key_signatures_are_verified() {
 #[tokio::test]
 async fn tricky_paths_and_queries_verify() {
     let h = start().await;
-    // WIRE-VECTORS A.3: encoded `/`, space and UTF-8 in a path segment; `~ * , +` in a query value.
+    // Like signing vector A3 (`sign::vectors`): encoded `/`, space and UTF-8 in a path segment; `~ * , +` in a query value.
     let req = Pai {
         query: vec![("Keys", "a~b*c,d é+f")],
         ..Pai::new(
@@ -697,7 +697,7 @@ async fn ims_signatures_projects_and_tokens() {
     assert_eq!(temp(None).send(&h).await.0, 401);
     assert_eq!(temp(Some("nope")).send(&h).await.0, 401);
 
-    // WIRE-VECTORS B.2: a key with `/` and a space, one encoded path segment.
+    // Like signing vector B2 (`sign::vectors`): a key with `/` and a space, one encoded path segment.
     h.set_label_out_of_band(&target, "team ml/ops", "x")
         .unwrap();
     let (status, _) = Ims::new(Method::DELETE, "/v2/p1/images/ims-1/tags/team%20ml%2Fops")

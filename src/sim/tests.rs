@@ -217,8 +217,8 @@ async fn seed_documented_list_with_a_filter_value_containing_a_space() {
     assert_eq!(h.counters().api("ListImageLabels").ok, 4);
 }
 
-/// WIRE.md: request path ≤ 8192 characters for RemoveImageLabels, in the
-/// SDK's path and the seed-documented one.
+/// RemoveImageLabels: request path ≤ 8192 characters (seed documents), in
+/// the SDK's path and the seed-documented one (docs/wire.md).
 #[tokio::test]
 async fn remove_image_labels_path_over_the_limit_is_invalid_parameter() {
     let h = start().await;
