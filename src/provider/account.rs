@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::credentials::{CredentialSource, Credentials};
-use super::registry::{Endpoint, transport_error};
+use super::http::{Endpoint, transport_error};
 use super::{CloudError, ErrorKind};
 use crate::sign::{self, RequestParts, acs3};
 
@@ -222,7 +222,7 @@ pub async fn get_caller_identity(
     let resp_headers = resp.headers().clone();
     let body = super::body::read_capped(resp, API, super::body::MAX_RESPONSE_BYTES).await?;
     if !(200..300).contains(&status) {
-        return Err(super::pai::error::map_error(
+        return Err(super::acs_error::map_error(
             API,
             status,
             &resp_headers,
@@ -239,7 +239,7 @@ pub async fn get_caller_identity(
 /// (`{"RequestId","AccountId","UserId","Arn","IdentityType","PrincipalId"}`).
 pub fn parse_caller_identity(body: &[u8]) -> Result<String, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "answer is not JSON".to_string())?;
-    let account = super::pai::error::scalar(v.get("AccountId"))
+    let account = super::error::scalar(v.get("AccountId"))
         .filter(|a| !a.trim().is_empty())
         .ok_or("answer has no AccountId")?;
     if account.len() > 64
@@ -326,7 +326,7 @@ mod tests {
     }
 
     fn http() -> reqwest::Client {
-        super::super::registry::http_client(Duration::from_secs(5)).unwrap()
+        super::super::http::http_client(Duration::from_secs(5)).unwrap()
     }
 
     #[tokio::test]

@@ -471,14 +471,14 @@ impl RrsaSource {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| CredentialError::Sts(super::registry::transport_error(API, &e)))?;
+            .map_err(|e| CredentialError::Sts(super::http::transport_error(API, &e)))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = super::body::read_capped(resp, API, super::body::MAX_RESPONSE_BYTES)
             .await
             .map_err(CredentialError::Sts)?;
         if !(200..300).contains(&status) {
-            return Err(CredentialError::Sts(super::pai::error::map_error(
+            return Err(CredentialError::Sts(super::acs_error::map_error(
                 API, status, &headers, &body,
             )));
         }
@@ -779,7 +779,7 @@ mod tests {
     }
 
     fn http() -> reqwest::Client {
-        crate::provider::registry::http_client(Duration::from_secs(5)).unwrap()
+        crate::provider::http::http_client(Duration::from_secs(5)).unwrap()
     }
 
     #[tokio::test]

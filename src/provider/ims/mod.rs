@@ -11,9 +11,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::credentials::{CredentialError, CredentialSource, Credentials};
+use super::error::scalar;
+use super::http::{Endpoint, transport_error};
 use super::limiter::BudgetHandle;
-use super::pai::error::scalar;
-use super::registry::{Endpoint, transport_error, validate_region};
+use super::region::validate_region;
 use super::retry::RetryPolicy;
 use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
 use crate::sign::{self, RequestParts, sdk};

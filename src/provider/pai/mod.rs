@@ -12,17 +12,17 @@ use jiff::Timestamp;
 use reqwest::Method;
 use serde_json::Value;
 
+use super::acs_error;
 use super::credentials::{CredentialError, CredentialSource, Credentials};
+use super::error::scalar;
+use super::http::{Endpoint, transport_error};
 use super::limiter::BudgetHandle;
-use super::registry::{Endpoint, transport_error, validate_region};
+use super::region::validate_region;
 use super::retry::RetryPolicy;
 use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
 use crate::sign::{self, RequestParts, acs3};
 
-pub mod error;
 pub mod list;
-#[cfg(test)]
-pub(crate) mod testsupport;
 
 pub const API_VERSION: &str = "2021-02-04";
 /// AddImageLabels accepts at most this many labels.
@@ -138,10 +138,10 @@ pub fn parse_labels(v: Option<&Value>) -> Vec<Label> {
     items
         .iter()
         .filter_map(|item| {
-            let key = error::scalar(item.get("Key"))?;
+            let key = scalar(item.get("Key"))?;
             Some(Label {
                 key,
-                value: error::scalar(item.get("Value")).unwrap_or_default(),
+                value: scalar(item.get("Value")).unwrap_or_default(),
             })
         })
         .collect()
@@ -317,7 +317,7 @@ impl PaiClient {
         )
         .await?;
         if !(200..300).contains(&status) {
-            let err = error::map_error(call.api, status, &resp_headers, &bytes);
+            let err = acs_error::map_error(call.api, status, &resp_headers, &bytes);
             tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "pai call failed");
             return Err(err);
         }
@@ -329,7 +329,7 @@ impl PaiClient {
                 ..CloudError::new(ErrorKind::Network, call.api, "answer is not JSON")
             })?
         };
-        let request_id = error::scalar(body.get("RequestId")).or_else(|| {
+        let request_id = scalar(body.get("RequestId")).or_else(|| {
             resp_headers
                 .get("x-acs-request-id")
                 .and_then(|v| v.to_str().ok())
