@@ -19,6 +19,7 @@ pub mod location;
 pub mod pai;
 pub mod region;
 pub mod registry;
+mod request;
 pub mod retry;
 #[cfg(test)]
 pub(crate) mod testsupport;

@@ -10,19 +10,22 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use reqwest::Method;
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::acs_error;
 use super::credentials::{CredentialError, CredentialSource, Credentials};
 use super::error::scalar;
-use super::http::{Endpoint, transport_error};
+use super::http::Endpoint;
 use super::limiter::BudgetHandle;
-use super::region::validate_region;
+use super::request::{Call, Dialect, Transport};
 use super::retry::RetryPolicy;
 use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
 use crate::sign::{self, RequestParts, acs3};
 
 pub mod list;
+
+pub use super::request::Answer;
 
 pub const API_VERSION: &str = "2021-02-04";
 /// AddImageLabels accepts at most this many labels.
@@ -65,59 +68,14 @@ pub struct ListImageLabelsResponse {
     pub total_count: Option<u64>,
 }
 
-/// A JSON answer with its request id.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
-    pub request_id: Option<String>,
-    pub body: Value,
-}
-
 /// A client for one account (credential source) in one region.
 pub struct PaiClient {
-    http: reqwest::Client,
-    endpoint: Endpoint,
-    region: String,
-    creds: Arc<dyn CredentialSource>,
-    budgets: BudgetHandle,
-    retry: RetryPolicy,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for PaiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PaiClient")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("creds", &self.creds)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Call {
-    api: &'static str,
-    method: Method,
-    /// Already percent-encoded.
-    path: String,
-    query: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-}
-
-impl Call {
-    fn new(api: &'static str, method: Method, path: String) -> Self {
-        Call {
-            api,
-            method,
-            path,
-            query: Vec::new(),
-            body: None,
-        }
-    }
-    fn query(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.query.push((k.to_string(), v.into()));
-        self
-    }
-    fn json(mut self, v: &Value) -> Self {
-        self.body = Some(v.to_string().into_bytes());
-        self
+        self.transport.debug_as("PaiClient", f)
     }
 }
 
@@ -187,6 +145,95 @@ fn wrong_target(api: &'static str, target: &Target) -> CloudError {
     )
 }
 
+/// How PAI calls are signed (ACS3-HMAC-SHA256 or a bearer token) and answered.
+struct PaiWire;
+
+impl Dialect for PaiWire {
+    const NAME: &'static str = "pai";
+
+    fn query_string(query: &[(String, String)]) -> String {
+        acs3::canonical_query(query)
+    }
+
+    fn headers(
+        endpoint: &Endpoint,
+        call: &Call,
+        creds: &Credentials,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        headers_for(endpoint, call, creds, Timestamp::now(), &nonce)
+    }
+
+    fn map_error(api: &'static str, status: u16, headers: &HeaderMap, body: &[u8]) -> CloudError {
+        acs_error::map_error(api, status, headers, body)
+    }
+
+    fn request_id(body: &Value, headers: &HeaderMap) -> Option<String> {
+        scalar(body.get("RequestId")).or_else(|| {
+            headers
+                .get("x-acs-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+    }
+}
+
+/// Every header of one attempt, the signature included. Pure: the date and
+/// nonce come from the caller.
+fn headers_for(
+    endpoint: &Endpoint,
+    call: &Call,
+    creds: &Credentials,
+    date: Timestamp,
+    nonce: &str,
+) -> Result<Vec<(String, String)>, CloudError> {
+    let body = call.body.as_deref().unwrap_or_default();
+    let payload_hash = sign::sha256_hex(body);
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), endpoint.host.clone()),
+        ("x-acs-action".into(), call.api.into()),
+        ("x-acs-version".into(), API_VERSION.into()),
+        ("x-acs-date".into(), acs3::format_date(date)),
+        ("x-acs-signature-nonce".into(), nonce.into()),
+        ("accept".into(), "application/json".into()),
+        ("x-acs-content-sha256".into(), payload_hash.clone()),
+    ];
+    if call.body.is_some() {
+        headers.push(("content-type".into(), JSON_CONTENT_TYPE.into()));
+    }
+    match creds {
+        Credentials::AccessKey {
+            id,
+            secret,
+            security_token,
+        } => {
+            if let Some(token) = security_token {
+                headers.push(("x-acs-accesskey-id".into(), id.clone()));
+                headers.push(("x-acs-security-token".into(), token.clone()));
+            }
+            let signed = acs3::default_signed_headers(&headers);
+            let parts = RequestParts {
+                method: call.method.as_str(),
+                path: &format!("{}{}", endpoint.prefix, call.path),
+                query: &call.query,
+                headers: &headers,
+                payload_hash: &payload_hash,
+            };
+            let s = acs3::sign(&parts, id, secret, &signed)
+                .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
+            headers.push(("authorization".into(), s.authorization));
+        }
+        Credentials::Bearer(token) => {
+            headers.push(("x-acs-bearer-token".into(), token.clone()));
+            headers.push(("x-acs-signature-type".into(), "BEARERTOKEN".into()));
+        }
+        other => {
+            return Err(CredentialError::WrongKind(other.kind_name(), "pai").into_cloud(call.api));
+        }
+    }
+    Ok(headers)
+}
+
 impl PaiClient {
     /// A client for `region`; `endpoint` (operator configuration only)
     /// replaces the region's default host.
@@ -198,155 +245,26 @@ impl PaiClient {
         budgets: BudgetHandle,
         retry: RetryPolicy,
     ) -> Result<Self, CloudError> {
-        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
-        let endpoint = match endpoint {
-            Some(base) => Endpoint::parse(base)
-                .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?,
-            None => Endpoint::https(&default_host(region)),
-        };
         Ok(PaiClient {
-            http,
-            endpoint,
-            region: region.to_string(),
-            creds,
-            budgets,
-            retry,
+            transport: Transport::new(http, region, endpoint, default_host, creds, budgets, retry)?,
         })
     }
 
     pub fn region(&self) -> &str {
-        &self.region
+        &self.transport.region
     }
 
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.transport.endpoint
     }
 
     /// The shared budgets (one per API of the main account) this client draws from.
     pub fn budgets(&self) -> &BudgetHandle {
-        &self.budgets
-    }
-
-    /// Every header of one attempt, the signature included. Pure, for tests.
-    fn headers_for(
-        &self,
-        call: &Call,
-        creds: &Credentials,
-        date: Timestamp,
-        nonce: &str,
-    ) -> Result<Vec<(String, String)>, CloudError> {
-        let body = call.body.as_deref().unwrap_or_default();
-        let payload_hash = sign::sha256_hex(body);
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), self.endpoint.host.clone()),
-            ("x-acs-action".into(), call.api.into()),
-            ("x-acs-version".into(), API_VERSION.into()),
-            ("x-acs-date".into(), acs3::format_date(date)),
-            ("x-acs-signature-nonce".into(), nonce.into()),
-            ("accept".into(), "application/json".into()),
-            ("x-acs-content-sha256".into(), payload_hash.clone()),
-        ];
-        if call.body.is_some() {
-            headers.push(("content-type".into(), JSON_CONTENT_TYPE.into()));
-        }
-        match creds {
-            Credentials::AccessKey {
-                id,
-                secret,
-                security_token,
-            } => {
-                if let Some(token) = security_token {
-                    headers.push(("x-acs-accesskey-id".into(), id.clone()));
-                    headers.push(("x-acs-security-token".into(), token.clone()));
-                }
-                let signed = acs3::default_signed_headers(&headers);
-                let parts = RequestParts {
-                    method: call.method.as_str(),
-                    path: &format!("{}{}", self.endpoint.prefix, call.path),
-                    query: &call.query,
-                    headers: &headers,
-                    payload_hash: &payload_hash,
-                };
-                let s = acs3::sign(&parts, id, secret, &signed)
-                    .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
-                headers.push(("authorization".into(), s.authorization));
-            }
-            Credentials::Bearer(token) => {
-                headers.push(("x-acs-bearer-token".into(), token.clone()));
-                headers.push(("x-acs-signature-type".into(), "BEARERTOKEN".into()));
-            }
-            other => {
-                return Err(
-                    CredentialError::WrongKind(other.kind_name(), "pai").into_cloud(call.api)
-                );
-            }
-        }
-        Ok(headers)
-    }
-
-    async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        self.budgets
-            .send(call.api, self.attempt_unlimited(call, attempt))
-            .await
-    }
-
-    async fn attempt_unlimited(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let url =
-            self.endpoint
-                .checked_url(call.api, &call.path, &acs3::canonical_query(&call.query))?;
-        let headers = self.headers_for(call, &creds, Timestamp::now(), &nonce)?;
-        let mut req = self.http.request(call.method.clone(), url);
-        for (n, v) in &headers {
-            req = req.header(n.as_str(), v.as_str());
-        }
-        if let Some(body) = &call.body {
-            req = req.body(body.clone());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(call.api, &e))?;
-        let status = resp.status().as_u16();
-        let resp_headers = resp.headers().clone();
-        let bytes = crate::provider::body::read_capped(
-            resp,
-            call.api,
-            crate::provider::body::MAX_RESPONSE_BYTES,
-        )
-        .await?;
-        if !(200..300).contains(&status) {
-            let err = acs_error::map_error(call.api, status, &resp_headers, &bytes);
-            tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "pai call failed");
-            return Err(err);
-        }
-        let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|_| CloudError {
-                http_status: Some(status),
-                ..CloudError::new(ErrorKind::Network, call.api, "answer is not JSON")
-            })?
-        };
-        let request_id = scalar(body.get("RequestId")).or_else(|| {
-            resp_headers
-                .get("x-acs-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        });
-        tracing::debug!(
-            api = call.api,
-            attempt,
-            status,
-            request_id = request_id.as_deref().unwrap_or(""),
-            "pai call"
-        );
-        Ok(Answer { request_id, body })
+        &self.transport.budgets
     }
 
     async fn call(&self, call: Call) -> Result<Answer, CloudError> {
-        self.retry.run(|attempt| self.attempt(&call, attempt)).await
+        self.transport.call::<PaiWire>(call).await
     }
 
     /// GetImage: the image's full description.
