@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::provider::LabelProvider;
 use crate::provider::credentials::StaticSource;
 use crate::provider::http::http_client;
 use crate::provider::limiter::BudgetConfig;
