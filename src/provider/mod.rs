@@ -7,6 +7,7 @@ use std::fmt;
 
 use futures::future::BoxFuture;
 
+mod access;
 pub mod account;
 pub mod acs_error;
 pub mod body;
@@ -24,6 +25,7 @@ pub mod retry;
 #[cfg(test)]
 pub(crate) mod testsupport;
 
+pub use access::AccessError;
 pub use error::{CloudError, ErrorKind};
 
 /// What a set points at, with everything the cloud call needs to find it.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::access::AccessError;
 use super::account::MainAccount;
 use super::credentials::{self, CredentialError, CredentialSource, EnvLookup, StaticSource};
 use super::http::{Endpoint, http_client_as, user_agent};
@@ -197,8 +198,11 @@ impl Clouds {
         provider: Provider,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Client, CloudError> {
-        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
+    ) -> Result<Client, AccessError> {
+        validate_region(region).map_err(|reason| AccessError::Region {
+            region: region.to_string(),
+            reason: reason.to_string(),
+        })?;
         let key = (provider, region.to_string(), creds.fingerprint());
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.get(&key) {
@@ -212,22 +216,28 @@ impl Clouds {
         );
         let retry = self.config.retry.clone();
         let client = match provider {
-            Provider::Pai => Client::Pai(Arc::new(PaiClient::new(
-                self.http.clone(),
-                region,
-                self.config.pai_endpoint.as_deref(),
-                creds,
-                budgets,
-                retry,
-            )?)),
-            Provider::HuaweicloudIms => Client::Ims(Arc::new(ImsClient::new(
-                self.http.clone(),
-                region,
-                self.config.ims_endpoint.as_deref(),
-                creds,
-                budgets,
-                retry,
-            )?)),
+            Provider::Pai => Client::Pai(Arc::new(
+                PaiClient::new(
+                    self.http.clone(),
+                    region,
+                    self.config.pai_endpoint.as_deref(),
+                    creds,
+                    budgets,
+                    retry,
+                )
+                .map_err(AccessError::Client)?,
+            )),
+            Provider::HuaweicloudIms => Client::Ims(Arc::new(
+                ImsClient::new(
+                    self.http.clone(),
+                    region,
+                    self.config.ims_endpoint.as_deref(),
+                    creds,
+                    budgets,
+                    retry,
+                )
+                .map_err(AccessError::Client)?,
+            )),
         };
         if cache.len() >= MAX_CACHED_CLIENTS {
             cache.clear();
@@ -243,7 +253,7 @@ impl Clouds {
         provider: Provider,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Arc<dyn LabelProvider>, CloudError> {
+    ) -> Result<Arc<dyn LabelProvider>, AccessError> {
         Ok(match self.client(provider, region, creds)? {
             Client::Pai(c) => c,
             Client::Ims(c) => c,
@@ -255,14 +265,14 @@ impl Clouds {
         &self,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Arc<PaiClient>, CloudError> {
+    ) -> Result<Arc<PaiClient>, AccessError> {
         match self.client(Provider::Pai, region, creds)? {
             Client::Pai(c) => Ok(c),
-            Client::Ims(_) => Err(CloudError::new(
+            Client::Ims(_) => Err(AccessError::Client(CloudError::new(
                 ErrorKind::Invalid,
                 "client",
                 "cached client of the wrong provider",
-            )),
+            ))),
         }
     }
 
@@ -271,14 +281,14 @@ impl Clouds {
         &self,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Arc<ImsClient>, CloudError> {
+    ) -> Result<Arc<ImsClient>, AccessError> {
         match self.client(Provider::HuaweicloudIms, region, creds)? {
             Client::Ims(c) => Ok(c),
-            Client::Pai(_) => Err(CloudError::new(
+            Client::Pai(_) => Err(AccessError::Client(CloudError::new(
                 ErrorKind::Invalid,
                 "client",
                 "cached client of the wrong provider",
-            )),
+            ))),
         }
     }
 
@@ -457,6 +467,24 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_bad_region_is_a_region_error_and_bad_keys_a_credentials_error() {
+        let clouds = Clouds::new(CloudConfig::default()).unwrap();
+        let Err(e) = clouds.provider(Provider::Pai, "evil.com/", src("AK1", "s1")) else {
+            panic!("a region with a slash was accepted");
+        };
+        assert_eq!(e.kind_label(), "region");
+        assert_eq!(
+            e.to_string(),
+            "region `evil.com/`: expected lower-case letters, digits and dashes"
+        );
+        let e = AccessError::from(
+            Clouds::credentials_from_secret(Provider::HuaweicloudIms, &BTreeMap::new())
+                .unwrap_err(),
+        );
+        assert_eq!(e.kind_label(), "credentials");
     }
 
     /// Two AccessKeys of one main account share one budget once STS named

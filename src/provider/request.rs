@@ -110,7 +110,13 @@ impl Transport {
         budgets: BudgetHandle,
         retry: RetryPolicy,
     ) -> Result<Self, CloudError> {
-        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
+        validate_region(region).map_err(|reason| {
+            CloudError::new(
+                ErrorKind::Invalid,
+                "client",
+                format!("invalid region {region:?}: {reason}"),
+            )
+        })?;
         let endpoint = match endpoint {
             Some(base) => Endpoint::parse(base)
                 .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?,
