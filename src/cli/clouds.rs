@@ -15,7 +15,8 @@ use crate::provider::{AccessError, LabelProvider};
 /// Where default credentials (sets without `credentialsRef`) come from.
 #[derive(Clone, Debug)]
 pub enum DefaultCredentials {
-    /// The environment chain of DESIGN.md §3.
+    /// The process environment, read as the official SDKs read it
+    /// (`provider::credentials::pai_default_chain`, `ims_default_chain`).
     FromEnvironment,
     /// The same chain read from this map instead of the process environment.
     Fixed(HashMap<String, String>),

@@ -23,11 +23,11 @@ use super::{CloudError, ErrorKind};
 use crate::sign::{self, RequestParts, acs3};
 
 /// A failed lookup is tried again after this long, not sooner.
-pub const LOOKUP_RETRY: Duration = Duration::from_secs(300);
+pub(crate) const LOOKUP_RETRY: Duration = Duration::from_secs(300);
 /// One lookup may take this long before the fallback is used.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default STS endpoint.
-pub const DEFAULT_STS: &str = "https://sts.aliyuncs.com";
+pub(crate) const DEFAULT_STS: &str = "https://sts.aliyuncs.com";
 
 const API: &str = "GetCallerIdentity";
 const STS_VERSION: &str = "2015-04-01";
@@ -66,7 +66,7 @@ impl std::fmt::Debug for MainAccount {
 
 impl MainAccount {
     /// Always `account`, never looked up.
-    pub fn fixed(account: &str) -> Self {
+    pub(crate) fn fixed(account: &str) -> Self {
         MainAccount {
             fallback: account.to_string(),
             lookup: None,
@@ -176,7 +176,7 @@ impl MainAccount {
 
 /// STS `GetCallerIdentity` (RPC API 2015-04-01, ACS3-HMAC-SHA256): the
 /// account ID of the caller.
-pub async fn get_caller_identity(
+pub(crate) async fn get_caller_identity(
     http: &reqwest::Client,
     sts_endpoint: &str,
     id: &str,
@@ -237,7 +237,7 @@ pub async fn get_caller_identity(
 
 /// `AccountId` of a `GetCallerIdentity` answer
 /// (`{"RequestId","AccountId","UserId","Arn","IdentityType","PrincipalId"}`).
-pub fn parse_caller_identity(body: &[u8]) -> Result<String, String> {
+pub(crate) fn parse_caller_identity(body: &[u8]) -> Result<String, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "answer is not JSON".to_string())?;
     let account = super::error::scalar(v.get("AccountId"))
         .filter(|a| !a.trim().is_empty())

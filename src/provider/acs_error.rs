@@ -9,7 +9,7 @@ use crate::provider::retry::parse_retry_after_millis;
 use crate::provider::{CloudError, ErrorKind};
 
 /// Header with the pause, in milliseconds, that PAI asks for when throttling.
-pub const RETRY_AFTER_HEADER: &str = "x-acs-retry-after";
+pub(crate) const RETRY_AFTER_HEADER: &str = "x-acs-retry-after";
 
 /// Codes that mean the credentials themselves are wrong, whatever the status.
 fn is_auth_code(code: &str) -> bool {

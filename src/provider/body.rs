@@ -6,7 +6,7 @@
 use super::{CloudError, ErrorKind};
 
 /// The largest answer read from any cloud API.
-pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 fn too_large(api: &'static str, max: usize) -> CloudError {
     CloudError::new(
@@ -18,7 +18,7 @@ fn too_large(api: &'static str, max: usize) -> CloudError {
 
 /// The body of `resp`, or an error naming `api` once it passes `max` bytes
 /// (before reading anything when the length is announced).
-pub async fn read_capped(
+pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     api: &'static str,
     max: usize,

@@ -9,12 +9,12 @@ use super::{CloudError, ErrorKind};
 
 /// Installs the process-wide rustls crypto provider (ring) once; reqwest is
 /// built without one. A second install, by us or by kube, is harmless.
-pub fn install_crypto_provider() {
+fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `imagelabel/<version>`, and the caller's identity when there is one.
-pub fn user_agent(client_id: Option<&str>) -> String {
+pub(crate) fn user_agent(client_id: Option<&str>) -> String {
     let base = concat!("imagelabel/", env!("CARGO_PKG_VERSION"));
     match client_id {
         Some(id) => format!("{base} ({id})"),
@@ -22,14 +22,19 @@ pub fn user_agent(client_id: Option<&str>) -> String {
     }
 }
 
-/// An HTTP client for cloud calls. HTTP/1.1 only, as the official SDKs speak
-/// it, so the signed `host` header is exactly the one sent.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, CloudError> {
+/// [`http_client_as`] with the plain User-Agent.
+#[cfg(test)]
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, CloudError> {
     http_client_as(timeout, &user_agent(None))
 }
 
-/// [`http_client`] with a User-Agent of the caller's choosing.
-pub fn http_client_as(timeout: Duration, agent: &str) -> Result<reqwest::Client, CloudError> {
+/// An HTTP client for cloud calls, sending `agent` as User-Agent. HTTP/1.1
+/// only, as the official SDKs speak it, so the signed `host` header is
+/// exactly the one sent.
+pub(crate) fn http_client_as(
+    timeout: Duration,
+    agent: &str,
+) -> Result<reqwest::Client, CloudError> {
     install_crypto_provider();
     reqwest::Client::builder()
         .timeout(timeout)
@@ -136,7 +141,7 @@ impl Endpoint {
     /// [`Endpoint::url`] as it will be sent, refused when URL parsing would
     /// change the signed path or query (`.`/`..` segments, `%2e%2e`, a `?`
     /// or `#` in an ID): the request must reach exactly the object signed.
-    pub fn checked_url(
+    pub(crate) fn checked_url(
         &self,
         api: &'static str,
         path: &str,

@@ -5,7 +5,7 @@
 /// lower-case letters, digits and inner dashes are allowed, so a tenant
 /// cannot steer the operator's credentials to another host. `Err` says what
 /// is expected, without repeating the name.
-pub fn validate_region(region: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_region(region: &str) -> Result<(), &'static str> {
     let ok = !region.is_empty()
         && region.len() <= 64
         && region

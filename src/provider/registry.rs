@@ -70,7 +70,7 @@ impl Default for CloudConfig {
 
 impl CloudConfig {
     /// How budgets are sized.
-    pub fn budget_config(&self) -> BudgetConfig {
+    pub(crate) fn budget_config(&self) -> BudgetConfig {
         BudgetConfig {
             quota_share: self.quota_share,
             quotas: self.quotas.clone(),
@@ -156,16 +156,6 @@ impl Clouds {
 
     pub fn config(&self) -> &CloudConfig {
         &self.config
-    }
-
-    /// The shared HTTP client (for callers that talk to the same endpoints).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// The shared budgets (for the metrics).
-    pub fn budgets(&self) -> &Arc<Budgets> {
-        &self.budgets
     }
 
     /// The main account of `creds`, shared by every client using them.

@@ -13,23 +13,23 @@ use super::{CredentialError, CredentialSource, Credentials, StaticSource};
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process environment, empty values treated as unset.
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-pub const ENV_ALI_AK_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
-pub const ENV_ALI_AK_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
-pub const ENV_ALI_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
-pub const ENV_ROLE_ARN: &str = "ALIBABA_CLOUD_ROLE_ARN";
-pub const ENV_OIDC_PROVIDER_ARN: &str = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN";
-pub const ENV_OIDC_TOKEN_FILE: &str = "ALIBABA_CLOUD_OIDC_TOKEN_FILE";
-pub const ENV_ROLE_SESSION_NAME: &str = "ALIBABA_CLOUD_ROLE_SESSION_NAME";
-pub const ENV_STS_REGION: &str = "ALIBABA_CLOUD_STS_REGION";
-pub const ENV_VPC_ENDPOINT: &str = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED";
-pub const ENV_DASHSCOPE: &str = "DASHSCOPE_API_KEY";
-pub const ENV_HW_AK: &str = "HUAWEICLOUD_SDK_AK";
-pub const ENV_HW_SK: &str = "HUAWEICLOUD_SDK_SK";
-pub const ENV_HW_TOKEN: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
+pub(crate) const ENV_ALI_AK_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
+pub(crate) const ENV_ALI_AK_SECRET: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
+pub(crate) const ENV_ALI_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
+pub(crate) const ENV_ROLE_ARN: &str = "ALIBABA_CLOUD_ROLE_ARN";
+pub(crate) const ENV_OIDC_PROVIDER_ARN: &str = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN";
+pub(crate) const ENV_OIDC_TOKEN_FILE: &str = "ALIBABA_CLOUD_OIDC_TOKEN_FILE";
+pub(crate) const ENV_ROLE_SESSION_NAME: &str = "ALIBABA_CLOUD_ROLE_SESSION_NAME";
+pub(crate) const ENV_STS_REGION: &str = "ALIBABA_CLOUD_STS_REGION";
+pub(crate) const ENV_VPC_ENDPOINT: &str = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED";
+pub(crate) const ENV_DASHSCOPE: &str = "DASHSCOPE_API_KEY";
+pub(crate) const ENV_HW_AK: &str = "HUAWEICLOUD_SDK_AK";
+pub(crate) const ENV_HW_SK: &str = "HUAWEICLOUD_SDK_SK";
+pub(crate) const ENV_HW_TOKEN: &str = "HUAWEICLOUD_SDK_SECURITY_TOKEN";
 
 fn pair(
     env: EnvLookup<'_>,

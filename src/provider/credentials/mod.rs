@@ -17,9 +17,11 @@ mod secret;
 #[cfg(test)]
 mod tests;
 
-pub use env::*;
-pub use oidc::*;
-pub use secret::from_secret_data;
+pub(crate) use env::process_env;
+pub use env::{EnvLookup, ims_default_chain, pai_default_chain};
+#[cfg(test)]
+pub(crate) use oidc::parse_sts_answer;
+pub(crate) use secret::from_secret_data;
 
 const REDACTED: &str = "<redacted>";
 
@@ -68,7 +70,7 @@ impl fmt::Debug for Credentials {
 
 impl Credentials {
     /// A name for the kind, safe to show in errors.
-    pub fn kind_name(&self) -> &'static str {
+    pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             Credentials::AccessKey {
                 security_token: None,
@@ -153,7 +155,7 @@ pub enum CredentialError {
 impl CredentialError {
     /// As a cloud error of `api`. An STS failure keeps its kind (a network
     /// blip is retryable); everything else is a credentials problem.
-    pub fn into_cloud(self, api: &'static str) -> CloudError {
+    pub(crate) fn into_cloud(self, api: &'static str) -> CloudError {
         match self {
             CredentialError::Sts(e) => CloudError {
                 api,

@@ -13,7 +13,7 @@ use super::{CredentialError, CredentialSource, Credentials};
 use crate::provider::{CloudError, ErrorKind};
 
 /// `https://sts.aliyuncs.com`, or the regional (optionally VPC) endpoint.
-pub fn default_sts_endpoint(region: Option<&str>, vpc: bool) -> String {
+pub(crate) fn default_sts_endpoint(region: Option<&str>, vpc: bool) -> String {
     match region.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) if vpc => format!("https://sts-vpc.{r}.aliyuncs.com"),
         Some(r) => format!("https://sts.{r}.aliyuncs.com"),
@@ -23,7 +23,7 @@ pub fn default_sts_endpoint(region: Option<&str>, vpc: bool) -> String {
 
 /// RRSA settings: which role to assume with the pod's OIDC token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RrsaConfig {
+pub(crate) struct RrsaConfig {
     pub role_arn: String,
     pub oidc_provider_arn: String,
     /// Re-read at every refresh: the kubelet rotates the projected token.
@@ -35,7 +35,7 @@ pub struct RrsaConfig {
 }
 
 /// Refresh this long before the STS credentials expire (as the SDK does).
-pub const RRSA_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
+pub(crate) const RRSA_REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 pub(crate) struct Cached {
     pub(crate) creds: Credentials,
@@ -45,7 +45,7 @@ pub(crate) struct Cached {
 /// Temporary credentials from STS `AssumeRoleWithOIDC`, cached and refreshed
 /// within [`RRSA_REFRESH_MARGIN`] of expiry. Concurrent callers share one
 /// refresh.
-pub struct RrsaSource {
+pub(crate) struct RrsaSource {
     cfg: RrsaConfig,
     http: reqwest::Client,
     cache: tokio::sync::Mutex<Option<Cached>>,

@@ -24,7 +24,7 @@ fn secret_value(
 /// Credentials from a Kubernetes Secret's `data`. pai: `accessKeyId` +
 /// `accessKeySecret` (+ `securityToken`), or `apiKey`; ims: `ak` + `sk`
 /// (+ `securityToken`). Errors name the missing key.
-pub fn from_secret_data(
+pub(crate) fn from_secret_data(
     provider: Provider,
     data: &BTreeMap<String, Vec<u8>>,
 ) -> Result<Credentials, CredentialError> {

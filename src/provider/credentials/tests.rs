@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::env::*;
+use super::oidc::*;
 use super::*;
 use crate::api::Provider;
 

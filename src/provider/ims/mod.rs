@@ -26,14 +26,14 @@ pub mod list;
 mod tests;
 
 /// Tags one image may carry, and so the most one batch call can usefully hold.
-pub const MAX_TAGS: usize = 10;
+pub(crate) const MAX_TAGS: usize = 10;
 
 const JSON_BODY_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 // The SDK sends (and signs) a content type even on body-less calls.
 const NO_BODY_CONTENT_TYPE: &str = "application/json";
 
 /// The default endpoint of a region.
-pub fn default_host(region: &str) -> String {
+pub(crate) fn default_host(region: &str) -> String {
     format!("ims.{region}.myhuaweicloud.com")
 }
 
@@ -169,7 +169,7 @@ fn tags_path(project_id: &str, image_id: &str) -> String {
 
 /// `tags` of a list answer; entries without a key are skipped, a missing
 /// value reads as empty.
-pub fn parse_tags(v: &Value) -> Vec<Tag> {
+pub(crate) fn parse_tags(v: &Value) -> Vec<Tag> {
     let Some(Value::Array(items)) = v.get("tags") else {
         return Vec::new();
     };
@@ -212,13 +212,9 @@ impl ImsClient {
         &self.transport.region
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.transport.endpoint
-    }
-
-    /// The shared budgets (one per API of the main account) this client draws from.
-    pub fn budgets(&self) -> &BudgetHandle {
-        &self.transport.budgets
     }
 
     async fn call(&self, call: Call) -> Result<Answer, CloudError> {
@@ -313,7 +309,8 @@ impl ImsClient {
     /// (`ErrorKind::NotFound`, like a missing image;
     /// <https://support.huaweicloud.com/api-ims/ims_03_0619.html>), which is
     /// why the engine removes tags with BatchAddOrDeleteTags instead.
-    pub async fn delete_image_tag(
+    #[cfg(test)]
+    pub(crate) async fn delete_image_tag(
         &self,
         project_id: &str,
         image_id: &str,

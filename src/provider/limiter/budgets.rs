@@ -11,14 +11,14 @@ use super::{Budget, BudgetConfig};
 /// is keyed by whatever account a tenant's Secret names, so it must not only
 /// grow. A budget idle this long has recovered to its ceiling, so a new one
 /// for the same key behaves exactly like the dropped one.
-pub const LIMITER_IDLE_TTL: Duration = Duration::from_secs(300);
+pub(crate) const LIMITER_IDLE_TTL: Duration = Duration::from_secs(300);
 /// How often [`Budgets::get`] looks for idle budgets.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// (provider, main account, region, API).
 type Key = (String, String, String, String);
 /// (provider, region, API).
-pub type SeriesKey = (String, String, String);
+pub(crate) type SeriesKey = (String, String, String);
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Retired {
@@ -134,7 +134,7 @@ impl Budgets {
     }
 
     /// Total wait across every budget handed out.
-    pub fn total_wait(&self) -> Duration {
+    pub(crate) fn total_wait(&self) -> Duration {
         let map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
         let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         map.values().map(|b| b.total_wait()).sum::<Duration>()
@@ -142,7 +142,7 @@ impl Budgets {
     }
 
     /// Requests let through by every budget handed out.
-    pub fn total_granted(&self) -> u64 {
+    pub(crate) fn total_granted(&self) -> u64 {
         let map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
         let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         map.values().map(|b| b.granted()).sum::<u64>()

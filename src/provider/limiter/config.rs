@@ -32,7 +32,7 @@ pub const PUBLISHED_RATES: &[(&str, &str, u32)] = &[
 
 /// Rate of an API missing from [`PUBLISHED_RATES`]: 50/s for reads
 /// (`Get…`/`List…`/`Describe…`), 20/s otherwise.
-pub fn published_rate(provider: &str, api: &str) -> f64 {
+pub(crate) fn published_rate(provider: &str, api: &str) -> f64 {
     PUBLISHED_RATES
         .iter()
         .find(|(p, a, _)| *p == provider && *a == api)
@@ -50,7 +50,7 @@ pub fn published_rate(provider: &str, api: &str) -> f64 {
 }
 
 /// Every API name `--quota` accepts, sorted, without duplicates.
-pub fn known_apis() -> Vec<&'static str> {
+pub(crate) fn known_apis() -> Vec<&'static str> {
     let set: BTreeSet<&'static str> = PUBLISHED_RATES.iter().map(|(_, a, _)| *a).collect();
     set.into_iter().collect()
 }
@@ -58,7 +58,7 @@ pub fn known_apis() -> Vec<&'static str> {
 /// Default share of the published rate the operator allows itself.
 pub const DEFAULT_QUOTA_SHARE: f64 = 0.5;
 /// Default share of a budget's current rate drift checks may use.
-pub const DEFAULT_CHECK_SHARE: f64 = 0.5;
+pub(crate) const DEFAULT_CHECK_SHARE: f64 = 0.5;
 
 /// How budgets are sized.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,7 +85,8 @@ impl Default for BudgetConfig {
 
 impl BudgetConfig {
     /// Every known API at `rate` (tests that must not wait).
-    pub fn all_at(rate: f64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn all_at(rate: f64) -> Self {
         BudgetConfig {
             quotas: known_apis()
                 .into_iter()

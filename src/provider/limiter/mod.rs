@@ -51,7 +51,7 @@ pub async fn as_check<F: Future>(f: F) -> F::Output {
 }
 
 /// The priority of calls made here: [`Priority::Change`] outside [`as_check`].
-pub fn current_priority() -> Priority {
+pub(crate) fn current_priority() -> Priority {
     PRIORITY.try_with(|p| *p).unwrap_or(Priority::Change)
 }
 
@@ -81,8 +81,9 @@ impl BudgetHandle {
     }
 
     /// Budgets of their own under `config`, with a fixed account (no
-    /// lookup): tests and one-off clients.
-    pub fn standalone(provider: &'static str, region: &str, config: BudgetConfig) -> Self {
+    /// lookup), for tests.
+    #[cfg(test)]
+    pub(crate) fn standalone(provider: &'static str, region: &str, config: BudgetConfig) -> Self {
         BudgetHandle::new(
             Arc::new(Budgets::new(config)),
             provider,
@@ -93,7 +94,7 @@ impl BudgetHandle {
 
     /// The budget of `api` for the main account (looked up once per
     /// credential, see [`MainAccount`]).
-    pub async fn budget(&self, api: &str) -> Arc<Budget> {
+    pub(crate) async fn budget(&self, api: &str) -> Arc<Budget> {
         let account = self.account.get().await;
         self.budgets.get(self.provider, &account, &self.region, api)
     }
@@ -122,9 +123,5 @@ impl BudgetHandle {
             budget.throttled();
         }
         result
-    }
-
-    pub fn budgets(&self) -> &Arc<Budgets> {
-        &self.budgets
     }
 }

@@ -9,25 +9,25 @@ use std::time::{Duration, Instant};
 use super::Priority;
 
 /// A throttling answer halves the rate.
-pub const DECREASE_FACTOR: f64 = 0.5;
+pub(crate) const DECREASE_FACTOR: f64 = 0.5;
 /// Throttling answers within this window after a decrease count once.
-pub const DECREASE_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const DECREASE_WINDOW: Duration = Duration::from_secs(1);
 /// After a decrease the rate grows by this share of the ceiling per second.
 /// Slow on purpose: each climb past what the account has left ends in a
 /// throttled answer, so the slower the climb the fewer of them (at 5%/s
 /// the convergence bench saw 1.3% of calls throttled beside a client
 /// taking half of AddImageLabels; see the README's benchmarks).
-pub const RECOVERY_PER_SECOND: f64 = 0.02;
+pub(crate) const RECOVERY_PER_SECOND: f64 = 0.02;
 /// The rate never falls below this share of the ceiling…
-pub const FLOOR_SHARE: f64 = 0.05;
+pub(crate) const FLOOR_SHARE: f64 = 0.05;
 /// …nor below this many calls per second (unless the ceiling is lower).
-pub const FLOOR_MIN: f64 = 1.0;
+pub(crate) const FLOOR_MIN: f64 = 1.0;
 
 /// How much of the rate may go at once. Small on purpose: the cloud's own
 /// bucket holds a second of the rate, and at `--quota-share 1` a client
 /// bursting a whole second leaves no room for network jitter, so calls
 /// that left evenly spaced would arrive bunched and be throttled.
-pub const BURST: Duration = Duration::from_millis(100);
+pub(crate) const BURST: Duration = Duration::from_millis(100);
 
 /// A variable-rate GCRA bucket: the theoretical arrival time of the next
 /// call. The burst is [`BURST`] of the current rate (at least one call).
@@ -92,7 +92,7 @@ impl Budget {
         Self::new_at(ceiling, check_share, Instant::now())
     }
 
-    pub fn new_at(ceiling: f64, check_share: f64, now: Instant) -> Self {
+    pub(crate) fn new_at(ceiling: f64, check_share: f64, now: Instant) -> Self {
         let ceiling = if ceiling.is_finite() && ceiling > 0.0 {
             ceiling
         } else {
@@ -133,7 +133,8 @@ impl Budget {
         self.ceiling
     }
 
-    pub fn floor(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn floor(&self) -> f64 {
         self.floor
     }
 
@@ -142,7 +143,7 @@ impl Budget {
         self.rate_at(Instant::now())
     }
 
-    pub fn rate_at(&self, now: Instant) -> f64 {
+    pub(crate) fn rate_at(&self, now: Instant) -> f64 {
         let mut s = self.lock();
         self.recover(&mut s, now);
         s.rate
@@ -154,7 +155,7 @@ impl Budget {
         self.throttled_at(Instant::now())
     }
 
-    pub fn throttled_at(&self, now: Instant) -> bool {
+    pub(crate) fn throttled_at(&self, now: Instant) -> bool {
         self.throttled.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         self.recover(&mut s, now);
@@ -183,12 +184,12 @@ impl Budget {
     }
 
     /// Throttling answers reported so far.
-    pub fn throttled_total(&self) -> u64 {
+    pub(crate) fn throttled_total(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
 
     /// Reserves a slot at the current rate; the wait before sending.
-    pub fn reserve_at(&self, now: Instant) -> Duration {
+    pub(crate) fn reserve_at(&self, now: Instant) -> Duration {
         let mut s = self.lock();
         self.recover(&mut s, now);
         let rate = s.rate;
@@ -197,7 +198,7 @@ impl Budget {
 
     /// Reserves a slot in the check bucket (`check_share` of the current
     /// rate); a check then also reserves a slot with [`Self::reserve_at`].
-    pub fn reserve_check_at(&self, now: Instant) -> Duration {
+    pub(crate) fn reserve_check_at(&self, now: Instant) -> Duration {
         let mut s = self.lock();
         self.recover(&mut s, now);
         let rate = s.rate * self.check_share;
@@ -210,7 +211,7 @@ impl Budget {
     }
 
     /// When a slot was last asked for (creation if never).
-    pub fn last_used(&self) -> Instant {
+    pub(crate) fn last_used(&self) -> Instant {
         self.born + Duration::from_nanos(self.last_used.load(Ordering::Relaxed))
     }
 
@@ -251,7 +252,7 @@ impl Budget {
     }
 
     /// Cumulative time callers spent waiting (for a metric).
-    pub fn total_wait(&self) -> Duration {
+    pub(crate) fn total_wait(&self) -> Duration {
         Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
     }
 }

@@ -31,16 +31,16 @@ pub use super::request::Answer;
 
 pub const API_VERSION: &str = "2021-02-04";
 /// AddImageLabels accepts at most this many labels.
-pub const MAX_ADD_LABELS: usize = 100;
+pub(crate) const MAX_ADD_LABELS: usize = 100;
 /// Keys per DeleteDatasetLabels / DeleteDatasetVersionLabels call: they go
 /// in one comma-separated query value, and request paths are capped at 8192
 /// characters.
-pub const MAX_DATASET_REMOVE_KEYS: usize = 20;
+pub(crate) const MAX_DATASET_REMOVE_KEYS: usize = 20;
 
 const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// The default endpoint of a region.
-pub fn default_host(region: &str) -> String {
+pub(crate) fn default_host(region: &str) -> String {
     format!("aiworkspace.{region}.aliyuncs.com")
 }
 
@@ -256,12 +256,14 @@ impl PaiClient {
         &self.transport.region
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.transport.endpoint
     }
 
     /// The shared budgets (one per API of the main account) this client draws from.
-    pub fn budgets(&self) -> &BudgetHandle {
+    #[cfg(test)]
+    pub(crate) fn budgets(&self) -> &BudgetHandle {
         &self.transport.budgets
     }
 
