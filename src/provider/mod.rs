@@ -103,6 +103,23 @@ pub struct WriteOutcome {
     pub request_id: Option<String>,
 }
 
+/// One object of a list answer (PAI ListImages, ListDatasets, ListDatasetVersions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Image ID, dataset ID, or version name.
+    pub id: String,
+    pub name: String,
+    pub workspace_id: Option<String>,
+    pub labels: Labels,
+}
+
+/// One page and the total the cloud reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<Listed>,
+    pub total_count: Option<u64>,
+}
+
 /// One cloud account in one region, able to read and write labels.
 pub trait LabelProvider: Send + Sync {
     /// Limits the engine batches by, for this target.
@@ -133,7 +150,7 @@ pub trait LabelProvider: Send + Sync {
         _workspace_id: &'a str,
         _page_number: u32,
         _page_size: u32,
-    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+    ) -> Option<BoxFuture<'a, Result<Page, CloudError>>> {
         None
     }
 
@@ -144,7 +161,7 @@ pub trait LabelProvider: Send + Sync {
         _workspace_id: &'a str,
         _page_number: u32,
         _page_size: u32,
-    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+    ) -> Option<BoxFuture<'a, Result<Page, CloudError>>> {
         None
     }
 }
