@@ -1,7 +1,8 @@
 //! Huawei Cloud IMS v2 client (image tags), signing with SDK-HMAC-SHA256.
 //!
-//! Every call goes through the budget of its API (per main account and region) and the retry policy, and
-//! each attempt is signed afresh with a new `X-Sdk-Date`.
+//! Calls take the shared request path (`provider::request`: retry policy,
+//! the API's budget per main account and region); each attempt is signed
+//! afresh with a new `X-Sdk-Date`.
 
 use std::sync::Arc;
 

@@ -1,9 +1,9 @@
 //! Alibaba Cloud PAI AIWorkSpace client (API 2021-02-04, ROA style, JSON),
 //! signing with ACS3-HMAC-SHA256 or sending a bearer token.
 //!
-//! Every call goes through the budget of its API (per main account and region) and the retry policy; each
-//! attempt is signed afresh (new date and nonce), because AIWorkSpace rejects
-//! a replayed nonce.
+//! Calls take the shared request path (`provider::request`: retry policy,
+//! the API's budget per main account and region); each attempt is signed
+//! afresh (new date and nonce), because AIWorkSpace rejects a replayed nonce.
 
 use std::sync::Arc;
 
