@@ -75,7 +75,7 @@ fn headers(pairs: &[(String, String)]) -> HeaderMap {
 }
 
 fn parse_error_answers(status: u16, body: &[u8], h: &HeaderMap) {
-    let e = crate::provider::pai::error::map_error("ListImageLabels", status, h, body);
+    let e = crate::provider::acs_error::map_error("ListImageLabels", status, h, body);
     assert_eq!(e.api, "ListImageLabels");
     let e = crate::provider::ims::error::map_error("ListImageTags", status, h, body);
     assert_eq!(e.api, "ListImageTags");

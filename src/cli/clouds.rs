@@ -8,14 +8,15 @@ use std::sync::Arc;
 use super::CloudArgs;
 use crate::controller::context::CloudAccess;
 use crate::engine::ResolvedSet;
-use crate::provider::LabelProvider;
 use crate::provider::limiter::BudgetStat;
 use crate::provider::registry::{self, CloudConfig};
+use crate::provider::{AccessError, LabelProvider};
 
 /// Where default credentials (sets without `credentialsRef`) come from.
 #[derive(Clone, Debug)]
 pub enum DefaultCredentials {
-    /// The environment chain of DESIGN.md §3.
+    /// The process environment, read as the official SDKs read it
+    /// (`provider::credentials::pai_default_chain`, `ims_default_chain`).
     FromEnvironment,
     /// The same chain read from this map instead of the process environment.
     Fixed(HashMap<String, String>),
@@ -52,7 +53,7 @@ impl Clouds {
         Ok(Clouds { registry, defaults })
     }
 
-    pub fn lookup(&self, set: &ResolvedSet) -> Result<Arc<dyn LabelProvider>, String> {
+    pub fn lookup(&self, set: &ResolvedSet) -> Result<Arc<dyn LabelProvider>, AccessError> {
         self.provider_for(set, None)
     }
 
@@ -66,7 +67,7 @@ impl CloudAccess for Clouds {
         &self,
         set: &ResolvedSet,
         secret: Option<&BTreeMap<String, Vec<u8>>>,
-    ) -> Result<Arc<dyn LabelProvider>, String> {
+    ) -> Result<Arc<dyn LabelProvider>, AccessError> {
         let creds = match (secret, &self.defaults) {
             (Some(data), _) => registry::Clouds::credentials_from_secret(set.provider, data),
             (None, DefaultCredentials::FromEnvironment) => {
@@ -75,11 +76,8 @@ impl CloudAccess for Clouds {
             (None, DefaultCredentials::Fixed(map)) => self
                 .registry
                 .default_credentials_with_env(set.provider, &|k| map.get(k).cloned()),
-        }
-        .map_err(|e| e.to_string())?;
-        self.registry
-            .provider(set.provider, &set.region, creds)
-            .map_err(|e| e.to_string())
+        }?;
+        self.registry.provider(set.provider, &set.region, creds)
     }
 
     fn rate_limiter_wait_seconds(&self) -> f64 {

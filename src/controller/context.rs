@@ -24,7 +24,7 @@ pub trait CloudAccess: Send + Sync {
         &self,
         set: &ResolvedSet,
         secret: Option<&BTreeMap<String, Vec<u8>>>,
-    ) -> Result<Arc<dyn LabelProvider>, String>;
+    ) -> Result<Arc<dyn LabelProvider>, crate::provider::AccessError>;
 
     /// Total seconds cloud calls have waited for the rate limiter so far.
     fn rate_limiter_wait_seconds(&self) -> f64 {
@@ -382,8 +382,14 @@ impl CloudAccess for NoClouds {
         &self,
         _: &crate::engine::ResolvedSet,
         _: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
-    ) -> Result<Arc<dyn crate::provider::LabelProvider>, String> {
-        Err("offline".into())
+    ) -> Result<Arc<dyn crate::provider::LabelProvider>, crate::provider::AccessError> {
+        Err(crate::provider::AccessError::Client(
+            crate::provider::CloudError::new(
+                crate::provider::ErrorKind::Network,
+                "client",
+                "offline",
+            ),
+        ))
     }
 }
 

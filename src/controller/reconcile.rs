@@ -519,7 +519,10 @@ fn provider_for(
     secret: Option<&SecretRead>,
     ctx: &Ctx,
 ) -> Result<Arc<dyn LabelProvider>, String> {
-    let inner = ctx.clouds.provider_for(set, secret.map(|s| &s.data))?;
+    let inner = ctx
+        .clouds
+        .provider_for(set, secret.map(|s| &s.data))
+        .map_err(|e| e.to_string())?;
     Ok(Arc::new(Metered {
         inner,
         provider: set.provider.as_str(),

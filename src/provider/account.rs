@@ -18,16 +18,16 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::credentials::{CredentialSource, Credentials};
-use super::registry::{Endpoint, transport_error};
+use super::http::{Endpoint, transport_error};
 use super::{CloudError, ErrorKind};
 use crate::sign::{self, RequestParts, acs3};
 
 /// A failed lookup is tried again after this long, not sooner.
-pub const LOOKUP_RETRY: Duration = Duration::from_secs(300);
+pub(crate) const LOOKUP_RETRY: Duration = Duration::from_secs(300);
 /// One lookup may take this long before the fallback is used.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default STS endpoint.
-pub const DEFAULT_STS: &str = "https://sts.aliyuncs.com";
+pub(crate) const DEFAULT_STS: &str = "https://sts.aliyuncs.com";
 
 const API: &str = "GetCallerIdentity";
 const STS_VERSION: &str = "2015-04-01";
@@ -66,7 +66,7 @@ impl std::fmt::Debug for MainAccount {
 
 impl MainAccount {
     /// Always `account`, never looked up.
-    pub fn fixed(account: &str) -> Self {
+    pub(crate) fn fixed(account: &str) -> Self {
         MainAccount {
             fallback: account.to_string(),
             lookup: None,
@@ -176,7 +176,7 @@ impl MainAccount {
 
 /// STS `GetCallerIdentity` (RPC API 2015-04-01, ACS3-HMAC-SHA256): the
 /// account ID of the caller.
-pub async fn get_caller_identity(
+pub(crate) async fn get_caller_identity(
     http: &reqwest::Client,
     sts_endpoint: &str,
     id: &str,
@@ -222,7 +222,7 @@ pub async fn get_caller_identity(
     let resp_headers = resp.headers().clone();
     let body = super::body::read_capped(resp, API, super::body::MAX_RESPONSE_BYTES).await?;
     if !(200..300).contains(&status) {
-        return Err(super::pai::error::map_error(
+        return Err(super::acs_error::map_error(
             API,
             status,
             &resp_headers,
@@ -237,9 +237,9 @@ pub async fn get_caller_identity(
 
 /// `AccountId` of a `GetCallerIdentity` answer
 /// (`{"RequestId","AccountId","UserId","Arn","IdentityType","PrincipalId"}`).
-pub fn parse_caller_identity(body: &[u8]) -> Result<String, String> {
+pub(crate) fn parse_caller_identity(body: &[u8]) -> Result<String, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "answer is not JSON".to_string())?;
-    let account = super::pai::error::scalar(v.get("AccountId"))
+    let account = super::error::scalar(v.get("AccountId"))
         .filter(|a| !a.trim().is_empty())
         .ok_or("answer has no AccountId")?;
     if account.len() > 64
@@ -326,7 +326,7 @@ mod tests {
     }
 
     fn http() -> reqwest::Client {
-        super::super::registry::http_client(Duration::from_secs(5)).unwrap()
+        super::super::http::http_client(Duration::from_secs(5)).unwrap()
     }
 
     #[tokio::test]

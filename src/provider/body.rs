@@ -6,7 +6,7 @@
 use super::{CloudError, ErrorKind};
 
 /// The largest answer read from any cloud API.
-pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 fn too_large(api: &'static str, max: usize) -> CloudError {
     CloudError::new(
@@ -18,7 +18,7 @@ fn too_large(api: &'static str, max: usize) -> CloudError {
 
 /// The body of `resp`, or an error naming `api` once it passes `max` bytes
 /// (before reading anything when the length is announced).
-pub async fn read_capped(
+pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     api: &'static str,
     max: usize,
@@ -33,7 +33,7 @@ pub async fn read_capped(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| super::registry::transport_error(api, &e))?
+        .map_err(|e| super::http::transport_error(api, &e))?
     {
         if out.len() + chunk.len() > max {
             return Err(too_large(api, max));
@@ -77,8 +77,7 @@ mod tests {
 
     async fn fetch(size: usize, announce: bool) -> Result<Vec<u8>, CloudError> {
         let url = serve(size, announce).await;
-        let http =
-            crate::provider::registry::http_client(std::time::Duration::from_secs(30)).unwrap();
+        let http = crate::provider::http::http_client(std::time::Duration::from_secs(30)).unwrap();
         let resp = http.get(url).send().await.unwrap();
         read_capped(resp, "ListImageLabels", MAX_RESPONSE_BYTES).await
     }

@@ -4,19 +4,29 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+mod access;
 pub mod account;
+pub mod acs_error;
 pub mod body;
 pub mod credentials;
+mod error;
+pub mod http;
 pub mod ims;
 pub mod limiter;
 pub mod location;
 pub mod pai;
+pub mod region;
 pub mod registry;
+mod request;
 pub mod retry;
+#[cfg(test)]
+pub(crate) mod testsupport;
+
+pub use access::AccessError;
+pub use error::{CloudError, ErrorKind};
 
 /// What a set points at, with everything the cloud call needs to find it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,105 +103,21 @@ pub struct WriteOutcome {
     pub request_id: Option<String>,
 }
 
-/// How a cloud call failed, so callers can decide between retrying,
-/// stalling and reporting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The image, dataset or version does not exist.
-    NotFound,
-    /// Authenticated but not allowed (403).
-    AccessDenied,
-    /// The credentials are wrong: unknown key, bad signature, expired token.
-    Unauthenticated,
-    /// The request broke a rule of the API (bad parameter, limit exceeded).
-    Invalid,
-    /// Flow control; retry after a pause.
-    Throttled,
-    /// 5xx from the cloud.
-    Server,
-    /// No answer: connection refused or dropped, timeout, non-JSON reply.
-    Network,
+/// One object of a list answer (PAI ListImages, ListDatasets, ListDatasetVersions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Image ID, dataset ID, or version name.
+    pub id: String,
+    pub name: String,
+    pub workspace_id: Option<String>,
+    pub labels: Labels,
 }
 
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
-        ErrorKind::NotFound,
-        ErrorKind::AccessDenied,
-        ErrorKind::Unauthenticated,
-        ErrorKind::Invalid,
-        ErrorKind::Throttled,
-        ErrorKind::Server,
-        ErrorKind::Network,
-    ];
-
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Throttled | ErrorKind::Server | ErrorKind::Network
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::AccessDenied => "access_denied",
-            ErrorKind::Unauthenticated => "unauthenticated",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Throttled => "throttled",
-            ErrorKind::Server => "server",
-            ErrorKind::Network => "network",
-        }
-    }
-}
-
-/// A failed cloud call, carrying what the cloud said. Never holds a secret
-/// or a signature.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct CloudError {
-    pub kind: ErrorKind,
-    /// The cloud's error code (`InvalidParameter`, `IMG.0027`, …), empty for network errors.
-    pub code: String,
-    pub message: String,
-    pub request_id: Option<String>,
-    pub http_status: Option<u16>,
-    /// How long the cloud asked us to wait (throttling).
-    pub retry_after: Option<Duration>,
-    /// The API call that failed (`AddImageLabels`, …).
-    pub api: &'static str,
-}
-
-impl fmt::Display for CloudError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed", self.api)?;
-        if let Some(status) = self.http_status {
-            write!(f, " (HTTP {status}")?;
-            if !self.code.is_empty() {
-                write!(f, ", {}", self.code)?;
-            }
-            write!(f, ")")?;
-        } else if !self.code.is_empty() {
-            write!(f, " ({})", self.code)?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(id) = &self.request_id {
-            write!(f, " [RequestId {id}]")?;
-        }
-        Ok(())
-    }
-}
-
-impl CloudError {
-    pub fn new(kind: ErrorKind, api: &'static str, message: impl Into<String>) -> Self {
-        CloudError {
-            kind,
-            code: String::new(),
-            message: message.into(),
-            request_id: None,
-            http_status: None,
-            retry_after: None,
-            api,
-        }
-    }
+/// One page and the total the cloud reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<Listed>,
+    pub total_count: Option<u64>,
 }
 
 /// One cloud account in one region, able to read and write labels.
@@ -224,7 +150,7 @@ pub trait LabelProvider: Send + Sync {
         _workspace_id: &'a str,
         _page_number: u32,
         _page_size: u32,
-    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+    ) -> Option<BoxFuture<'a, Result<Page, CloudError>>> {
         None
     }
 
@@ -235,7 +161,7 @@ pub trait LabelProvider: Send + Sync {
         _workspace_id: &'a str,
         _page_number: u32,
         _page_size: u32,
-    ) -> Option<BoxFuture<'a, Result<pai::list::Page, CloudError>>> {
+    ) -> Option<BoxFuture<'a, Result<Page, CloudError>>> {
         None
     }
 }

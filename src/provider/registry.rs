@@ -11,15 +11,17 @@
 //! of a host name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::access::AccessError;
 use super::account::MainAccount;
 use super::credentials::{self, CredentialError, CredentialSource, EnvLookup, StaticSource};
+use super::http::{Endpoint, http_client_as, user_agent};
 use super::ims::ImsClient;
 use super::limiter::{BudgetConfig, BudgetHandle, BudgetStat, Budgets, DEFAULT_QUOTA_SHARE};
 use super::pai::PaiClient;
+use super::region::validate_region;
 use super::retry::RetryPolicy;
 use super::{CloudError, ErrorKind, LabelProvider};
 use crate::api::Provider;
@@ -68,7 +70,7 @@ impl Default for CloudConfig {
 
 impl CloudConfig {
     /// How budgets are sized.
-    pub fn budget_config(&self) -> BudgetConfig {
+    pub(crate) fn budget_config(&self) -> BudgetConfig {
         BudgetConfig {
             quota_share: self.quota_share,
             quotas: self.quotas.clone(),
@@ -156,16 +158,6 @@ impl Clouds {
         &self.config
     }
 
-    /// The shared HTTP client (for callers that talk to the same endpoints).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// The shared budgets (for the metrics).
-    pub fn budgets(&self) -> &Arc<Budgets> {
-        &self.budgets
-    }
-
     /// The main account of `creds`, shared by every client using them.
     fn main_account(
         &self,
@@ -196,8 +188,11 @@ impl Clouds {
         provider: Provider,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Client, CloudError> {
-        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
+    ) -> Result<Client, AccessError> {
+        validate_region(region).map_err(|reason| AccessError::Region {
+            region: region.to_string(),
+            reason: reason.to_string(),
+        })?;
         let key = (provider, region.to_string(), creds.fingerprint());
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.get(&key) {
@@ -211,22 +206,28 @@ impl Clouds {
         );
         let retry = self.config.retry.clone();
         let client = match provider {
-            Provider::Pai => Client::Pai(Arc::new(PaiClient::new(
-                self.http.clone(),
-                region,
-                self.config.pai_endpoint.as_deref(),
-                creds,
-                budgets,
-                retry,
-            )?)),
-            Provider::HuaweicloudIms => Client::Ims(Arc::new(ImsClient::new(
-                self.http.clone(),
-                region,
-                self.config.ims_endpoint.as_deref(),
-                creds,
-                budgets,
-                retry,
-            )?)),
+            Provider::Pai => Client::Pai(Arc::new(
+                PaiClient::new(
+                    self.http.clone(),
+                    region,
+                    self.config.pai_endpoint.as_deref(),
+                    creds,
+                    budgets,
+                    retry,
+                )
+                .map_err(AccessError::Client)?,
+            )),
+            Provider::HuaweicloudIms => Client::Ims(Arc::new(
+                ImsClient::new(
+                    self.http.clone(),
+                    region,
+                    self.config.ims_endpoint.as_deref(),
+                    creds,
+                    budgets,
+                    retry,
+                )
+                .map_err(AccessError::Client)?,
+            )),
         };
         if cache.len() >= MAX_CACHED_CLIENTS {
             cache.clear();
@@ -242,7 +243,7 @@ impl Clouds {
         provider: Provider,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Arc<dyn LabelProvider>, CloudError> {
+    ) -> Result<Arc<dyn LabelProvider>, AccessError> {
         Ok(match self.client(provider, region, creds)? {
             Client::Pai(c) => c,
             Client::Ims(c) => c,
@@ -254,14 +255,14 @@ impl Clouds {
         &self,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Arc<PaiClient>, CloudError> {
+    ) -> Result<Arc<PaiClient>, AccessError> {
         match self.client(Provider::Pai, region, creds)? {
             Client::Pai(c) => Ok(c),
-            Client::Ims(_) => Err(CloudError::new(
+            Client::Ims(_) => Err(AccessError::Client(CloudError::new(
                 ErrorKind::Invalid,
                 "client",
                 "cached client of the wrong provider",
-            )),
+            ))),
         }
     }
 
@@ -270,14 +271,14 @@ impl Clouds {
         &self,
         region: &str,
         creds: Arc<dyn CredentialSource>,
-    ) -> Result<Arc<ImsClient>, CloudError> {
+    ) -> Result<Arc<ImsClient>, AccessError> {
         match self.client(Provider::HuaweicloudIms, region, creds)? {
             Client::Ims(c) => Ok(c),
-            Client::Pai(_) => Err(CloudError::new(
+            Client::Pai(_) => Err(AccessError::Client(CloudError::new(
                 ErrorKind::Invalid,
                 "client",
                 "cached client of the wrong provider",
-            )),
+            ))),
         }
     }
 
@@ -337,189 +338,6 @@ impl Clouds {
     }
 }
 
-/// Installs the process-wide rustls crypto provider (ring) once; reqwest is
-/// built without one. A second install, by us or by kube, is harmless.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// `imagelabel/<version>`, and the caller's identity when there is one.
-pub fn user_agent(client_id: Option<&str>) -> String {
-    let base = concat!("imagelabel/", env!("CARGO_PKG_VERSION"));
-    match client_id {
-        Some(id) => format!("{base} ({id})"),
-        None => base.to_string(),
-    }
-}
-
-/// An HTTP client for cloud calls. HTTP/1.1 only, as the official SDKs speak
-/// it, so the signed `host` header is exactly the one sent.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, CloudError> {
-    http_client_as(timeout, &user_agent(None))
-}
-
-/// [`http_client`] with a User-Agent of the caller's choosing.
-pub fn http_client_as(timeout: Duration, agent: &str) -> Result<reqwest::Client, CloudError> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .http1_only()
-        // Signed requests must not be replayed at another host.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(agent)
-        .build()
-        .map_err(|e| {
-            CloudError::new(
-                ErrorKind::Network,
-                "client",
-                format!("building HTTP client: {}", describe(&e)),
-            )
-        })
-}
-
-/// Text of a reqwest error and its causes, without the URL (which may hold
-/// query parameters such as an OIDC token).
-fn describe(e: &reqwest::Error) -> String {
-    // reqwest's own Display names the URL, so the top level is rebuilt from
-    // the error's kind; the causes (hyper, io) carry no URL.
-    let mut out = String::from(if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the answer failed"
-    } else if e.is_redirect() {
-        "redirect refused"
-    } else if e.is_request() {
-        "sending the request failed"
-    } else {
-        "HTTP error"
-    });
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// A transport failure (no usable HTTP answer) as a retryable network error.
-pub(crate) fn transport_error(api: &'static str, e: &reqwest::Error) -> CloudError {
-    CloudError::new(ErrorKind::Network, api, describe(e))
-}
-
-/// Where a client sends its calls: an origin, an optional path prefix, and
-/// the `host` header value that is signed and sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `scheme://authority`, no trailing `/`.
-    pub origin: String,
-    /// Path prefix of the base URL (empty, or starting with `/` and without a trailing `/`).
-    pub prefix: String,
-    /// `host[:port]` as sent in the `host` header.
-    pub host: String,
-}
-
-impl Endpoint {
-    /// The HTTPS endpoint of a cloud host name.
-    pub fn https(host: &str) -> Self {
-        Endpoint {
-            origin: format!("https://{host}"),
-            prefix: String::new(),
-            host: host.to_string(),
-        }
-    }
-
-    /// An operator-supplied base URL (`http://127.0.0.1:8080`,
-    /// `https://aiworkspace-vpc.cn-hangzhou.aliyuncs.com`). Query and
-    /// fragment are not allowed; a path is kept as a prefix.
-    pub fn parse(base: &str) -> Result<Self, String> {
-        let url =
-            reqwest::Url::parse(base.trim()).map_err(|e| format!("invalid endpoint URL: {e}"))?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err("endpoint URL must be http or https".into());
-        }
-        if url.query().is_some()
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return Err("endpoint URL must not carry a query, fragment or user info".into());
-        }
-        let host_name = url.host_str().ok_or("endpoint URL has no host")?;
-        let host = match url.port() {
-            Some(p) => format!("{host_name}:{p}"),
-            None => host_name.to_string(),
-        };
-        Ok(Endpoint {
-            origin: format!("{}://{host}", url.scheme()),
-            prefix: url.path().trim_end_matches('/').to_string(),
-            host,
-        })
-    }
-
-    /// [`Endpoint::url`] as it will be sent, refused when URL parsing would
-    /// change the signed path or query (`.`/`..` segments, `%2e%2e`, a `?`
-    /// or `#` in an ID): the request must reach exactly the object signed.
-    pub fn checked_url(
-        &self,
-        api: &'static str,
-        path: &str,
-        query: &str,
-    ) -> Result<reqwest::Url, CloudError> {
-        let text = self.url(path, query);
-        let signed_path = format!("{}{path}", self.prefix);
-        let url = reqwest::Url::parse(&text)
-            .map_err(|e| CloudError::new(ErrorKind::Invalid, api, format!("request URL: {e}")))?;
-        if url.path() != signed_path || url.query().unwrap_or("") != query {
-            return Err(CloudError::new(
-                ErrorKind::Invalid,
-                api,
-                format!(
-                    "{api}: the request path {signed_path:?} would be sent as {:?}; refused, \
-                     so no request reaches another object than the one signed",
-                    url.path()
-                ),
-            ));
-        }
-        Ok(url)
-    }
-
-    /// The URL of an already-encoded `path` and wire `query` (may be empty).
-    pub fn url(&self, path: &str, query: &str) -> String {
-        if query.is_empty() {
-            format!("{}{}{path}", self.origin, self.prefix)
-        } else {
-            format!("{}{}{path}?{query}", self.origin, self.prefix)
-        }
-    }
-}
-
-/// Regions come from custom resources and end up in host names: only
-/// lower-case letters, digits and inner dashes are allowed, so a tenant
-/// cannot steer the operator's credentials to another host.
-pub fn validate_region(region: &str) -> Result<(), String> {
-    let ok = !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !region.starts_with('-')
-        && !region.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid region {region:?}: expected lower-case letters, digits and dashes"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -527,7 +345,7 @@ mod tests {
     use super::*;
     use crate::provider::Target;
     use crate::provider::credentials::Credentials;
-    use crate::provider::pai::testsupport::{Canned, TestServer};
+    use crate::provider::testsupport::{Canned, TestServer};
 
     fn src(id: &str, secret: &str) -> Arc<dyn CredentialSource> {
         Arc::new(StaticSource(Credentials::AccessKey {
@@ -639,6 +457,24 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_bad_region_is_a_region_error_and_bad_keys_a_credentials_error() {
+        let clouds = Clouds::new(CloudConfig::default()).unwrap();
+        let Err(e) = clouds.provider(Provider::Pai, "evil.com/", src("AK1", "s1")) else {
+            panic!("a region with a slash was accepted");
+        };
+        assert_eq!(e.kind_label(), "region");
+        assert_eq!(
+            e.to_string(),
+            "region `evil.com/`: expected lower-case letters, digits and dashes"
+        );
+        let e = AccessError::from(
+            Clouds::credentials_from_secret(Provider::HuaweicloudIms, &BTreeMap::new())
+                .unwrap_err(),
+        );
+        assert_eq!(e.kind_label(), "credentials");
     }
 
     /// Two AccessKeys of one main account share one budget once STS named

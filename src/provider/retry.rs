@@ -68,7 +68,7 @@ impl RetryPolicy {
 
     /// How long to wait before the next attempt after `err` on attempt
     /// `attempt` (0-based), or `None` when the call must not be retried.
-    pub fn delay_for(
+    pub(crate) fn delay_for(
         &self,
         err: &CloudError,
         attempt: u32,
@@ -99,7 +99,7 @@ impl RetryPolicy {
     }
 
     /// [`RetryPolicy::run`] with an injectable sleep, so tests need no clock.
-    pub async fn run_with_sleep<T, F, Fut, S, SFut>(
+    pub(crate) async fn run_with_sleep<T, F, Fut, S, SFut>(
         &self,
         mut op: F,
         mut sleep: S,
@@ -134,14 +134,14 @@ impl RetryPolicy {
 }
 
 /// PAI's `x-acs-retry-after`: a positive integer of milliseconds.
-pub fn parse_retry_after_millis(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after_millis(value: &str) -> Option<Duration> {
     let ms: u64 = value.trim().parse().ok()?;
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// HTTP `Retry-After` as delta-seconds (the HTTP-date form is not used by
 /// these APIs and is ignored).
-pub fn parse_retry_after_secs(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after_secs(value: &str) -> Option<Duration> {
     let s: u64 = value.trim().parse().ok()?;
     Some(Duration::from_secs(s))
 }

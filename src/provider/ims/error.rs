@@ -6,7 +6,7 @@
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::provider::pai::error::scalar;
+use crate::provider::error::scalar;
 use crate::provider::retry::parse_retry_after_secs;
 use crate::provider::{CloudError, ErrorKind};
 

@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{Call, ImsClient};
+use super::{ImsClient, project_call};
 use crate::provider::CloudError;
 
 /// The documented default (and the page asked for): "默认取值为500"
@@ -30,23 +30,20 @@ impl ImsClient {
         marker: Option<&str>,
         limit: u32,
     ) -> Result<ImagePage, CloudError> {
-        let mut query = vec![("limit".to_string(), limit.to_string())];
+        let mut call = project_call(
+            "ListImages",
+            Method::GET,
+            project_id,
+            "/v2/cloudimages".into(),
+        )
+        .query("limit", limit.to_string());
         if let Some(m) = marker {
-            query.push(("marker".into(), m.into()));
+            call = call.query("marker", m);
         }
         if let Some(t) = tag {
-            query.push(("tag".into(), t.into()));
+            call = call.query("tag", t);
         }
-        let a = self
-            .call(Call {
-                api: "ListImages",
-                method: Method::GET,
-                project_id: project_id.into(),
-                path: "/v2/cloudimages".into(),
-                query,
-                body: None,
-            })
-            .await?;
+        let a = self.call(call).await?;
         let ids = a
             .body
             .get("images")

@@ -1,19 +1,22 @@
 //! Huawei Cloud IMS v2 client (image tags), signing with SDK-HMAC-SHA256.
 //!
-//! Every call goes through the budget of its API (per main account and region) and the retry policy, and
-//! each attempt is signed afresh with a new `X-Sdk-Date`.
+//! Calls take the shared request path (`provider::request`: retry policy,
+//! the API's budget per main account and region); each attempt is signed
+//! afresh with a new `X-Sdk-Date`.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use reqwest::Method;
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::credentials::{CredentialError, CredentialSource, Credentials};
+use super::error::scalar;
+use super::http::Endpoint;
 use super::limiter::BudgetHandle;
-use super::pai::error::scalar;
-use super::registry::{Endpoint, transport_error, validate_region};
+use super::request::{Answer, Call, Dialect, Transport};
 use super::retry::RetryPolicy;
 use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
 use crate::sign::{self, RequestParts, sdk};
@@ -24,14 +27,14 @@ pub mod list;
 mod tests;
 
 /// Tags one image may carry, and so the most one batch call can usefully hold.
-pub const MAX_TAGS: usize = 10;
+pub(crate) const MAX_TAGS: usize = 10;
 
 const JSON_BODY_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 // The SDK sends (and signs) a content type even on body-less calls.
 const NO_BODY_CONTENT_TYPE: &str = "application/json";
 
 /// The default endpoint of a region.
-pub fn default_host(region: &str) -> String {
+pub(crate) fn default_host(region: &str) -> String {
     format!("ims.{region}.myhuaweicloud.com")
 }
 
@@ -66,37 +69,95 @@ impl TagAction {
 
 /// A client for one account (credential source) in one region.
 pub struct ImsClient {
-    http: reqwest::Client,
-    endpoint: Endpoint,
-    region: String,
-    creds: Arc<dyn CredentialSource>,
-    budgets: BudgetHandle,
-    retry: RetryPolicy,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for ImsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImsClient")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("creds", &self.creds)
-            .finish_non_exhaustive()
+        self.transport.debug_as("ImsClient", f)
     }
 }
 
-struct Call {
-    api: &'static str,
-    method: Method,
-    project_id: String,
-    /// Already percent-encoded.
-    path: String,
-    query: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
+/// How IMS calls are signed (SDK-HMAC-SHA256) and answered.
+struct ImsWire;
+
+impl Dialect for ImsWire {
+    const NAME: &'static str = "ims";
+
+    fn query_string(query: &[(String, String)]) -> String {
+        sdk::canonical_query(query)
+    }
+
+    fn headers(
+        endpoint: &Endpoint,
+        call: &Call,
+        creds: &Credentials,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        headers_for(endpoint, call, creds, Timestamp::now())
+    }
+
+    fn map_error(api: &'static str, status: u16, headers: &HeaderMap, body: &[u8]) -> CloudError {
+        error::map_error(api, status, headers, body)
+    }
+
+    fn request_id(_body: &Value, headers: &HeaderMap) -> Option<String> {
+        error::request_id(headers)
+    }
 }
 
-struct Answer {
-    request_id: Option<String>,
-    body: Value,
+/// Every header of one attempt, the signature included. Pure: the date
+/// comes from the caller.
+fn headers_for(
+    endpoint: &Endpoint,
+    call: &Call,
+    creds: &Credentials,
+    date: Timestamp,
+) -> Result<Vec<(String, String)>, CloudError> {
+    let Credentials::AkSk {
+        ak,
+        sk,
+        security_token,
+    } = creds
+    else {
+        return Err(
+            CredentialError::WrongKind(creds.kind_name(), "huaweicloud-ims").into_cloud(call.api),
+        );
+    };
+    let body = call.body.as_deref().unwrap_or_default();
+    let payload_hash = sign::sha256_hex(body);
+    let content_type = if call.body.is_some() {
+        JSON_BODY_CONTENT_TYPE
+    } else {
+        NO_BODY_CONTENT_TYPE
+    };
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), endpoint.host.clone()),
+        ("content-type".into(), content_type.into()),
+    ];
+    // `x-project-id`, set by the call.
+    headers.extend(call.headers.iter().cloned());
+    headers.push(("x-sdk-date".into(), sdk::format_date(date)));
+    if let Some(token) = security_token {
+        headers.push(("x-security-token".into(), token.clone()));
+    }
+    let signed = sdk::default_signed_headers(&headers);
+    let path = format!("{}{}", endpoint.prefix, call.path);
+    let parts = RequestParts {
+        method: call.method.as_str(),
+        path: &path,
+        query: &call.query,
+        headers: &headers,
+        payload_hash: &payload_hash,
+    };
+    let s = sdk::sign(&parts, ak, sk, &signed)
+        .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
+    headers.push(("authorization".into(), s.authorization));
+    Ok(headers)
+}
+
+/// A call on `project_id`'s resources.
+fn project_call(api: &'static str, method: Method, project_id: &str, path: String) -> Call {
+    Call::new(api, method, path).header("x-project-id", project_id)
 }
 
 fn tags_path(project_id: &str, image_id: &str) -> String {
@@ -109,7 +170,7 @@ fn tags_path(project_id: &str, image_id: &str) -> String {
 
 /// `tags` of a list answer; entries without a key are skipped, a missing
 /// value reads as empty.
-pub fn parse_tags(v: &Value) -> Vec<Tag> {
+pub(crate) fn parse_tags(v: &Value) -> Vec<Tag> {
     let Some(Value::Array(items)) = v.get("tags") else {
         return Vec::new();
     };
@@ -143,141 +204,22 @@ impl ImsClient {
         budgets: BudgetHandle,
         retry: RetryPolicy,
     ) -> Result<Self, CloudError> {
-        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
-        let endpoint = match endpoint {
-            Some(base) => Endpoint::parse(base)
-                .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?,
-            None => Endpoint::https(&default_host(region)),
-        };
         Ok(ImsClient {
-            http,
-            endpoint,
-            region: region.to_string(),
-            creds,
-            budgets,
-            retry,
+            transport: Transport::new(http, region, endpoint, default_host, creds, budgets, retry)?,
         })
     }
 
     pub fn region(&self) -> &str {
-        &self.region
+        &self.transport.region
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// The shared budgets (one per API of the main account) this client draws from.
-    pub fn budgets(&self) -> &BudgetHandle {
-        &self.budgets
-    }
-
-    /// Every header of one attempt, the signature included.
-    fn headers_for(
-        &self,
-        call: &Call,
-        creds: &Credentials,
-        date: Timestamp,
-    ) -> Result<Vec<(String, String)>, CloudError> {
-        let Credentials::AkSk {
-            ak,
-            sk,
-            security_token,
-        } = creds
-        else {
-            return Err(
-                CredentialError::WrongKind(creds.kind_name(), "huaweicloud-ims")
-                    .into_cloud(call.api),
-            );
-        };
-        let body = call.body.as_deref().unwrap_or_default();
-        let payload_hash = sign::sha256_hex(body);
-        let content_type = if call.body.is_some() {
-            JSON_BODY_CONTENT_TYPE
-        } else {
-            NO_BODY_CONTENT_TYPE
-        };
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), self.endpoint.host.clone()),
-            ("content-type".into(), content_type.into()),
-            ("x-project-id".into(), call.project_id.clone()),
-            ("x-sdk-date".into(), sdk::format_date(date)),
-        ];
-        if let Some(token) = security_token {
-            headers.push(("x-security-token".into(), token.clone()));
-        }
-        let signed = sdk::default_signed_headers(&headers);
-        let path = format!("{}{}", self.endpoint.prefix, call.path);
-        let parts = RequestParts {
-            method: call.method.as_str(),
-            path: &path,
-            query: &call.query,
-            headers: &headers,
-            payload_hash: &payload_hash,
-        };
-        let s = sdk::sign(&parts, ak, sk, &signed)
-            .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
-        headers.push(("authorization".into(), s.authorization));
-        Ok(headers)
-    }
-
-    async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        self.budgets
-            .send(call.api, self.attempt_unlimited(call, attempt))
-            .await
-    }
-
-    async fn attempt_unlimited(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
-        let url =
-            self.endpoint
-                .checked_url(call.api, &call.path, &sdk::canonical_query(&call.query))?;
-        let headers = self.headers_for(call, &creds, Timestamp::now())?;
-        let mut req = self.http.request(call.method.clone(), url);
-        for (n, v) in &headers {
-            req = req.header(n.as_str(), v.as_str());
-        }
-        if let Some(body) = &call.body {
-            req = req.body(body.clone());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(call.api, &e))?;
-        let status = resp.status().as_u16();
-        let resp_headers = resp.headers().clone();
-        let bytes = crate::provider::body::read_capped(
-            resp,
-            call.api,
-            crate::provider::body::MAX_RESPONSE_BYTES,
-        )
-        .await?;
-        if !(200..300).contains(&status) {
-            let err = error::map_error(call.api, status, &resp_headers, &bytes);
-            tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "ims call failed");
-            return Err(err);
-        }
-        let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|_| CloudError {
-                http_status: Some(status),
-                ..CloudError::new(ErrorKind::Network, call.api, "answer is not JSON")
-            })?
-        };
-        let request_id = error::request_id(&resp_headers);
-        tracing::debug!(
-            api = call.api,
-            attempt,
-            status,
-            request_id = request_id.as_deref().unwrap_or(""),
-            "ims call"
-        );
-        Ok(Answer { request_id, body })
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.transport.endpoint
     }
 
     async fn call(&self, call: Call) -> Result<Answer, CloudError> {
-        self.retry.run(|attempt| self.attempt(&call, attempt)).await
+        self.transport.call::<ImsWire>(call).await
     }
 
     /// The tags of one image.
@@ -287,14 +229,12 @@ impl ImsClient {
         image_id: &str,
     ) -> Result<ListTagsResponse, CloudError> {
         let a = self
-            .call(Call {
-                api: "ListImageTags",
-                method: Method::GET,
-                project_id: project_id.into(),
-                path: tags_path(project_id, image_id),
-                query: Vec::new(),
-                body: None,
-            })
+            .call(project_call(
+                "ListImageTags",
+                Method::GET,
+                project_id,
+                tags_path(project_id, image_id),
+            ))
             .await?;
         Ok(ListTagsResponse {
             tags: parse_tags(&a.body),
@@ -314,14 +254,15 @@ impl ImsClient {
             .to_string()
             .into_bytes();
         let a = self
-            .call(Call {
-                api: "AddImageTag",
-                method: Method::POST,
-                project_id: project_id.into(),
-                path: tags_path(project_id, image_id),
-                query: Vec::new(),
-                body: Some(body),
-            })
+            .call(
+                project_call(
+                    "AddImageTag",
+                    Method::POST,
+                    project_id,
+                    tags_path(project_id, image_id),
+                )
+                .body(body),
+            )
             .await?;
         Ok(WriteOutcome {
             request_id: a.request_id,
@@ -358,14 +299,7 @@ impl ImsClient {
             .into_bytes();
         let path = format!("{}/action", tags_path(project_id, image_id));
         let a = self
-            .call(Call {
-                api: API,
-                method: Method::POST,
-                project_id: project_id.into(),
-                path,
-                query: Vec::new(),
-                body: Some(body),
-            })
+            .call(project_call(API, Method::POST, project_id, path).body(body))
             .await?;
         Ok(WriteOutcome {
             request_id: a.request_id,
@@ -376,7 +310,8 @@ impl ImsClient {
     /// (`ErrorKind::NotFound`, like a missing image;
     /// <https://support.huaweicloud.com/api-ims/ims_03_0619.html>), which is
     /// why the engine removes tags with BatchAddOrDeleteTags instead.
-    pub async fn delete_image_tag(
+    #[cfg(test)]
+    pub(crate) async fn delete_image_tag(
         &self,
         project_id: &str,
         image_id: &str,
@@ -384,14 +319,12 @@ impl ImsClient {
     ) -> Result<WriteOutcome, CloudError> {
         let path = format!("{}/{}", tags_path(project_id, image_id), sign::encode(key));
         let a = self
-            .call(Call {
-                api: "DeleteImageTag",
-                method: Method::DELETE,
-                project_id: project_id.into(),
+            .call(project_call(
+                "DeleteImageTag",
+                Method::DELETE,
+                project_id,
                 path,
-                query: Vec::new(),
-                body: None,
-            })
+            ))
             .await?;
         Ok(WriteOutcome {
             request_id: a.request_id,

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::provider::credentials::StaticSource;
+use crate::provider::http::http_client;
 use crate::provider::limiter::BudgetConfig;
-use crate::provider::pai::testsupport::{Canned, Captured, TestServer};
-use crate::provider::registry::http_client;
+use crate::provider::testsupport::{Canned, Captured, TestServer};
 
 const PID: &str = "0123456789abcdef0123456789abcdef";
 const IMG: &str = "67e17426-359e-49fb-aa12-0bd1756ec240";

@@ -6,29 +6,13 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{Call, PaiClient, dataset_path, parse_labels, to_map};
-use crate::provider::{CloudError, Labels};
+use crate::provider::CloudError;
+pub use crate::provider::{Listed, Page};
 
 /// The largest page asked for. The API reference gives only defaults
 /// (ListImages 20, ListDatasets and ListDatasetVersions 10); 100 is the
 /// largest page the simulator serves, see docs/cloud-rules.md.
 pub const PAGE_SIZE: u32 = 100;
-
-/// One object of a list answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listed {
-    /// Image ID, dataset ID, or version name.
-    pub id: String,
-    pub name: String,
-    pub workspace_id: Option<String>,
-    pub labels: Labels,
-}
-
-/// One page and the total the cloud reports.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Page {
-    pub items: Vec<Listed>,
-    pub total_count: Option<u64>,
-}
 
 /// ListImages filters (all optional, as in the API).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

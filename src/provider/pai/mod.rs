@@ -1,41 +1,46 @@
 //! Alibaba Cloud PAI AIWorkSpace client (API 2021-02-04, ROA style, JSON),
 //! signing with ACS3-HMAC-SHA256 or sending a bearer token.
 //!
-//! Every call goes through the budget of its API (per main account and region) and the retry policy; each
-//! attempt is signed afresh (new date and nonce), because AIWorkSpace rejects
-//! a replayed nonce.
+//! Calls take the shared request path (`provider::request`: retry policy,
+//! the API's budget per main account and region); each attempt is signed
+//! afresh (new date and nonce), because AIWorkSpace rejects a replayed nonce.
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use jiff::Timestamp;
 use reqwest::Method;
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use super::acs_error;
 use super::credentials::{CredentialError, CredentialSource, Credentials};
+use super::error::scalar;
+use super::http::Endpoint;
 use super::limiter::BudgetHandle;
-use super::registry::{Endpoint, transport_error, validate_region};
+use super::request::{Call, Dialect, Transport};
 use super::retry::RetryPolicy;
-use super::{CallLimits, CloudError, ErrorKind, LabelProvider, Labels, Target, WriteOutcome};
+use super::{CloudError, ErrorKind, Labels, Target, WriteOutcome};
 use crate::sign::{self, RequestParts, acs3};
 
-pub mod error;
+mod labels;
 pub mod list;
-#[cfg(test)]
-pub(crate) mod testsupport;
+
+pub use labels::call_limits;
+
+pub use super::request::Answer;
 
 pub const API_VERSION: &str = "2021-02-04";
 /// AddImageLabels accepts at most this many labels.
-pub const MAX_ADD_LABELS: usize = 100;
+pub(crate) const MAX_ADD_LABELS: usize = 100;
 /// Keys per DeleteDatasetLabels / DeleteDatasetVersionLabels call: they go
 /// in one comma-separated query value, and request paths are capped at 8192
 /// characters.
-pub const MAX_DATASET_REMOVE_KEYS: usize = 20;
+pub(crate) const MAX_DATASET_REMOVE_KEYS: usize = 20;
 
 const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// The default endpoint of a region.
-pub fn default_host(region: &str) -> String {
+pub(crate) fn default_host(region: &str) -> String {
     format!("aiworkspace.{region}.aliyuncs.com")
 }
 
@@ -65,59 +70,14 @@ pub struct ListImageLabelsResponse {
     pub total_count: Option<u64>,
 }
 
-/// A JSON answer with its request id.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
-    pub request_id: Option<String>,
-    pub body: Value,
-}
-
 /// A client for one account (credential source) in one region.
 pub struct PaiClient {
-    http: reqwest::Client,
-    endpoint: Endpoint,
-    region: String,
-    creds: Arc<dyn CredentialSource>,
-    budgets: BudgetHandle,
-    retry: RetryPolicy,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for PaiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PaiClient")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("creds", &self.creds)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Call {
-    api: &'static str,
-    method: Method,
-    /// Already percent-encoded.
-    path: String,
-    query: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-}
-
-impl Call {
-    fn new(api: &'static str, method: Method, path: String) -> Self {
-        Call {
-            api,
-            method,
-            path,
-            query: Vec::new(),
-            body: None,
-        }
-    }
-    fn query(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.query.push((k.to_string(), v.into()));
-        self
-    }
-    fn json(mut self, v: &Value) -> Self {
-        self.body = Some(v.to_string().into_bytes());
-        self
+        self.transport.debug_as("PaiClient", f)
     }
 }
 
@@ -138,10 +98,10 @@ pub fn parse_labels(v: Option<&Value>) -> Vec<Label> {
     items
         .iter()
         .filter_map(|item| {
-            let key = error::scalar(item.get("Key"))?;
+            let key = scalar(item.get("Key"))?;
             Some(Label {
                 key,
-                value: error::scalar(item.get("Value")).unwrap_or_default(),
+                value: scalar(item.get("Value")).unwrap_or_default(),
             })
         })
         .collect()
@@ -187,6 +147,95 @@ fn wrong_target(api: &'static str, target: &Target) -> CloudError {
     )
 }
 
+/// How PAI calls are signed (ACS3-HMAC-SHA256 or a bearer token) and answered.
+struct PaiWire;
+
+impl Dialect for PaiWire {
+    const NAME: &'static str = "pai";
+
+    fn query_string(query: &[(String, String)]) -> String {
+        acs3::canonical_query(query)
+    }
+
+    fn headers(
+        endpoint: &Endpoint,
+        call: &Call,
+        creds: &Credentials,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        headers_for(endpoint, call, creds, Timestamp::now(), &nonce)
+    }
+
+    fn map_error(api: &'static str, status: u16, headers: &HeaderMap, body: &[u8]) -> CloudError {
+        acs_error::map_error(api, status, headers, body)
+    }
+
+    fn request_id(body: &Value, headers: &HeaderMap) -> Option<String> {
+        scalar(body.get("RequestId")).or_else(|| {
+            headers
+                .get("x-acs-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+    }
+}
+
+/// Every header of one attempt, the signature included. Pure: the date and
+/// nonce come from the caller.
+fn headers_for(
+    endpoint: &Endpoint,
+    call: &Call,
+    creds: &Credentials,
+    date: Timestamp,
+    nonce: &str,
+) -> Result<Vec<(String, String)>, CloudError> {
+    let body = call.body.as_deref().unwrap_or_default();
+    let payload_hash = sign::sha256_hex(body);
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), endpoint.host.clone()),
+        ("x-acs-action".into(), call.api.into()),
+        ("x-acs-version".into(), API_VERSION.into()),
+        ("x-acs-date".into(), acs3::format_date(date)),
+        ("x-acs-signature-nonce".into(), nonce.into()),
+        ("accept".into(), "application/json".into()),
+        ("x-acs-content-sha256".into(), payload_hash.clone()),
+    ];
+    if call.body.is_some() {
+        headers.push(("content-type".into(), JSON_CONTENT_TYPE.into()));
+    }
+    match creds {
+        Credentials::AccessKey {
+            id,
+            secret,
+            security_token,
+        } => {
+            if let Some(token) = security_token {
+                headers.push(("x-acs-accesskey-id".into(), id.clone()));
+                headers.push(("x-acs-security-token".into(), token.clone()));
+            }
+            let signed = acs3::default_signed_headers(&headers);
+            let parts = RequestParts {
+                method: call.method.as_str(),
+                path: &format!("{}{}", endpoint.prefix, call.path),
+                query: &call.query,
+                headers: &headers,
+                payload_hash: &payload_hash,
+            };
+            let s = acs3::sign(&parts, id, secret, &signed)
+                .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
+            headers.push(("authorization".into(), s.authorization));
+        }
+        Credentials::Bearer(token) => {
+            headers.push(("x-acs-bearer-token".into(), token.clone()));
+            headers.push(("x-acs-signature-type".into(), "BEARERTOKEN".into()));
+        }
+        other => {
+            return Err(CredentialError::WrongKind(other.kind_name(), "pai").into_cloud(call.api));
+        }
+    }
+    Ok(headers)
+}
+
 impl PaiClient {
     /// A client for `region`; `endpoint` (operator configuration only)
     /// replaces the region's default host.
@@ -198,155 +247,28 @@ impl PaiClient {
         budgets: BudgetHandle,
         retry: RetryPolicy,
     ) -> Result<Self, CloudError> {
-        validate_region(region).map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?;
-        let endpoint = match endpoint {
-            Some(base) => Endpoint::parse(base)
-                .map_err(|m| CloudError::new(ErrorKind::Invalid, "client", m))?,
-            None => Endpoint::https(&default_host(region)),
-        };
         Ok(PaiClient {
-            http,
-            endpoint,
-            region: region.to_string(),
-            creds,
-            budgets,
-            retry,
+            transport: Transport::new(http, region, endpoint, default_host, creds, budgets, retry)?,
         })
     }
 
     pub fn region(&self) -> &str {
-        &self.region
+        &self.transport.region
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.transport.endpoint
     }
 
     /// The shared budgets (one per API of the main account) this client draws from.
-    pub fn budgets(&self) -> &BudgetHandle {
-        &self.budgets
-    }
-
-    /// Every header of one attempt, the signature included. Pure, for tests.
-    fn headers_for(
-        &self,
-        call: &Call,
-        creds: &Credentials,
-        date: Timestamp,
-        nonce: &str,
-    ) -> Result<Vec<(String, String)>, CloudError> {
-        let body = call.body.as_deref().unwrap_or_default();
-        let payload_hash = sign::sha256_hex(body);
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), self.endpoint.host.clone()),
-            ("x-acs-action".into(), call.api.into()),
-            ("x-acs-version".into(), API_VERSION.into()),
-            ("x-acs-date".into(), acs3::format_date(date)),
-            ("x-acs-signature-nonce".into(), nonce.into()),
-            ("accept".into(), "application/json".into()),
-            ("x-acs-content-sha256".into(), payload_hash.clone()),
-        ];
-        if call.body.is_some() {
-            headers.push(("content-type".into(), JSON_CONTENT_TYPE.into()));
-        }
-        match creds {
-            Credentials::AccessKey {
-                id,
-                secret,
-                security_token,
-            } => {
-                if let Some(token) = security_token {
-                    headers.push(("x-acs-accesskey-id".into(), id.clone()));
-                    headers.push(("x-acs-security-token".into(), token.clone()));
-                }
-                let signed = acs3::default_signed_headers(&headers);
-                let parts = RequestParts {
-                    method: call.method.as_str(),
-                    path: &format!("{}{}", self.endpoint.prefix, call.path),
-                    query: &call.query,
-                    headers: &headers,
-                    payload_hash: &payload_hash,
-                };
-                let s = acs3::sign(&parts, id, secret, &signed)
-                    .map_err(|e| CloudError::new(ErrorKind::Invalid, call.api, e.to_string()))?;
-                headers.push(("authorization".into(), s.authorization));
-            }
-            Credentials::Bearer(token) => {
-                headers.push(("x-acs-bearer-token".into(), token.clone()));
-                headers.push(("x-acs-signature-type".into(), "BEARERTOKEN".into()));
-            }
-            other => {
-                return Err(
-                    CredentialError::WrongKind(other.kind_name(), "pai").into_cloud(call.api)
-                );
-            }
-        }
-        Ok(headers)
-    }
-
-    async fn attempt(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        self.budgets
-            .send(call.api, self.attempt_unlimited(call, attempt))
-            .await
-    }
-
-    async fn attempt_unlimited(&self, call: &Call, attempt: u32) -> Result<Answer, CloudError> {
-        let creds = self.creds.get().await.map_err(|e| e.into_cloud(call.api))?;
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let url =
-            self.endpoint
-                .checked_url(call.api, &call.path, &acs3::canonical_query(&call.query))?;
-        let headers = self.headers_for(call, &creds, Timestamp::now(), &nonce)?;
-        let mut req = self.http.request(call.method.clone(), url);
-        for (n, v) in &headers {
-            req = req.header(n.as_str(), v.as_str());
-        }
-        if let Some(body) = &call.body {
-            req = req.body(body.clone());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(call.api, &e))?;
-        let status = resp.status().as_u16();
-        let resp_headers = resp.headers().clone();
-        let bytes = crate::provider::body::read_capped(
-            resp,
-            call.api,
-            crate::provider::body::MAX_RESPONSE_BYTES,
-        )
-        .await?;
-        if !(200..300).contains(&status) {
-            let err = error::map_error(call.api, status, &resp_headers, &bytes);
-            tracing::debug!(api = call.api, attempt, status, code = %err.code, request_id = err.request_id.as_deref().unwrap_or(""), "pai call failed");
-            return Err(err);
-        }
-        let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|_| CloudError {
-                http_status: Some(status),
-                ..CloudError::new(ErrorKind::Network, call.api, "answer is not JSON")
-            })?
-        };
-        let request_id = error::scalar(body.get("RequestId")).or_else(|| {
-            resp_headers
-                .get("x-acs-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        });
-        tracing::debug!(
-            api = call.api,
-            attempt,
-            status,
-            request_id = request_id.as_deref().unwrap_or(""),
-            "pai call"
-        );
-        Ok(Answer { request_id, body })
+    #[cfg(test)]
+    pub(crate) fn budgets(&self) -> &BudgetHandle {
+        &self.transport.budgets
     }
 
     async fn call(&self, call: Call) -> Result<Answer, CloudError> {
-        self.retry.run(|attempt| self.attempt(&call, attempt)).await
+        self.transport.call::<PaiWire>(call).await
     }
 
     /// GetImage: the image's full description.
@@ -529,179 +451,6 @@ impl PaiClient {
         Ok(WriteOutcome {
             request_id: self.call(call).await?.request_id,
         })
-    }
-
-    async fn observe_target(&self, target: &Target) -> Result<Labels, CloudError> {
-        match target {
-            Target::PaiImage {
-                image_id,
-                workspace_id,
-            } => {
-                let req = ListImageLabelsRequest {
-                    image_id: Some(image_id.clone()),
-                    workspace_id: workspace_id.clone(),
-                    ..Default::default()
-                };
-                let resp = self.list_image_labels(&req).await?;
-                if resp.labels.is_empty() {
-                    // A filter on an unknown image may well answer with an
-                    // empty list; tell "no labels" from "no image".
-                    self.get_image(image_id, None).await?;
-                }
-                Ok(to_map(resp.labels))
-            }
-            Target::PaiDataset { dataset_id } => Ok(to_map(parse_labels(
-                self.get_dataset(dataset_id).await?.body.get("Labels"),
-            ))),
-            Target::PaiDatasetVersion {
-                dataset_id,
-                version,
-            } => Ok(to_map(parse_labels(
-                self.get_dataset_version(dataset_id, version)
-                    .await?
-                    .body
-                    .get("Labels"),
-            ))),
-            Target::ImsImage { .. } => Err(wrong_target("ListImageLabels", target)),
-        }
-    }
-
-    async fn add_target(
-        &self,
-        target: &Target,
-        labels: &[(String, String)],
-    ) -> Result<WriteOutcome, CloudError> {
-        let mut out = WriteOutcome::default();
-        // The engine batches by `limits`; chunking again keeps a larger
-        // batch from becoming an API error.
-        for chunk in labels.chunks(MAX_ADD_LABELS) {
-            out = match target {
-                Target::PaiImage { image_id, .. } => self.add_image_labels(image_id, chunk).await?,
-                Target::PaiDataset { dataset_id } => {
-                    self.create_dataset_labels(dataset_id, chunk).await?
-                }
-                Target::PaiDatasetVersion {
-                    dataset_id,
-                    version,
-                } => {
-                    self.create_dataset_version_labels(dataset_id, version, chunk)
-                        .await?
-                }
-                Target::ImsImage { .. } => return Err(wrong_target("AddImageLabels", target)),
-            };
-        }
-        Ok(out)
-    }
-
-    async fn remove_target(
-        &self,
-        target: &Target,
-        keys: &[String],
-    ) -> Result<WriteOutcome, CloudError> {
-        let mut out = WriteOutcome::default();
-        let chunk_size = if matches!(target, Target::PaiImage { .. }) {
-            1
-        } else {
-            MAX_DATASET_REMOVE_KEYS
-        };
-        for chunk in keys.chunks(chunk_size) {
-            let result = match target {
-                Target::PaiImage { image_id, .. } => {
-                    self.remove_image_label(image_id, &chunk[0]).await
-                }
-                Target::PaiDataset { dataset_id } => {
-                    self.delete_dataset_labels(dataset_id, chunk).await
-                }
-                Target::PaiDatasetVersion {
-                    dataset_id,
-                    version,
-                } => {
-                    self.delete_dataset_version_labels(dataset_id, version, chunk)
-                        .await
-                }
-                Target::ImsImage { .. } => return Err(wrong_target("RemoveImageLabels", target)),
-            };
-            out = match result {
-                Ok(o) => o,
-                // Removing what is not there (label or object) leaves the
-                // object without the key, which is what was asked.
-                Err(e) if e.kind == ErrorKind::NotFound => WriteOutcome {
-                    request_id: e.request_id,
-                },
-                Err(e) => return Err(e),
-            };
-        }
-        Ok(out)
-    }
-}
-
-/// What one PAI call may carry, per target kind.
-pub fn call_limits(target: &Target) -> CallLimits {
-    match target {
-        Target::PaiImage { .. } => CallLimits {
-            add_per_call: MAX_ADD_LABELS,
-            remove_per_call: 1,
-            max_labels_on_object: None,
-        },
-        _ => CallLimits {
-            add_per_call: MAX_ADD_LABELS,
-            remove_per_call: MAX_DATASET_REMOVE_KEYS,
-            max_labels_on_object: None,
-        },
-    }
-}
-
-impl LabelProvider for PaiClient {
-    fn limits(&self, target: &Target) -> CallLimits {
-        call_limits(target)
-    }
-
-    fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Labels, CloudError>> {
-        Box::pin(self.observe_target(target))
-    }
-
-    fn add<'a>(
-        &'a self,
-        target: &'a Target,
-        labels: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
-        Box::pin(self.add_target(target, labels))
-    }
-
-    fn remove<'a>(
-        &'a self,
-        target: &'a Target,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<WriteOutcome, CloudError>> {
-        Box::pin(self.remove_target(target, keys))
-    }
-
-    fn list_workspace_images<'a>(
-        &'a self,
-        workspace_id: &'a str,
-        page_number: u32,
-        page_size: u32,
-    ) -> Option<BoxFuture<'a, Result<list::Page, CloudError>>> {
-        Some(Box::pin(async move {
-            let filter = list::ImageFilter {
-                workspace_id: Some(workspace_id.to_string()),
-                ..Default::default()
-            };
-            self.list_images_page(&filter, page_number, page_size).await
-        }))
-    }
-
-    fn list_workspace_datasets<'a>(
-        &'a self,
-        workspace_id: &'a str,
-        page_number: u32,
-        page_size: u32,
-    ) -> Option<BoxFuture<'a, Result<list::Page, CloudError>>> {
-        Some(Box::pin(self.list_datasets_page(
-            Some(workspace_id),
-            page_number,
-            page_size,
-        )))
     }
 }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::testsupport::{Canned, Captured, TestServer};
 use super::*;
+use crate::provider::LabelProvider;
 use crate::provider::credentials::StaticSource;
+use crate::provider::http::http_client;
 use crate::provider::limiter::BudgetConfig;
-use crate::provider::registry::http_client;
+use crate::provider::testsupport::{Canned, Captured, TestServer};
 
 fn ak() -> Credentials {
     Credentials::AccessKey {

@@ -1,23 +1,15 @@
-//! Alibaba Cloud error answers (`{"RequestId","Code","Message",…}`) mapped to
-//! [`ErrorKind`]. STS answers in the same shape, so the RRSA exchange uses it too.
+//! Alibaba Cloud (ACS) error answers (`{"RequestId","Code","Message",…}`) mapped to
+//! [`ErrorKind`]. PAI and STS (the RRSA exchange,
+//! `GetCallerIdentity`) answer in this shape.
 
 use reqwest::header::HeaderMap;
 
+use crate::provider::error::scalar;
 use crate::provider::retry::parse_retry_after_millis;
 use crate::provider::{CloudError, ErrorKind};
 
 /// Header with the pause, in milliseconds, that PAI asks for when throttling.
-pub const RETRY_AFTER_HEADER: &str = "x-acs-retry-after";
-
-/// A JSON scalar as text; anything else (absent, null, object) is `None`.
-pub(crate) fn scalar(v: Option<&serde_json::Value>) -> Option<String> {
-    match v? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+pub(crate) const RETRY_AFTER_HEADER: &str = "x-acs-retry-after";
 
 /// Codes that mean the credentials themselves are wrong, whatever the status.
 fn is_auth_code(code: &str) -> bool {
