@@ -4,8 +4,6 @@
 //! either kind) and the engine ask a set everything through these two
 //! traits, implemented once for both kinds at the bottom of this file.
 
-use std::collections::BTreeMap;
-
 use kube::core::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -19,14 +17,14 @@ use super::validate::FieldError;
 use crate::engine::{ResolvedSet, resolve_dataset, resolve_image};
 use crate::plan::SetId;
 
-/// The spec fields both kinds share (everything but the target).
+/// What the engine and the controller read of either spec besides its
+/// target: where the object is, and how the set writes.
 pub trait LabelSetSpec {
     fn provider(&self) -> Provider;
     /// `spec.region`; the operator's default region applies when unset.
     fn region(&self) -> Option<&str>;
     /// `spec.workspaceId`.
     fn workspace_id(&self) -> Option<&str>;
-    fn labels(&self) -> &BTreeMap<String, String>;
     fn policy(&self) -> Policy;
 }
 
@@ -85,9 +83,6 @@ macro_rules! label_set {
             }
             fn workspace_id(&self) -> Option<&str> {
                 self.workspace_id.as_deref()
-            }
-            fn labels(&self) -> &BTreeMap<String, String> {
-                &self.labels
             }
             fn policy(&self) -> Policy {
                 Policy {
