@@ -1,11 +1,13 @@
 //! The custom resources (`imagelabel.io/v1alpha1`) and their validation.
 
 pub mod ids;
+pub mod label_set;
 pub mod rules;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use label_set::{LabelSet, LabelSetSpec};
 pub use spec::*;
 pub use status::*;
 

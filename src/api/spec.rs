@@ -1,6 +1,6 @@
-//! The two custom resources. Both kinds share one engine; the spec fields that
-//! drive it are identical except for the target (`imageId` vs `datasetId` +
-//! `version`), so [`LabelSetSpec`] gives the engine one view of either.
+//! The two custom resources. Their specs are identical except for the
+//! target (`imageId` vs `datasetId` + `version`); [`super::label_set`] gives
+//! the rest of the crate one view of either.
 
 use std::collections::BTreeMap;
 
@@ -176,7 +176,7 @@ pub struct ImageLabelSetSpec {
     pub credentials_ref: Option<SecretRef>,
     /// Drift-check period such as `10m` (jittered); the operator default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.resyncInterval: the minimum is 10s"))]
     pub resync_interval: Option<String>,
     /// Glob patterns of keys never written or removed (for example `system.dsw.*`).
@@ -258,7 +258,7 @@ pub struct DatasetLabelSetSpec {
     pub credentials_ref: Option<SecretRef>,
     /// Drift-check period such as `10m` (jittered); the operator default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.resyncInterval: the minimum is 10s"))]
     pub resync_interval: Option<String>,
     /// Glob patterns of keys never written or removed (for example `system.dsw.*`).
@@ -282,75 +282,4 @@ pub struct Policy {
     pub resync_interval: Option<String>,
     pub ignore_keys: Vec<String>,
     pub adopt: bool,
-}
-
-macro_rules! policy_of {
-    ($spec:expr) => {
-        Policy {
-            prune: $spec.prune,
-            deletion_policy: $spec.deletion_policy,
-            mode: $spec.mode,
-            credentials_ref: $spec.credentials_ref.clone(),
-            resync_interval: $spec.resync_interval.clone(),
-            ignore_keys: $spec.ignore_keys.clone(),
-            adopt: $spec.adopt,
-        }
-    };
-}
-
-/// The engine's view of either kind.
-pub trait LabelSetSpec {
-    fn provider(&self) -> Provider;
-    fn region(&self) -> Option<&str>;
-    fn labels(&self) -> &BTreeMap<String, String>;
-    fn policy(&self) -> Policy;
-    /// What the set targets, for display ("image-abc", "d-123/v1").
-    fn target_display(&self) -> String;
-    /// `spec.workspaceId`.
-    fn workspace_id(&self) -> Option<&str>;
-}
-
-impl LabelSetSpec for ImageLabelSetSpec {
-    fn provider(&self) -> Provider {
-        self.provider
-    }
-    fn region(&self) -> Option<&str> {
-        self.region.as_deref()
-    }
-    fn labels(&self) -> &BTreeMap<String, String> {
-        &self.labels
-    }
-    fn policy(&self) -> Policy {
-        policy_of!(self)
-    }
-    fn target_display(&self) -> String {
-        self.image_id.clone()
-    }
-    fn workspace_id(&self) -> Option<&str> {
-        self.workspace_id.as_deref()
-    }
-}
-
-impl LabelSetSpec for DatasetLabelSetSpec {
-    fn provider(&self) -> Provider {
-        self.provider
-    }
-    fn region(&self) -> Option<&str> {
-        self.region.as_deref()
-    }
-    fn labels(&self) -> &BTreeMap<String, String> {
-        &self.labels
-    }
-    fn policy(&self) -> Policy {
-        policy_of!(self)
-    }
-    fn target_display(&self) -> String {
-        match &self.version {
-            Some(v) => format!("{}/{}", self.dataset_id, v),
-            None => self.dataset_id.clone(),
-        }
-    }
-    fn workspace_id(&self) -> Option<&str> {
-        self.workspace_id.as_deref()
-    }
 }

@@ -135,6 +135,17 @@ pub struct ConflictEntry {
     pub winner_value: String,
 }
 
+impl From<&crate::plan::Conflict> for ConflictEntry {
+    fn from(c: &crate::plan::Conflict) -> Self {
+        ConflictEntry {
+            key: c.key.clone(),
+            value: c.ours.clone(),
+            winner: c.winner.name.clone(),
+            winner_value: c.theirs.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 /// A key the operator stopped repairing.

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::ids::IdKind;
-use super::spec::{DatasetLabelSetSpec, ImageLabelSetSpec, LabelSetSpec, Policy, Provider};
+use super::label_set::LabelSetSpec;
+use super::spec::{DatasetLabelSetSpec, ImageLabelSetSpec, Policy, Provider};
 
 /// One problem, with the field it concerns and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::CloudArgs;
@@ -135,7 +136,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         filters: &filters,
     })
     .await
-    .map_err(|e| anyhow::anyhow!("reading the cloud: {e}"))?;
+    .context("reading the cloud")?;
     let files = render(
         &found,
         &ExportOptions {
@@ -147,11 +148,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let sets: usize = files.iter().map(|f| f.sets).sum();
     match &args.output {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            // `{:#}` (how errors are printed) shows "PATH: cause", as before.
+            std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             for f in &files {
                 let path = dir.join(&f.name);
-                std::fs::write(&path, &f.text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                std::fs::write(&path, &f.text).with_context(|| path.display().to_string())?;
             }
         }
         // Each file opens with its comment and `---`, so the files simply

@@ -8,9 +8,15 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::Located;
+use crate::api::ConflictEntry;
+use crate::api::validate::FieldError;
 use crate::engine::{ResolvedSet, SyncError, SyncReport, SyncRequest, sync};
 use crate::plan::{Claim, Labels, Role, managed};
 use crate::provider::LabelProvider;
+
+mod render;
+
+pub use render::{render_markdown, render_table};
 
 /// Hands out a provider for a resolved set (the operator's configured clouds).
 pub type ProviderLookup<'a> =
@@ -25,22 +31,66 @@ pub struct StateFile {
     pub owned: BTreeMap<String, BTreeSet<String>>,
 }
 
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{}: not a state file: {source}", path.display())]
+    NotAStateFile {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+}
+
 impl StateFile {
-    pub fn load(path: &Path) -> Result<Self, String> {
+    /// The state at `path`; empty when there is no file yet.
+    pub fn load(path: &Path) -> Result<Self, StateError> {
         match super::files::read_capped(path, super::files::MAX_STATE_BYTES, "state file") {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a state file: {e}", path.display())),
+            Ok(text) => serde_json::from_str(&text).map_err(|source| StateError::NotAStateFile {
+                path: path.to_path_buf(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     /// Writes atomically so a crash never leaves half a file (see [`super::files::write_atomic`]).
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        super::files::write_atomic(path, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let text = serde_json::to_string_pretty(self).map_err(StateError::Encode)?;
+        super::files::write_atomic(path, text.as_bytes()).map_err(|source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
+}
+
+/// Why a run stopped before planning; a set's own failure is in its
+/// [`SetResult::error`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A manifest that does not resolve (`manifest::load` has checked it
+    /// already, so only for callers that built their list another way).
+    #[error("{origin}: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// Where the manifest came from.
+        origin: String,
+        errors: Vec<FieldError>,
+    },
+    /// No provider for a set (unknown region, credentials missing).
+    #[error("{0}")]
+    Provider(String),
 }
 
 /// What happened to one set.
@@ -59,7 +109,8 @@ pub struct SetResult {
     /// Keys this set takes ownership of without a write (`spec.adopt`).
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub adopted: BTreeSet<String>,
-    pub conflicts: Vec<ConflictOut>,
+    /// As in `status.conflicts`, but `winner` is `Kind/namespace/name`.
+    pub conflicts: Vec<ConflictEntry>,
     pub applied: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -74,15 +125,6 @@ pub struct Change {
     pub to: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConflictOut {
-    pub key: String,
-    pub value: String,
-    pub winner: String,
-    pub winner_value: String,
-}
-
 impl SetResult {
     pub fn has_changes(&self) -> bool {
         !(self.add.is_empty() && self.change.is_empty() && self.remove.is_empty())
@@ -95,9 +137,13 @@ impl SetResult {
 pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Plans (and with `apply`, carries out) every set. Sets on the same object
-/// see each other's claims and run one after another in input order, so
-/// conflicts resolve exactly as in a sequential run; different objects run
-/// up to `concurrency` at once, paced by the shared per-API budgets.
+/// see each other's claims; a key they declare differently goes to the set
+/// the cluster would pick ([`super::manifest::Manifest::set_id`]: the older
+/// `metadata.creationTimestamp`, a manifest without one being the newest,
+/// then the smaller name), whatever the input order. They run one after
+/// another in input order, so `concurrency` changes nothing in the result;
+/// different objects run up to `concurrency` at once, paced by the shared
+/// per-API budgets.
 pub async fn run(
     sets: &[Located],
     default_region: &str,
@@ -105,7 +151,7 @@ pub async fn run(
     apply: bool,
     state_path: Option<&PathBuf>,
     concurrency: u16,
-) -> Result<Vec<SetResult>, String> {
+) -> Result<Vec<SetResult>, RunError> {
     use futures::StreamExt;
 
     let state = Mutex::new(match state_path {
@@ -118,15 +164,9 @@ pub async fn run(
             l.manifest
                 .resolve(default_region)
                 .map(|r| (r, l))
-                .map_err(|e| {
-                    format!(
-                        "{}: {}",
-                        l.source,
-                        e.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
+                .map_err(|errors| RunError::Invalid {
+                    origin: l.source.clone(),
+                    errors,
                 })
         })
         .collect::<Result<_, _>>()?;
@@ -134,7 +174,7 @@ pub async fn run(
     // region fails the run before anything is written.
     let providers: Vec<Arc<dyn LabelProvider>> = resolved
         .iter()
-        .map(|(set, _)| providers(set))
+        .map(|(set, _)| providers(set).map_err(RunError::Provider))
         .collect::<Result<_, _>>()?;
     let mut by_object: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, (set, _)) in resolved.iter().enumerate() {
@@ -156,8 +196,6 @@ pub async fn run(
         .buffer_unordered(usize::from(concurrency.max(1)))
         .collect::<Vec<_>>()
         .await
-        .into_iter()
-        .collect::<Result<Vec<_>, String>>()?
         .into_iter()
         .flatten()
         .collect();
@@ -183,15 +221,15 @@ struct RunCtx<'a> {
 
 impl RunCtx<'_> {
     /// The sets of one object, one after another.
-    async fn run_object(&self, group: Vec<usize>) -> Result<Vec<(usize, SetResult)>, String> {
+    async fn run_object(&self, group: Vec<usize>) -> Vec<(usize, SetResult)> {
         let mut out = Vec::with_capacity(group.len());
         for &i in &group {
-            out.push((i, self.run_set(i, &group).await?));
+            out.push((i, self.run_set(i, &group).await));
         }
-        Ok(out)
+        out
     }
 
-    async fn run_set(&self, i: usize, group: &[usize]) -> Result<SetResult, String> {
+    async fn run_set(&self, i: usize, group: &[usize]) -> SetResult {
         let (set, located) = &self.resolved[i];
         let id = located.manifest.set_id();
         let (claims, owned) = {
@@ -209,7 +247,8 @@ impl RunCtx<'_> {
                         set,
                     }
                 })
-                .filter(|c| c.set != id)
+                // A second document with the same name is the same set.
+                .filter(|c| c.set.name != id.name)
                 .collect();
             (
                 claims,
@@ -237,7 +276,8 @@ impl RunCtx<'_> {
                         Ok(())
                     } else {
                         state.owned.insert(id.name.clone(), owned_ahead);
-                        state.save(p)
+                        // The engine reports it as a message.
+                        state.save(p).map_err(|e| e.to_string())
                     }
                 }
                 None => Ok(()),
@@ -254,7 +294,7 @@ impl RunCtx<'_> {
                 .owned
                 .insert(id.name.clone(), report.owned.clone());
         }
-        Ok(result_of(set, located, &report, error.as_ref(), self.apply))
+        result_of(set, located, &report, error.as_ref(), self.apply)
     }
 }
 
@@ -298,12 +338,7 @@ fn result_of(
             .plan
             .conflicts
             .iter()
-            .map(|c| ConflictOut {
-                key: c.key.clone(),
-                value: c.ours.clone(),
-                winner: c.winner.name.clone(),
-                winner_value: c.theirs.clone(),
-            })
+            .map(ConflictEntry::from)
             .collect(),
         applied: apply && error.is_none() && report.applied.is_some(),
         error: error.map(ToString::to_string),
@@ -315,204 +350,5 @@ fn result_of(
     }
 }
 
-/// Escapes a cell of a Markdown table: `|` would end the cell, a newline
-/// the row, and backticks or `<` could turn a value into markup.
-fn md_cell(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        match c {
-            '|' | '\\' | '`' | '*' | '_' | '<' | '>' | '[' | ']' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The plan for a pull-request comment: one table row per key that changes
-/// (or conflicts, is adopted, or failed), and a summary line; a plan without
-/// changes says so in one line.
-pub fn render_markdown(results: &[SetResult], apply: bool) -> String {
-    let mut rows = Vec::new();
-    for r in results {
-        // GitHub splits cells at `|` even inside a code span, unless escaped.
-        let set = format!(
-            "{} `{}`",
-            r.kind,
-            r.name.replace('`', "'").replace('|', "\\|")
-        );
-        let target = md_cell(&format!("{} {} ({})", r.provider, r.target, r.region));
-        let mut row = |op: &str, key: &str, from: Option<&str>, to: Option<&str>| {
-            let q = |v: Option<&str>| v.map(|v| md_cell(&format!("{v:?}"))).unwrap_or_default();
-            rows.push(format!(
-                "| {set} | {target} | {op} | {} | {} | {} |",
-                md_cell(key),
-                q(from),
-                q(to)
-            ));
-        };
-        for (k, v) in &r.add {
-            row("add", k, None, Some(v));
-        }
-        for (k, c) in &r.change {
-            row("change", k, Some(&c.from), Some(&c.to));
-        }
-        for k in &r.remove {
-            row("remove", k, r.labels_after.get(k).map(String::as_str), None);
-        }
-        for k in &r.adopted {
-            row("adopt", k, None, None);
-        }
-        for c in &r.conflicts {
-            let to = format!(
-                "{:?} (kept: {} declares {:?})",
-                c.value, c.winner, c.winner_value
-            );
-            rows.push(format!(
-                "| {set} | {target} | conflict | {} |  | {} |",
-                md_cell(&c.key),
-                md_cell(&to)
-            ));
-        }
-        if let Some(e) = &r.error {
-            rows.push(format!(
-                "| {set} | {target} | error |  |  | {} |",
-                md_cell(e)
-            ));
-        }
-    }
-    let changed = results.iter().filter(|r| r.has_changes()).count();
-    let title = if apply {
-        "imagelabel apply"
-    } else {
-        "imagelabel plan"
-    };
-    let mut out = format!(
-        "### {title}: {changed} of {} sets with changes\n\n",
-        results.len()
-    );
-    if rows.is_empty() {
-        out.push_str("No changes: the cloud matches the manifests.\n");
-        return out;
-    }
-    out.push_str("| set | target | action | key | from | to |\n|---|---|---|---|---|---|\n");
-    for row in rows {
-        out.push_str(&row);
-        out.push('\n');
-    }
-    out
-}
-
-/// The human form: one block per set, `+` add, `~` change, `-` remove, `!` conflict.
-pub fn render_table(results: &[SetResult], apply: bool) -> String {
-    let mut out = String::new();
-    let (mut adds, mut changes, mut removes, mut changed_sets, mut errors) = (0, 0, 0, 0, 0);
-    for r in results {
-        let verb = if !r.has_changes() {
-            "in sync"
-        } else if apply && r.applied {
-            "applied"
-        } else if apply {
-            "not applied"
-        } else {
-            "will change"
-        };
-        out.push_str(&format!(
-            "{} {} ({} {}, {}) — {verb}\n",
-            r.kind, r.name, r.provider, r.target, r.region
-        ));
-        for (k, v) in &r.add {
-            out.push_str(&format!("  + {k} = {v:?}\n"));
-        }
-        for (k, c) in &r.change {
-            out.push_str(&format!("  ~ {k}: {:?} -> {:?}\n", c.from, c.to));
-        }
-        for k in &r.remove {
-            out.push_str(&format!("  - {k}\n"));
-        }
-        for k in &r.adopted {
-            out.push_str(&format!("  = {k}: adopted (already right, not written)\n"));
-        }
-        for c in &r.conflicts {
-            out.push_str(&format!(
-                "  ! {k}: wants {v:?}, but {w} (older) declares {wv:?}; not written\n",
-                k = c.key,
-                v = c.value,
-                w = c.winner,
-                wv = c.winner_value
-            ));
-        }
-        if let Some(e) = &r.error {
-            out.push_str(&format!("  error: {e}\n"));
-            errors += 1;
-        }
-        if let Some(id) = &r.request_id {
-            out.push_str(&format!("  last RequestId: {id}\n"));
-        }
-        adds += r.add.len();
-        changes += r.change.len();
-        removes += r.remove.len();
-        changed_sets += usize::from(r.has_changes());
-    }
-    let action = if apply { "Applied" } else { "Plan" };
-    out.push_str(&format!(
-        "{action}: {changed_sets} of {} sets with changes ({adds} to add, {changes} to change, {removes} to remove){}.\n",
-        results.len(),
-        if errors > 0 { format!(", {errors} failed") } else { String::new() }
-    ));
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(add: &[(&str, &str)], error: Option<&str>) -> SetResult {
-        SetResult {
-            name: "ns/a|b".into(),
-            kind: "ImageLabelSet".into(),
-            source: "f.yaml".into(),
-            provider: "pai".into(),
-            region: "cn-shanghai".into(),
-            target: "image-1".into(),
-            add: add
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            change: BTreeMap::new(),
-            remove: BTreeSet::new(),
-            adopted: ["system.x".to_string()].into(),
-            conflicts: vec![],
-            applied: false,
-            error: error.map(str::to_string),
-            request_id: None,
-            labels_after: Labels::new(),
-        }
-    }
-
-    #[test]
-    fn markdown_cells_cannot_break_the_table() {
-        let md = render_markdown(
-            &[result(
-                &[("system.x|y", "a|b\nc <b>`x`</b>")],
-                Some("boom | bad\nline"),
-            )],
-            false,
-        );
-        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
-        assert_eq!(rows.len(), 2 + 3, "header, rule, add, adopt, error: {md}");
-        let header_cells = rows[0].matches('|').count();
-        for row in &rows {
-            let unescaped = row.replace("\\|", "");
-            assert_eq!(unescaped.matches('|').count(), header_cells, "{row}");
-            assert!(!row.contains("<b>"), "{row}");
-        }
-        assert!(
-            rows.iter().any(|r| r.contains("| adopt | system.x |")),
-            "{md}"
-        );
-    }
-}
+mod tests;

@@ -7,45 +7,67 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::api::validate::FieldError;
-use crate::api::{DatasetLabelSet, ImageLabelSet};
-use crate::engine::{ResolvedSet, resolve_dataset, resolve_image};
+use crate::api::{DatasetLabelSet, ImageLabelSet, LabelSet};
+use crate::engine::ResolvedSet;
 use crate::plan::SetId;
 
-/// One resource read from disk.
+/// One document read from disk, of either kind. Everything asked of it
+/// goes to the kind's [`LabelSet`]; these methods only pick the kind.
 #[derive(Clone, Debug)]
 pub enum Manifest {
     Image(ImageLabelSet),
     Dataset(DatasetLabelSet),
 }
 
+/// `expr` with `$set` bound to the manifest's resource, whichever its kind.
+macro_rules! with_set {
+    ($manifest:expr, $set:ident => $expr:expr) => {
+        match $manifest {
+            Manifest::Image($set) => $expr,
+            Manifest::Dataset($set) => $expr,
+        }
+    };
+}
+
+fn kind_of<K: LabelSet>(_: &K) -> &'static str {
+    K::KIND
+}
+
+/// `namespace/name`, with `default` for a manifest without a namespace (as kubectl does).
+fn name_of<K: LabelSet>(set: &K) -> String {
+    format!(
+        "{}/{}",
+        set.namespace().unwrap_or_else(|| "default".into()),
+        set.name_any()
+    )
+}
+
+/// As in the cluster ([`LabelSet::set_id`]): by `metadata.creationTimestamp`
+/// (a manifest saved with `kubectl get -o yaml` has one; one without counts
+/// as the newest), then by name. The name is `Kind/namespace/name`, the
+/// state file's key; the sets on one object are all of one kind, so the
+/// order among them is the cluster's `namespace/name` order.
+fn set_id_of<K: LabelSet>(set: &K) -> SetId {
+    SetId::new(set.created(), format!("{}/{}", K::KIND, name_of(set)))
+}
+
 impl Manifest {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Manifest::Image(_) => "ImageLabelSet",
-            Manifest::Dataset(_) => "DatasetLabelSet",
-        }
+        with_set!(self, s => kind_of(s))
     }
 
-    /// `namespace/name`, with `default` for a manifest without a namespace (as kubectl does).
+    /// See [`name_of`].
     pub fn name(&self) -> String {
-        let (ns, name) = match self {
-            Manifest::Image(r) => (r.namespace(), r.name_any()),
-            Manifest::Dataset(r) => (r.namespace(), r.name_any()),
-        };
-        format!("{}/{}", ns.unwrap_or_else(|| "default".into()), name)
+        with_set!(self, s => name_of(s))
     }
 
     pub fn resolve(&self, default_region: &str) -> Result<ResolvedSet, Vec<FieldError>> {
-        match self {
-            Manifest::Image(r) => resolve_image(&r.spec, default_region),
-            Manifest::Dataset(r) => resolve_dataset(&r.spec, default_region),
-        }
+        with_set!(self, s => s.resolve(default_region))
     }
 
-    /// Ordering identity for conflicts. Manifests on disk have no creation
-    /// time, so they order by kind and name: deterministic across runs.
+    /// Conflict order among the manifests of one run, see [`set_id_of`].
     pub fn set_id(&self) -> SetId {
-        SetId::new(0, format!("{}/{}", self.kind(), self.name()))
+        with_set!(self, s => set_id_of(s))
     }
 }
 
@@ -65,6 +87,17 @@ pub struct ManifestError {
     pub message: String,
 }
 
+impl ManifestError {
+    /// A problem with a whole file, not one of its fields.
+    fn file(path: &Path, message: impl std::fmt::Display) -> Self {
+        ManifestError {
+            source: path.display().to_string(),
+            field: String::new(),
+            message: message.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for ManifestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.field.is_empty() {
@@ -80,18 +113,10 @@ impl std::fmt::Display for ManifestError {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
     let mut out = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| ManifestError {
-            source: path.display().to_string(),
-            field: String::new(),
-            message: e.to_string(),
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| ManifestError::file(path, e))?;
         if meta.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| ManifestError {
-                    source: path.display().to_string(),
-                    field: String::new(),
-                    message: e.to_string(),
-                })?
+                .map_err(|e| ManifestError::file(path, e))?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
@@ -119,11 +144,7 @@ pub fn load(paths: &[PathBuf], default_region: &str) -> Result<Vec<Located>, Vec
     for file in files {
         match super::files::read_capped(&file, super::files::MAX_MANIFEST_BYTES, "manifest file") {
             Ok(text) => parse_text(&file, &text, default_region, &mut found, &mut errors),
-            Err(e) => errors.push(ManifestError {
-                source: file.display().to_string(),
-                field: String::new(),
-                message: e.to_string(),
-            }),
+            Err(e) => errors.push(ManifestError::file(&file, e)),
         }
     }
     if found.is_empty() && errors.is_empty() {
@@ -155,11 +176,7 @@ pub fn parse_text(
     let docs: Vec<Value> = match serde_saphyr::from_multiple::<Value>(text) {
         Ok(d) => d,
         Err(e) => {
-            errors.push(ManifestError {
-                source: file.display().to_string(),
-                field: String::new(),
-                message: format!("not valid YAML: {e}"),
-            });
+            errors.push(ManifestError::file(file, format!("not valid YAML: {e}")));
             return;
         }
     };
@@ -273,6 +290,20 @@ mod tests {
         assert_eq!(found[0].manifest.name(), "ml/a");
         assert_eq!(found[1].manifest.name(), "default/b");
         assert_eq!(found[1].source, "m.yaml (document 2)");
+    }
+
+    #[test]
+    fn a_set_saved_from_the_cluster_keeps_its_creation_time() {
+        let (found, errors) = parse(
+            "apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\n\
+             metadata: {name: a, namespace: ml, uid: u-1, resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:01Z'}\n\
+             spec: {imageId: image-1}\nstatus: {observedGeneration: 1, ownedKeys: [system.chipType]}\n---\n\
+             apiVersion: imagelabel.io/v1alpha1\nkind: ImageLabelSet\nmetadata: {name: b}\nspec: {imageId: image-1}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let ids: Vec<SetId> = found.iter().map(|l| l.manifest.set_id()).collect();
+        assert_eq!(ids[0], SetId::new(1_767_225_601, "ImageLabelSet/ml/a"));
+        assert_eq!(ids[1], SetId::new(i64::MAX, "ImageLabelSet/default/b"));
     }
 
     #[test]

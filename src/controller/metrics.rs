@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::resource::LabelSetResource;
+use super::resource::LabelSet;
 use crate::api::{DatasetLabelSet, ImageLabelSet, Provider};
 use crate::provider::ErrorKind;
 

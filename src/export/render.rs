@@ -9,7 +9,8 @@ use kube::api::ObjectMeta;
 use super::{Found, Object};
 use crate::api::rules::{IMS_RULES, LabelRules, PAI_DATASET_RULES, PAI_IMAGE_RULES};
 use crate::api::{
-    DatasetLabelSet, DatasetLabelSetSpec, ImageLabelSet, ImageLabelSetSpec, Mode, Provider,
+    DatasetLabelSet, DatasetLabelSetSpec, ImageLabelSet, ImageLabelSetSpec, LabelSet, Mode,
+    Provider,
 };
 use crate::engine::reserved_patterns;
 use crate::plan::{KeyMatcher, Labels};
@@ -69,7 +70,7 @@ fn rules_of(o: &Object) -> &'static LabelRules {
 /// the rules the operator enforces (a PAI image key off the AddImageLabels
 /// list, such as the cloud's own `system.official`, could never be
 /// written, so a set must not claim it).
-pub fn manageable(found: &Found) -> Labels {
+fn manageable(found: &Found) -> Labels {
     let provider = provider_of(&found.object);
     let reserved = KeyMatcher::new(reserved_patterns(provider).iter().copied())
         .expect("the reserved patterns are valid globs");
@@ -245,8 +246,10 @@ pub fn render(found: &[Found], opts: &ExportOptions) -> Vec<File> {
                 continue;
             }
             let kind = match f.object {
-                Object::PaiDataset { .. } | Object::PaiDatasetVersion { .. } => "DatasetLabelSet",
-                _ => "ImageLabelSet",
+                Object::PaiDataset { .. } | Object::PaiDatasetVersion { .. } => {
+                    DatasetLabelSet::KIND
+                }
+                _ => ImageLabelSet::KIND,
             };
             let name = unique(base_name(f), taken.entry(kind).or_default());
             docs.push(document(f, labels, name, opts));

@@ -68,7 +68,7 @@ pub type Labels = BTreeMap<String, String>;
 /// `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SetId {
-    /// Creation time as seconds since the epoch (0 for manifests without one, as in the CLI).
+    /// Creation time as seconds since the epoch (`i64::MAX` for a set not created yet).
     pub created: i64,
     /// `namespace/name`.
     pub name: String,
