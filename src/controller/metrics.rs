@@ -19,6 +19,14 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+/// A failed reconcile: the set's kind and what failed (see
+/// [`super::reconcile::Error::kind`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub error: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -43,6 +51,8 @@ pub struct BudgetLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Failed reconciles by kind and what failed.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub cloud_calls: Family<CloudCallLabels, Counter>,
     pub drift_repaired: Family<KindLabels, Counter>,
@@ -74,6 +84,12 @@ impl Default for Metrics {
             "reconciles",
             "Reconciles by kind and result (success, error, stalled, paused)",
             reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and error (kube, cloud_throttled, cloud_server, cloud_network, secret_read, ownership, deletion_blocked, handing_over, finalizer, ...)",
+            reconcile_errors.clone(),
         );
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
@@ -176,6 +192,7 @@ impl Default for Metrics {
         let m = Metrics {
             registry,
             reconciles,
+            reconcile_errors,
             reconcile_duration,
             cloud_calls,
             drift_repaired,
@@ -216,6 +233,15 @@ impl Metrics {
                 let _ = self.reconciles.get_or_create(&ReconcileLabels {
                     kind: kind.into(),
                     result: result.into(),
+                });
+            }
+            let errors = super::reconcile::ERROR_KINDS
+                .into_iter()
+                .chain(["finalizer"]);
+            for error in errors {
+                let _ = self.reconcile_errors.get_or_create(&ErrorLabels {
+                    kind: kind.into(),
+                    error: error.into(),
                 });
             }
             let _ = self.reconcile_duration.get_or_create(&k);
