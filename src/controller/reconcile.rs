@@ -1,5 +1,5 @@
-//! One reconcile of one set: its slot, the finalizer, then [`super::apply`]
-//! or [`super::cleanup`]; and the backoff of a failed one.
+//! One reconcile of one set: its slot, the finalizer, then `apply`
+//! or `cleanup`; and the backoff of a failed one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
