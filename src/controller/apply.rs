@@ -223,8 +223,21 @@ async fn sync<K: LabelSetResource>(
     };
     let repaired = record_repairs::<K>(ctx, &set_key(obj), &drifted, &report, now);
     let wrote_status = finish(w, set, &report, repaired).await?;
-    if check {
-        let result = if wrote_status { "drift" } else { "clean" };
+    after_pass(ctx, obj, set, &report, check.then_some(wrote_status)).await;
+    Ok(Action::requeue(jittered(resync)))
+}
+
+/// Counts a drift check (`wrote`: whether it found something to write)
+/// and says which keys were adopted, once they are recorded in status.
+async fn after_pass<K: LabelSetResource>(
+    ctx: &Ctx,
+    obj: &K,
+    set: &ResolvedSet,
+    report: &SyncReport,
+    check: Option<bool>,
+) {
+    if let Some(wrote) = check {
+        let result = if wrote { "drift" } else { "clean" };
         ctx.metrics
             .drift_checks
             .get_or_create(&ReconcileLabels {
@@ -233,7 +246,6 @@ async fn sync<K: LabelSetResource>(
             })
             .inc();
     }
-    // Said once the keys are recorded in status.ownedKeys.
     if !report.plan.adopted.is_empty() {
         let keys: Vec<&str> = report.plan.adopted.iter().map(String::as_str).collect();
         let msg = format!(
@@ -243,7 +255,6 @@ async fn sync<K: LabelSetResource>(
         );
         event(ctx, obj, EventType::Normal, "LabelsAdopted", msg).await;
     }
-    Ok(Action::requeue(jittered(resync)))
 }
 
 /// Drift: keys the cloud changed since a spec generation already synced.
