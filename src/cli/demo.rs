@@ -144,7 +144,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let clouds = Clouds::from_args(&cloud, DefaultCredentials::Fixed(env))?;
-    let lookup = |set: &crate::engine::ResolvedSet| clouds.lookup(set).map_err(|e| e.to_string());
+    let lookup = |set: &crate::engine::ResolvedSet| clouds.lookup(set);
     let state = tempfile_path();
 
     print_labels("Labels in the cloud before", &sets, handle.sim());

@@ -12,7 +12,7 @@ use crate::api::ConflictEntry;
 use crate::api::validate::FieldError;
 use crate::engine::{ResolvedSet, SyncError, SyncReport, SyncRequest, sync};
 use crate::plan::{Claim, Labels, Role, managed};
-use crate::provider::LabelProvider;
+use crate::provider::{AccessError, LabelProvider};
 
 mod render;
 
@@ -20,7 +20,7 @@ pub use render::{render_markdown, render_table};
 
 /// Hands out a provider for a resolved set (the operator's configured clouds).
 pub type ProviderLookup<'a> =
-    dyn Fn(&ResolvedSet) -> Result<Arc<dyn LabelProvider>, String> + Send + Sync + 'a;
+    dyn Fn(&ResolvedSet) -> Result<Arc<dyn LabelProvider>, AccessError> + Send + Sync + 'a;
 
 /// Ownership between CLI runs. Without it the CLI owns nothing, so
 /// `prune: Owned` removes nothing — the safe reading of "never remove a label
@@ -89,8 +89,8 @@ pub enum RunError {
         errors: Vec<FieldError>,
     },
     /// No provider for a set (unknown region, credentials missing).
-    #[error("{0}")]
-    Provider(String),
+    #[error(transparent)]
+    Provider(AccessError),
 }
 
 /// What happened to one set.

@@ -301,7 +301,7 @@ async fn gitops_command(args: GitopsArgs, apply: bool) -> anyhow::Result<ExitCod
     let results = gitops::run(
         &sets,
         &args.cloud.default_region,
-        &|set| clouds.lookup(set).map_err(|e| e.to_string()),
+        &|set| clouds.lookup(set),
         apply,
         args.state.as_ref(),
         args.concurrency,

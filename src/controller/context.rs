@@ -125,6 +125,15 @@ pub struct Ctx {
     pub snapshots: super::snapshots::WorkspaceSnapshots,
 }
 
+/// What ties a context to its controllers: the wake-up channels and the
+/// watch caches.
+pub struct Wiring {
+    pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
+    pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
+    pub image_store: Store<ImageLabelSet>,
+    pub dataset_store: Store<DatasetLabelSet>,
+}
+
 /// How many drift checks may run (or wait for a slot) at once.
 pub fn check_slots_for(concurrency: usize) -> usize {
     (concurrency / 2).max(1)
@@ -165,6 +174,43 @@ pub struct StallMark {
 }
 
 impl Ctx {
+    /// A context running at most `concurrency` reconciles at once.
+    pub fn new(
+        client: Client,
+        clouds: Arc<dyn CloudAccess>,
+        metrics: Arc<Metrics>,
+        events: super::events::Events,
+        config: ReconcileConfig,
+        concurrency: usize,
+        wiring: Wiring,
+    ) -> Self {
+        Ctx {
+            client,
+            clouds,
+            metrics,
+            events,
+            index: ClaimIndex::default(),
+            fights: FightDetector::new(config.fight_threshold, config.fight_window),
+            config,
+            failures: Default::default(),
+            stalls: Default::default(),
+            slots: tokio::sync::Semaphore::new(concurrency),
+            managed: Default::default(),
+            conflicting: Default::default(),
+            wake_images: wiring.wake_images,
+            wake_datasets: wiring.wake_datasets,
+            image_store: wiring.image_store,
+            dataset_store: wiring.dataset_store,
+            primed: Default::default(),
+            written_owned: Default::default(),
+            check_slots: tokio::sync::Semaphore::new(check_slots_for(concurrency)),
+            seen: Default::default(),
+            woken: Default::default(),
+            written_status: Default::default(),
+            snapshots: Default::default(),
+        }
+    }
+
     /// Ownership of a set: what this process last wrote, else its status.
     pub fn owned_keys(&self, uid: Option<&str>, status: &[String]) -> Vec<String> {
         uid.and_then(|u| {
@@ -200,10 +246,10 @@ impl Ctx {
     /// a recheck; otherwise forgets the stall and returns `None`.
     pub fn stall_hold(&self, set: &str, fingerprint: &str) -> Option<Duration> {
         let mut stalls = self.stalls.lock().expect("stalls poisoned");
+        let recheck = self.config.stalled_recheck;
+        let now = Instant::now();
         let left = stalls.get(set).and_then(|m| {
-            (m.fingerprint == fingerprint)
-                .then(|| self.config.stalled_recheck.checked_sub(m.since.elapsed()))
-                .flatten()
+            super::holds::hold_left(&m.fingerprint, m.since, fingerprint, recheck, now)
         });
         if left.is_none() {
             stalls.remove(set);
@@ -339,39 +385,35 @@ impl LabelProvider for Metered {
 /// A context with no API server or cloud behind it, for tests that read
 /// only the watch caches (which the test fills itself).
 #[cfg(test)]
-pub(crate) fn offline_ctx(
-    images: kube::runtime::reflector::Store<crate::api::ImageLabelSet>,
-) -> Ctx {
+pub(crate) fn offline_ctx(images: Store<ImageLabelSet>) -> Ctx {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
+    test_ctx(client, Arc::new(NoClouds), images)
+}
+
+/// A context on `client` and `clouds`, with one reconcile slot, whose
+/// wake-ups go nowhere and whose dataset cache is empty.
+#[cfg(test)]
+pub(crate) fn test_ctx(
+    client: Client,
+    clouds: Arc<dyn CloudAccess>,
+    images: Store<ImageLabelSet>,
+) -> Ctx {
     let (wake_images, _) = tokio::sync::mpsc::unbounded_channel();
     let (wake_datasets, _) = tokio::sync::mpsc::unbounded_channel();
     let (dataset_store, _) = kube::runtime::reflector::store();
-    Ctx {
-        events: super::events::Events::new(client.clone(), "test", None),
-        client,
-        clouds: Arc::new(NoClouds),
-        metrics: Arc::default(),
-        config: Default::default(),
-        index: ClaimIndex::default(),
-        fights: crate::controller::fights::FightDetector::new(3, Duration::from_secs(60)),
-        failures: Default::default(),
-        stalls: Default::default(),
-        slots: tokio::sync::Semaphore::new(1),
-        managed: Default::default(),
-        conflicting: Default::default(),
+    let wiring = Wiring {
         wake_images,
         wake_datasets,
         image_store: images,
         dataset_store,
-        primed: Default::default(),
-        written_owned: Default::default(),
-        check_slots: tokio::sync::Semaphore::new(1),
-        seen: Default::default(),
-        woken: Default::default(),
-        written_status: Default::default(),
-        snapshots: Default::default(),
-    }
+    };
+    let events = super::events::Events::new(client.clone(), "test", None);
+    let config = ReconcileConfig {
+        fight_window: Duration::from_secs(60),
+        ..Default::default()
+    };
+    Ctx::new(client, clouds, Arc::default(), events, config, 1, wiring)
 }
 
 #[cfg(test)]

@@ -19,6 +19,14 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+/// A failed reconcile: the set's kind and what failed (see
+/// [`super::reconcile::Error::kind`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub error: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -43,6 +51,8 @@ pub struct BudgetLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Failed reconciles by kind and what failed.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub cloud_calls: Family<CloudCallLabels, Counter>,
     pub drift_repaired: Family<KindLabels, Counter>,
@@ -68,133 +78,135 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            reconciles: Default::default(),
+            reconcile_errors: Default::default(),
+            reconcile_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            cloud_calls: Default::default(),
+            drift_repaired: Default::default(),
+            labels_managed: Default::default(),
+            conflicts: Default::default(),
+            fights_detected: Default::default(),
+            rate_limiter_wait: Default::default(),
+            cloud_requests: Default::default(),
+            budget_rate: Default::default(),
+            budget_ceiling: Default::default(),
+            throttled: Default::default(),
+            leader: Default::default(),
+            drift_checks: Default::default(),
+            snapshot_pages: Default::default(),
+            snapshot_answers: Default::default(),
+            caches_ready: Default::default(),
+        };
         let mut registry = Registry::with_prefix("imagelabel");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        m.register_reconcile_families(&mut registry);
+        m.register_cloud_and_process_families(&mut registry);
+        m.registry = registry;
+        m.create_series();
+        m
+    }
+}
+
+impl Metrics {
+    /// What reconciles did to sets: results, errors, durations, keys.
+    fn register_reconcile_families(&self, registry: &mut Registry) {
         registry.register(
             "reconciles",
             "Reconciles by kind and result (success, error, stalled, paused)",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
-        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and error (kube, cloud_throttled, cloud_server, cloud_network, secret_read, ownership, deletion_blocked, handing_over, finalizer, ...)",
+            self.reconcile_errors.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        let cloud_calls = Family::<CloudCallLabels, Counter>::default();
         registry.register(
             "cloud_calls",
             "Cloud API calls by provider, API and outcome",
-            cloud_calls.clone(),
+            self.cloud_calls.clone(),
         );
-        let drift_repaired = Family::<KindLabels, Counter>::default();
         registry.register(
             "drift_repaired",
             "Labels repaired after an out-of-band change",
-            drift_repaired.clone(),
+            self.drift_repaired.clone(),
         );
-        let labels_managed = Family::<KindLabels, Gauge>::default();
         registry.register(
             "labels_managed",
             "Label keys owned by all sets",
-            labels_managed.clone(),
+            self.labels_managed.clone(),
         );
-        let conflicts = Family::<KindLabels, Gauge>::default();
         registry.register(
             "key_conflicts",
             "Keys declared by a set but won by an older set",
-            conflicts.clone(),
+            self.conflicts.clone(),
         );
-        let fights_detected = Family::<KindLabels, Counter>::default();
         registry.register(
             "fights_detected",
             "Keys the operator stopped repairing because something keeps changing them",
-            fights_detected.clone(),
+            self.fights_detected.clone(),
         );
-        let rate_limiter_wait = Counter::<f64, AtomicU64>::default();
+    }
+
+    /// Cloud calls and budgets, leadership, drift checks and the caches.
+    fn register_cloud_and_process_families(&self, registry: &mut Registry) {
         registry.register(
             "rate_limiter_wait_seconds",
             "Time cloud calls waited for the rate limiter",
-            rate_limiter_wait.clone(),
+            self.rate_limiter_wait.clone(),
         );
-        let cloud_requests = Counter::default();
         registry.register(
             "cloud_requests",
             "HTTP requests sent to cloud APIs, retries included (cloud_calls counts each call once)",
-            cloud_requests.clone(),
+            self.cloud_requests.clone(),
         );
-        let budget_rate = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "cloud_budget_rate",
             "Current client-side rate (calls per second) of the budgets of a provider, region and API, summed over main accounts",
-            budget_rate.clone(),
+            self.budget_rate.clone(),
         );
-        let budget_ceiling = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "cloud_budget_ceiling",
             "Ceiling (calls per second) of the budgets of a provider, region and API, summed over main accounts",
-            budget_ceiling.clone(),
+            self.budget_ceiling.clone(),
         );
-        let throttled = Family::<BudgetLabels, Counter>::default();
         registry.register(
             "cloud_throttled",
             "Throttling answers (HTTP requests, retries included) by provider, region and API",
-            throttled.clone(),
+            self.throttled.clone(),
         );
-        let leader = Gauge::default();
         registry.register(
             "leader",
             "1 while this replica holds the leader lease",
-            leader.clone(),
+            self.leader.clone(),
         );
-        let drift_checks = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "drift_checks",
             "Periodic drift checks by kind and result (clean: nothing written; drift: labels or status changed)",
-            drift_checks.clone(),
+            self.drift_checks.clone(),
         );
-        let snapshot_pages = Counter::default();
         registry.register(
             "workspace_snapshot_pages",
             "ListImages pages read to answer drift checks of a whole PAI workspace at once",
-            snapshot_pages.clone(),
+            self.snapshot_pages.clone(),
         );
-        let snapshot_answers = Counter::default();
         registry.register(
             "drift_checks_from_snapshot",
             "Drift checks answered from a workspace snapshot, without reading the image",
-            snapshot_answers.clone(),
+            self.snapshot_answers.clone(),
         );
-        let caches_ready = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "watch_caches_ready_seconds",
             "Seconds from the start of this leader's watches until both kinds' caches held the full list (0 until then)",
-            caches_ready.clone(),
+            self.caches_ready.clone(),
         );
-        let m = Metrics {
-            registry,
-            reconciles,
-            reconcile_duration,
-            cloud_calls,
-            drift_repaired,
-            labels_managed,
-            conflicts,
-            fights_detected,
-            rate_limiter_wait,
-            cloud_requests,
-            budget_rate,
-            budget_ceiling,
-            throttled,
-            leader,
-            drift_checks,
-            snapshot_pages,
-            snapshot_answers,
-            caches_ready,
-        };
-        m.create_series();
-        m
     }
 }
 
@@ -216,6 +228,15 @@ impl Metrics {
                 let _ = self.reconciles.get_or_create(&ReconcileLabels {
                     kind: kind.into(),
                     result: result.into(),
+                });
+            }
+            let errors = super::reconcile::ERROR_KINDS
+                .into_iter()
+                .chain(["finalizer"]);
+            for error in errors {
+                let _ = self.reconcile_errors.get_or_create(&ErrorLabels {
+                    kind: kind.into(),
+                    error: error.into(),
                 });
             }
             let _ = self.reconcile_duration.get_or_create(&k);

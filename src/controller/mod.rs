@@ -1,8 +1,8 @@
 //! The Kubernetes controller: `imagelabel run`.
 //!
 //! Both kinds run through one generic reconciler ([`reconcile`]). Only the
-//! replica holding the Lease runs controllers; losing the lease ends the
-//! process so a restarted pod never writes on a stale view.
+//! replica holding the Lease runs controllers ([`leader`]); losing the lease
+//! ends the process so a restarted pod never writes on a stale view.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,24 +18,31 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+mod apply;
+mod claims;
+mod cleanup;
 pub mod context;
+mod credentials;
 pub mod events;
 pub mod exposition;
 pub mod fights;
+mod holds;
 pub mod http;
 pub mod index;
+mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;
 pub mod snapshots;
 pub mod spread;
+mod status;
+mod status_writer;
 pub mod sweep;
 pub mod tally;
 pub mod tenancy;
+mod workspace_check;
 
 use context::{CloudAccess, Ctx, ReconcileConfig};
-use fights::FightDetector;
-use index::ClaimIndex;
 use metrics::Metrics;
 use resource::LabelSetResource;
 
@@ -108,13 +115,13 @@ fn claims_from_watch<K: LabelSetResource>(
     let mut listed = false;
     move |event| match event {
         watcher::Event::Apply(o) => {
-            reconcile::wake_others::<K>(reconcile::index_claim(o, &ctx), &ctx);
+            claims::wake_others::<K>(claims::index_claim(o, &ctx), &ctx);
         }
         watcher::Event::InitApply(o) => {
             relist.saw(&reconcile::set_key(o));
             // A (re-)list wakes without marking: a restart must not turn the
             // settled sets sharing an object into changes (see `spread`).
-            reconcile::wake_unmarked::<K>(reconcile::index_claim(o, &ctx), &ctx);
+            claims::wake_unmarked::<K>(claims::index_claim(o, &ctx), &ctx);
         }
         watcher::Event::Delete(o) => {
             ctx.forget_owned(o.meta().uid.as_deref());
@@ -160,51 +167,6 @@ impl FirstList {
         info!(kind, seconds = took, "watch cache holds the full list");
         if self.kinds_left.fetch_sub(1, Ordering::SeqCst) == 1 {
             metrics.caches_ready.set(took);
-        }
-    }
-}
-
-/// Resolves when this replica can no longer be sure it holds the Lease.
-/// The lease manager retries failed renewals without saying so; a leader
-/// cut off from the API server must stop before the Lease it last renewed
-/// expires and a standby takes over.
-async fn confirm_lease(
-    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
-    name: String,
-    identity: String,
-    duration: Duration,
-) {
-    let period = (duration / 4).max(Duration::from_millis(500));
-    // Stop a sixth of a lease early (clocks and in-flight requests need
-    // room), but after the renewal the manager makes a third before expiry.
-    let margin = duration / 6;
-    let mut valid_until = tokio::time::Instant::now() + duration - margin;
-    loop {
-        tokio::time::sleep(period).await;
-        match leases.get(&name).await {
-            Ok(lease) => {
-                let spec = lease.spec.unwrap_or_default();
-                if spec.holder_identity.as_deref() != Some(identity.as_str()) {
-                    warn!(holder = ?spec.holder_identity, "the Lease names another holder");
-                    return;
-                }
-                let renewed = spec.renew_time.map(|t| t.0);
-                let lasts = spec
-                    .lease_duration_seconds
-                    .map_or(duration, |s| Duration::from_secs(s.max(0) as u64));
-                if let Some(renewed) = renewed {
-                    let age = jiff::Timestamp::now()
-                        .duration_since(renewed)
-                        .unsigned_abs();
-                    let left = lasts.saturating_sub(age).saturating_sub(margin);
-                    valid_until = tokio::time::Instant::now() + left;
-                }
-            }
-            Err(e) => warn!(error = %e, "could not confirm the Lease"),
-        }
-        if tokio::time::Instant::now() >= valid_until {
-            warn!("the Lease could not be confirmed before it would expire");
-            return;
         }
     }
 }
@@ -266,68 +228,14 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let mut lease = None;
     if cfg.leader_election {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
-            .with_namespace(&cfg.lease_namespace)
-            .with_identity(&cfg.identity)
-            .with_duration(cfg.lease_duration.as_secs().max(2))
-            .with_grace((cfg.lease_duration.as_secs() / 3).max(1))
-            .build()
-            .await?;
-        let (mut channel, task) = manager.watch().await;
-        ready.store(true, Ordering::SeqCst);
-        info!(identity = %cfg.identity, lease = %cfg.lease_name, "waiting for leadership");
-        loop {
-            if *channel.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = channel.changed() => changed?,
-                _ = shutdown.clone() => {
-                    drop(channel);
-                    let _ = task.await;
-                    return Ok(());
-                }
-            }
+        let standby = || ready.store(true, Ordering::SeqCst);
+        match leader::acquire(&client, &cfg, standby, shutdown.clone()).await? {
+            Some(held) => lease = Some(held),
+            None => return Ok(()),
         }
-        info!(identity = %cfg.identity, "acquired leadership");
-        lease = Some((channel, task));
     }
     ready.store(true, Ordering::SeqCst);
     metrics.leader.set(1);
-
-    let (wake_images, images_rx) = mpsc::unbounded_channel();
-    let (wake_datasets, datasets_rx) = mpsc::unbounded_channel();
-    let (image_store, image_writer) = reflector::store::<ImageLabelSet>();
-    let (dataset_store, dataset_writer) = reflector::store::<DatasetLabelSet>();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        clouds,
-        metrics: metrics.clone(),
-        events: events::Events::new(client.clone(), "imagelabel-operator", Some(&cfg.identity)),
-        config: cfg.reconcile.clone(),
-        index: ClaimIndex::default(),
-        fights: FightDetector::new(cfg.reconcile.fight_threshold, cfg.reconcile.fight_window),
-        failures: Default::default(),
-        stalls: Default::default(),
-        slots: tokio::sync::Semaphore::new(usize::from(cfg.concurrency.max(1))),
-        managed: Default::default(),
-        conflicting: Default::default(),
-        wake_images,
-        wake_datasets,
-        image_store: image_store.clone(),
-        dataset_store: dataset_store.clone(),
-        primed: Default::default(),
-        written_owned: Default::default(),
-        check_slots: tokio::sync::Semaphore::new(context::check_slots_for(usize::from(
-            cfg.concurrency.max(1),
-        ))),
-        seen: Default::default(),
-        woken: Default::default(),
-        written_status: Default::default(),
-        snapshots: Default::default(),
-    });
-
-    let sweeper = tokio::spawn(sweep::periodically(ctx.clone(), STATE_CHECK_EVERY));
 
     // Leadership lost: stop at once, a restarted replica starts from scratch.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
@@ -340,31 +248,7 @@ pub async fn run(
     }
     .boxed()
     .shared();
-    let lease_watch = lease.map(|(mut channel, task)| {
-        let confirm = confirm_lease(
-            Api::namespaced(client.clone(), &cfg.lease_namespace),
-            cfg.lease_name.clone(),
-            cfg.identity.clone(),
-            cfg.lease_duration,
-        );
-        tokio::spawn(async move {
-            let announced = async {
-                loop {
-                    if channel.changed().await.is_err() {
-                        // The manager ended; the confirmation below decides.
-                        return futures::future::pending().await;
-                    }
-                    if !*channel.borrow_and_update() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! { _ = announced => {}, _ = confirm => {} }
-            let _ = lost_tx.send(());
-            (channel, task)
-        })
-    });
-
+    let lease_watch = lease.map(|held| leader::watch(held, &client, &cfg, lost_tx));
     let stop = {
         let shutdown = shutdown.clone();
         let lost = lost.clone();
@@ -373,70 +257,8 @@ pub async fn run(
         }
         .shared()
     };
-    // No limit per controller: `ctx.slots` bounds reconciles across both
-    // kinds, and drift checks queue on `ctx.check_slots` first. A runner
-    // limit would count checks waiting there and hold edits back behind them.
-    let controller_config = ControllerConfig::default()
-        .concurrency(0)
-        .debounce(Duration::from_millis(200));
-    let wc = watcher::Config::default().timeout(240);
-    let listing = FirstList::new(2);
-
-    let images = watcher(
-        api_for::<ImageLabelSet>(&client, &cfg.watch_namespace),
-        wc.clone(),
-    )
-    .default_backoff()
-    .modify(slim::<ImageLabelSet>)
-    .reflect(image_writer)
-    .inspect_ok(claims_from_watch(ctx.clone(), listing.clone()))
-    .applied_objects()
-    .predicate_filter(trigger_hash::<ImageLabelSet>, Default::default());
-    let (images, image_watch) = on_own_task(images);
-    let datasets = watcher(
-        api_for::<DatasetLabelSet>(&client, &cfg.watch_namespace),
-        wc,
-    )
-    .default_backoff()
-    .modify(slim::<DatasetLabelSet>)
-    .reflect(dataset_writer)
-    .inspect_ok(claims_from_watch(ctx.clone(), listing))
-    .applied_objects()
-    .predicate_filter(trigger_hash::<DatasetLabelSet>, Default::default());
-    let (datasets, dataset_watch) = on_own_task(datasets);
-
-    let image_ctl = Controller::for_stream(images, image_store)
-        .with_config(controller_config.clone())
-        .reconcile_on(wakes(images_rx))
-        .graceful_shutdown_on(stop.clone())
-        .run(
-            reconcile::reconcile::<ImageLabelSet>,
-            reconcile::error_policy::<ImageLabelSet>,
-            ctx.clone(),
-        )
-        .for_each(|r| async move { log_result(r) });
-    let dataset_ctl = Controller::for_stream(datasets, dataset_store)
-        .with_config(controller_config)
-        .reconcile_on(wakes(datasets_rx))
-        .graceful_shutdown_on(stop.clone())
-        .run(
-            reconcile::reconcile::<DatasetLabelSet>,
-            reconcile::error_policy::<DatasetLabelSet>,
-            ctx.clone(),
-        )
-        .for_each(|r| async move { log_result(r) });
-    info!(concurrency = cfg.concurrency, namespace = ?cfg.watch_namespace, "controllers started");
-    // On SIGTERM the controllers finish what is in flight; on a lost lease
-    // in-flight reconciles are dropped at once, since another replica may
-    // already be writing.
-    tokio::select! {
-        _ = futures::future::join(image_ctl, dataset_ctl) => {}
-        _ = lost.clone() => {}
-    }
+    run_controllers(&client, clouds, metrics.clone(), &cfg, stop, lost.clone()).await;
     metrics.leader.set(0);
-    sweeper.abort();
-    image_watch.abort();
-    dataset_watch.abort();
 
     if lost.clone().now_or_never().is_some() {
         error!("leadership lost; exiting so no stale replica writes");
@@ -444,20 +266,111 @@ pub async fn run(
     }
     if let Some(handle) = lease_watch {
         handle.abort();
-        // Hand the lease over at once instead of letting it expire.
-        let release = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
-            .with_namespace(&cfg.lease_namespace)
-            .with_identity(&cfg.identity)
-            .build()
-            .await;
-        if let Ok(m) = release
-            && let Err(e) = m.release().await
-        {
-            warn!(error = %e, "could not release the lease; the standby takes over when it expires");
-        }
+        leader::release(&client, &cfg).await;
     }
     info!("controllers stopped");
     Ok(())
+}
+
+/// Runs both kinds' watches and controllers until `stop` (in-flight
+/// reconciles finish) or `lost` (they are dropped at once, since another
+/// replica may already be writing).
+async fn run_controllers(
+    client: &Client,
+    clouds: Arc<dyn CloudAccess>,
+    metrics: Arc<Metrics>,
+    cfg: &RunConfig,
+    stop: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+    lost: impl std::future::Future<Output = ()>,
+) {
+    let (wake_images, images_rx) = mpsc::unbounded_channel();
+    let (wake_datasets, datasets_rx) = mpsc::unbounded_channel();
+    let (image_store, image_writer) = reflector::store::<ImageLabelSet>();
+    let (dataset_store, dataset_writer) = reflector::store::<DatasetLabelSet>();
+    let wiring = context::Wiring {
+        wake_images,
+        wake_datasets,
+        image_store: image_store.clone(),
+        dataset_store: dataset_store.clone(),
+    };
+    let events = events::Events::new(client.clone(), "imagelabel-operator", Some(&cfg.identity));
+    let concurrency = usize::from(cfg.concurrency.max(1));
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        clouds,
+        metrics,
+        events,
+        cfg.reconcile.clone(),
+        concurrency,
+        wiring,
+    ));
+    let sweeper = tokio::spawn(sweep::periodically(ctx.clone(), STATE_CHECK_EVERY));
+    let listing = FirstList::new(2);
+    let (image_ctl, image_watch) = controller(
+        client,
+        cfg,
+        ctx.clone(),
+        listing.clone(),
+        (image_store, image_writer),
+        images_rx,
+        stop.clone(),
+    );
+    let (dataset_ctl, dataset_watch) = controller(
+        client,
+        cfg,
+        ctx,
+        listing,
+        (dataset_store, dataset_writer),
+        datasets_rx,
+        stop,
+    );
+    info!(concurrency = cfg.concurrency, namespace = ?cfg.watch_namespace, "controllers started");
+    // On SIGTERM the controllers finish what is in flight; on a lost lease
+    // in-flight reconciles are dropped at once.
+    tokio::select! {
+        _ = futures::future::join(image_ctl, dataset_ctl) => {}
+        _ = lost => {}
+    }
+    sweeper.abort();
+    image_watch.abort();
+    dataset_watch.abort();
+}
+
+/// One kind's controller, and the task running its watch.
+fn controller<K: LabelSetResource>(
+    client: &Client,
+    cfg: &RunConfig,
+    ctx: Arc<Ctx>,
+    listing: Arc<FirstList>,
+    (store, writer): (reflector::Store<K>, reflector::store::Writer<K>),
+    wakes_rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> (
+    impl std::future::Future<Output = ()>,
+    tokio::task::JoinHandle<()>,
+) {
+    // No limit per controller: `ctx.slots` bounds reconciles across both
+    // kinds, and drift checks queue on `ctx.check_slots` first. A runner
+    // limit would count checks waiting there and hold edits back behind them.
+    let controller_config = ControllerConfig::default()
+        .concurrency(0)
+        .debounce(Duration::from_millis(200));
+    let wc = watcher::Config::default().timeout(240);
+    let objects = watcher(api_for::<K>(client, &cfg.watch_namespace), wc)
+        .default_backoff()
+        .modify(slim::<K>)
+        .reflect(writer)
+        .inspect_ok(claims_from_watch(ctx.clone(), listing))
+        .applied_objects()
+        .predicate_filter(trigger_hash::<K>, Default::default());
+    let (objects, watch) = on_own_task(objects);
+    let ctl = Controller::for_stream(objects, store)
+        .with_config(controller_config)
+        .reconcile_on(wakes(wakes_rx))
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
+        .for_each(|r| async move { log_result(r) });
+    (ctl, watch)
 }
 
 fn log_result<K: Resource, E: std::fmt::Display>(

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
+use super::claims::wake_others;
 use super::context::Ctx;
 use super::metrics::Metrics;
-use super::reconcile::{set_key, wake_others};
+use super::reconcile::set_key;
 use super::resource::LabelSetResource;
 
 /// The set keys one watch stream listed since its last `Init`.
