@@ -79,7 +79,6 @@ pub fn stalled(reason: &'static str, message: String) -> Verdict {
     }
 }
 
-/// A transient failure; the error policy retries with backoff.
 /// Why no cloud client could be built, as the reason a person reads: a bad
 /// region is the spec's (or the operator's default region's) fault, not the
 /// credentials'.
@@ -91,6 +90,7 @@ pub fn access_refused(e: &AccessError) -> &'static str {
     }
 }
 
+/// A transient failure; the error policy retries with backoff.
 pub fn backing_off(message: String) -> Verdict {
     Verdict {
         reconciling: Some((reason::BACKING_OFF, message.clone())),
