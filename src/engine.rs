@@ -292,6 +292,17 @@ pub struct SyncReport {
     pub labels_after: Labels,
 }
 
+impl SyncReport {
+    /// Each key the plan writes, with its value before (`None`: a new key)
+    /// and after; the status message and the CLI's plan both show these.
+    pub fn writes(&self) -> impl Iterator<Item = (&String, Option<&String>, &String)> {
+        self.plan
+            .add
+            .iter()
+            .map(|(k, v)| (k, self.observed.get(k), v))
+    }
+}
+
 /// Reads the object and plans; writes nothing. Fails on a read error or when
 /// the plan would break the object's label cap.
 pub async fn observe_and_plan(

@@ -307,8 +307,8 @@ fn result_of(
 ) -> SetResult {
     let mut add = Labels::new();
     let mut change = BTreeMap::new();
-    for (k, v) in &report.plan.add {
-        match report.observed.get(k) {
+    for (k, before, v) in report.writes() {
+        match before {
             Some(old) => {
                 change.insert(
                     k.clone(),

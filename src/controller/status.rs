@@ -353,13 +353,13 @@ pub fn same_status(old: &LabelSetStatus, new: &LabelSetStatus) -> bool {
 
 /// The label changes of a plan, as `+k="v"`, `k: "old" -> "new"`, `-k`.
 pub fn describe(report: &SyncReport) -> String {
-    let mut parts = Vec::new();
-    for (k, v) in &report.plan.add {
-        match report.observed.get(k) {
-            Some(old) => parts.push(format!("{k}: {old:?} -> {v:?}")),
-            None => parts.push(format!("+{k}={v:?}")),
-        }
-    }
+    let mut parts: Vec<String> = report
+        .writes()
+        .map(|(k, before, v)| match before {
+            Some(old) => format!("{k}: {old:?} -> {v:?}"),
+            None => format!("+{k}={v:?}"),
+        })
+        .collect();
     parts.extend(report.plan.remove.iter().map(|k| format!("-{k}")));
     parts.join(", ")
 }
