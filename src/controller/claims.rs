@@ -3,6 +3,9 @@
 
 use kube::runtime::reflector::ObjectRef;
 
+use tracing::warn;
+
+use super::cached::Cached;
 use super::context::Ctx;
 use super::index::Entry;
 use super::reconcile::set_key;
@@ -17,10 +20,10 @@ pub async fn prime_index(ctx: &Ctx) {
             let _ = ctx.image_store.wait_until_ready().await;
             let _ = ctx.dataset_store.wait_until_ready().await;
             for o in ctx.image_store.state() {
-                index_claim(&*o, ctx);
+                index_cached(&*o, ctx);
             }
             for o in ctx.dataset_store.state() {
-                index_claim(&*o, ctx);
+                index_cached(&*o, ctx);
             }
         })
         .await;
@@ -49,6 +52,19 @@ pub fn index_claim<K: LabelSetResource>(obj: &K, ctx: &Ctx) -> Vec<SetId> {
                 .upsert(&set_key(obj), &set.object_key(), &obj.set_id(), &entry)
         }
         Err(_) => ctx.index.remove(&set_key(obj)),
+    }
+}
+
+/// [`index_claim`] for a set as the watch caches keep it. One the cache
+/// cannot decode (the CRD's schema rules it out) leaves the index; its
+/// reconcile reports the error.
+pub fn index_cached<K: LabelSetResource>(obj: &Cached<K>, ctx: &Ctx) -> Vec<SetId> {
+    match obj.object() {
+        Ok(o) => index_claim(&o, ctx),
+        Err(e) => {
+            warn!(set = %obj.key(), error = %e, "a cached set does not decode; its claims are dropped");
+            ctx.index.remove(&obj.key())
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::cached::Cached;
 use super::fights::FightDetector;
 use super::index::ClaimIndex;
 use super::metrics::{CloudCallLabels, Metrics};
@@ -99,8 +100,8 @@ pub struct Ctx {
     pub conflicting: super::tally::Tally,
     pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
     pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
-    pub image_store: Store<ImageLabelSet>,
-    pub dataset_store: Store<DatasetLabelSet>,
+    pub image_store: Store<Cached<ImageLabelSet>>,
+    pub dataset_store: Store<Cached<DatasetLabelSet>>,
     /// Set once the claim index holds every set the stores know.
     pub primed: tokio::sync::OnceCell<()>,
     /// The `ownedKeys` this process last wrote successfully, by the set's uid. The watch
@@ -130,8 +131,8 @@ pub struct Ctx {
 pub struct Wiring {
     pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
     pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
-    pub image_store: Store<ImageLabelSet>,
-    pub dataset_store: Store<DatasetLabelSet>,
+    pub image_store: Store<Cached<ImageLabelSet>>,
+    pub dataset_store: Store<Cached<DatasetLabelSet>>,
 }
 
 /// How many drift checks may run (or wait for a slot) at once.
@@ -147,21 +148,31 @@ pub struct Entered<'a> {
 
 /// Takes a reconcile slot. A drift check takes a check slot first, so
 /// checks hold (or wait in line for) at most `check_slots` of the `slots`,
-/// and a change never waits behind more checks than that.
+/// and a change never waits behind more checks than that. When every check
+/// slot is taken a check does not wait (`None`): it is requeued, so checks
+/// never fill the controller's bounded runner (see [`runner_limit`]).
 pub async fn enter<'a>(
     slots: &'a tokio::sync::Semaphore,
     check_slots: &'a tokio::sync::Semaphore,
     check: bool,
-) -> Entered<'a> {
+) -> Option<Entered<'a>> {
     let check = if check {
-        check_slots.acquire().await.ok()
+        Some(check_slots.try_acquire().ok()?)
     } else {
         None
     };
-    Entered {
+    Some(Entered {
         _check: check,
         _slot: slots.acquire().await.ok(),
-    }
+    })
+}
+
+/// Reconciles one kind's controller runs (or keeps waiting for a slot) at
+/// once: every slot, and as many again waiting for one. Unbounded, every
+/// set of a large cluster was a spawned reconcile at start-up, held in the
+/// runner's map, which never shrinks back (9 MB at 10,000 sets).
+pub fn runner_limit(concurrency: usize) -> u16 {
+    u16::try_from(concurrency.saturating_mul(2)).unwrap_or(u16::MAX)
 }
 
 /// What a stalled set saw: its generation, resume annotation and Secret
@@ -385,7 +396,7 @@ impl LabelProvider for Metered {
 /// A context with no API server or cloud behind it, for tests that read
 /// only the watch caches (which the test fills itself).
 #[cfg(test)]
-pub(crate) fn offline_ctx(images: Store<ImageLabelSet>) -> Ctx {
+pub(crate) fn offline_ctx(images: Store<Cached<ImageLabelSet>>) -> Ctx {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     test_ctx(client, Arc::new(NoClouds), images)
@@ -397,7 +408,7 @@ pub(crate) fn offline_ctx(images: Store<ImageLabelSet>) -> Ctx {
 pub(crate) fn test_ctx(
     client: Client,
     clouds: Arc<dyn CloudAccess>,
-    images: Store<ImageLabelSet>,
+    images: Store<Cached<ImageLabelSet>>,
 ) -> Ctx {
     let (wake_images, _) = tokio::sync::mpsc::unbounded_channel();
     let (wake_datasets, _) = tokio::sync::mpsc::unbounded_channel();
@@ -449,26 +460,36 @@ mod tests {
         let slots = Semaphore::new(concurrency);
         let checks = Semaphore::new(check_slots_for(concurrency));
         let mut held = Vec::new();
-        // Two checks run; a hundred more wait for a check slot.
+        // Two checks run; a hundred more are turned away at once (they are
+        // requeued, not left waiting in the runner).
         for _ in 0..2 {
-            held.push(enter(&slots, &checks, true).await);
+            held.push(enter(&slots, &checks, true).await.expect("a check slot"));
         }
-        let waiting: Vec<_> = (0..100)
-            .map(|_| Box::pin(enter(&slots, &checks, true)))
-            .collect();
-        let mut waiting = futures::future::join_all(waiting);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
-                .await
-                .is_err(),
-            "checks past their share wait"
-        );
+        for _ in 0..100 {
+            let turned =
+                tokio::time::timeout(Duration::from_millis(50), enter(&slots, &checks, true));
+            assert!(
+                turned
+                    .await
+                    .expect("a check past its share does not wait")
+                    .is_none(),
+                "checks past their share get no slot"
+            );
+        }
         // Two changes still enter at once.
         for _ in 0..2 {
             let edit =
                 tokio::time::timeout(Duration::from_millis(50), enter(&slots, &checks, false));
-            held.push(edit.await.expect("a change is not held behind checks"));
+            held.push(
+                edit.await
+                    .expect("a change is not held behind checks")
+                    .expect("a slot"),
+            );
         }
+        // A fifth reconcile waits for a slot.
+        let fifth = tokio::time::timeout(Duration::from_millis(50), enter(&slots, &checks, false));
+        assert!(fifth.await.is_err(), "four slots are all taken");
+        assert_eq!(runner_limit(4), 8);
         assert_eq!(check_slots_for(1), 1);
         assert_eq!(check_slots_for(16), 8);
     }

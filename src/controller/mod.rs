@@ -14,11 +14,12 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 mod apply;
+pub mod cached;
 mod claims;
 mod cleanup;
 pub mod context;
@@ -42,6 +43,7 @@ pub mod tally;
 pub mod tenancy;
 mod workspace_check;
 
+use cached::Cached;
 use context::{CloudAccess, Ctx, ReconcileConfig};
 use metrics::Metrics;
 use resource::LabelSetResource;
@@ -85,17 +87,7 @@ fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-/// What the watch caches keep of a set: what a reconcile reads. managedFields
-/// and other tools' annotations (`kubectl apply` copies the whole manifest
-/// into one) are never read and are most of an object's bytes: 8.2 KB as
-/// listed, 3.4 KB kept (`cargo bench --bench footprint`).
-pub fn slim<K: LabelSetResource>(o: &mut K) {
-    o.managed_fields_mut().clear();
-    o.annotations_mut()
-        .retain(|k, _| k.starts_with(reconcile::ANNOTATION_PREFIX));
-}
-
-fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> {
+fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<Cached<K>> {
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -110,26 +102,23 @@ fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<K> 
 fn claims_from_watch<K: LabelSetResource>(
     ctx: Arc<Ctx>,
     listing: Arc<FirstList>,
-) -> impl FnMut(&watcher::Event<K>) {
+) -> impl FnMut(&watcher::Event<Cached<K>>) {
     let mut relist = sweep::Relist::default();
     let mut listed = false;
     move |event| match event {
         watcher::Event::Apply(o) => {
-            claims::wake_others::<K>(claims::index_claim(o, &ctx), &ctx);
+            claims::wake_others::<K>(claims::index_cached(o, &ctx), &ctx);
         }
         watcher::Event::InitApply(o) => {
-            relist.saw(&reconcile::set_key(o));
+            relist.saw(&o.key());
             // A (re-)list wakes without marking: a restart must not turn the
             // settled sets sharing an object into changes (see `spread`).
-            claims::wake_unmarked::<K>(claims::index_claim(o, &ctx), &ctx);
+            claims::wake_unmarked::<K>(claims::index_cached(o, &ctx), &ctx);
         }
         watcher::Event::Delete(o) => {
             ctx.forget_owned(o.meta().uid.as_deref());
-            ctx.seen
-                .lock()
-                .expect("seen poisoned")
-                .remove(&reconcile::set_key(o));
-            sweep::forget_set::<K>(&ctx, &reconcile::set_key(o));
+            ctx.seen.lock().expect("seen poisoned").remove(&o.key());
+            sweep::forget_set::<K>(&ctx, &o.key());
         }
         watcher::Event::Init => relist.begin(),
         watcher::Event::InitDone => {
@@ -201,8 +190,16 @@ const WATCH_QUEUE: usize = 512;
 /// A stream of wake-ups from the claim index.
 fn wakes<K: LabelSetResource>(
     rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
-) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+) -> impl futures::Stream<Item = ObjectRef<Cached<K>>> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let r = rx.recv().await?;
+        let cached = ObjectRef::new(&r.name);
+        let cached = match r.namespace {
+            Some(ns) => cached.within(&ns),
+            None => cached,
+        };
+        Some((cached, rx))
+    })
 }
 
 /// Runs the controllers until `shutdown` resolves (finishing in-flight
@@ -285,8 +282,8 @@ async fn run_controllers(
 ) {
     let (wake_images, images_rx) = mpsc::unbounded_channel();
     let (wake_datasets, datasets_rx) = mpsc::unbounded_channel();
-    let (image_store, image_writer) = reflector::store::<ImageLabelSet>();
-    let (dataset_store, dataset_writer) = reflector::store::<DatasetLabelSet>();
+    let (image_store, image_writer) = reflector::store::<Cached<ImageLabelSet>>();
+    let (dataset_store, dataset_writer) = reflector::store::<Cached<DatasetLabelSet>>();
     let wiring = context::Wiring {
         wake_images,
         wake_datasets,
@@ -342,27 +339,30 @@ fn controller<K: LabelSetResource>(
     cfg: &RunConfig,
     ctx: Arc<Ctx>,
     listing: Arc<FirstList>,
-    (store, writer): (reflector::Store<K>, reflector::store::Writer<K>),
+    (store, writer): (
+        reflector::Store<Cached<K>>,
+        reflector::store::Writer<Cached<K>>,
+    ),
     wakes_rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (
     impl std::future::Future<Output = ()>,
     tokio::task::JoinHandle<()>,
 ) {
-    // No limit per controller: `ctx.slots` bounds reconciles across both
-    // kinds, and drift checks queue on `ctx.check_slots` first. A runner
-    // limit would count checks waiting there and hold edits back behind them.
+    // `ctx.slots` bounds reconciles across both kinds. The runner's own
+    // limit only keeps waiting reconciles few: a drift check never waits
+    // in it for a check slot (it is requeued), so checks cannot fill it and
+    // hold changes back.
     let controller_config = ControllerConfig::default()
-        .concurrency(0)
+        .concurrency(context::runner_limit(usize::from(cfg.concurrency.max(1))))
         .debounce(Duration::from_millis(200));
     let wc = watcher::Config::default().timeout(240);
     let objects = watcher(api_for::<K>(client, &cfg.watch_namespace), wc)
         .default_backoff()
-        .modify(slim::<K>)
         .reflect(writer)
         .inspect_ok(claims_from_watch(ctx.clone(), listing))
         .applied_objects()
-        .predicate_filter(trigger_hash::<K>, Default::default());
+        .predicate_filter(trigger_hash::<Cached<K>>, Default::default());
     let (objects, watch) = on_own_task(objects);
     let ctl = Controller::for_stream(objects, store)
         .with_config(controller_config)

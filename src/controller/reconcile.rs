@@ -12,6 +12,7 @@ use rand::Rng;
 use tracing::warn;
 
 use super::apply::apply;
+use super::cached::Cached;
 use super::claims::prime_index;
 use super::cleanup::cleanup;
 use super::context::Ctx;
@@ -140,12 +141,48 @@ pub fn set_key<K: LabelSetResource>(obj: &K) -> String {
     )
 }
 
-/// The entry point the `Controller` calls.
-pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let key = set_key(&*obj);
-    let check = is_drift_check(&*obj, &ctx, &key);
+/// The entry point the `Controller` calls, with the set as the watch cache
+/// keeps it. The set is decoded for the checks below and again once a slot
+/// is held: a reconcile waiting for a slot keeps no decoded copy.
+pub async fn reconcile<K: LabelSetResource>(
+    cached: Arc<Cached<K>>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, Error> {
+    // Not async: nothing it decodes is kept in the waiting future.
+    let check = match admit(&cached, &ctx)? {
+        Admission::Later(delay) => return Ok(Action::requeue(delay)),
+        Admission::Now { check } => check,
+    };
+    // Drift checks hold at most half the slots, so a change never waits
+    // behind a large periodic pass.
+    // One budget for both kinds' controllers, which each run their own queue.
+    let Some(_slots) = super::context::enter(&ctx.slots, &ctx.check_slots, check).await else {
+        // Every check slot is busy: look again shortly rather than hold a
+        // place in the runner that a change may need.
+        return Ok(Action::requeue(jittered(CHECK_RETRY)));
+    };
+    let obj = Arc::new(decoded(&cached)?);
+    drop(cached);
+    // Boxed so that a reconcile waiting for a slot above stays a few hundred
+    // bytes: every set of a large cluster waits here at start-up, and the
+    // inline pass (finalizer, cloud and API calls) is tens of KB.
+    Box::pin(pass(obj, ctx.clone(), check)).await
+}
+
+enum Admission {
+    /// A settled set's first drift check in this process, spread over the
+    /// resync interval.
+    Later(Duration),
+    /// A pass now; `check`: only a periodic drift check.
+    Now { check: bool },
+}
+
+fn admit<K: LabelSetResource>(cached: &Cached<K>, ctx: &Ctx) -> Result<Admission, Error> {
+    let obj = decoded(cached)?;
+    let key = set_key(&obj);
+    let check = is_drift_check(&obj, ctx, &key);
     let first = ctx.seen.lock().expect("seen poisoned").insert(key.clone());
-    if first && let Some(delay) = first_check_delay(&*obj, &ctx, check) {
+    if first && let Some(delay) = first_check_delay(&obj, ctx, check) {
         tracing::debug!(set = %key, delay_s = delay.as_secs(), "settled; first drift check spread over the resync interval");
         // The gauges a pass would set, from the status, until the first pass.
         if let Some(st) = obj.status() {
@@ -155,16 +192,20 @@ pub async fn reconcile<K: LabelSetResource>(obj: Arc<K>, ctx: Arc<Ctx>) -> Resul
                 Some((st.owned_keys.len(), st.conflicts.len())),
             );
         }
-        return Ok(Action::requeue(delay));
+        return Ok(Admission::Later(delay));
     }
-    // Drift checks hold at most half the slots, so a change never waits
-    // behind a large periodic pass.
-    // One budget for both kinds' controllers, which each run their own queue.
-    let _slots = super::context::enter(&ctx.slots, &ctx.check_slots, check).await;
-    // Boxed so that a reconcile waiting for a slot above stays a few hundred
-    // bytes: every set of a large cluster waits here at start-up, and the
-    // inline pass (finalizer, cloud and API calls) is tens of KB.
-    Box::pin(pass(obj, ctx.clone(), check)).await
+    Ok(Admission::Now { check })
+}
+
+/// When a drift check that found every check slot busy looks again.
+const CHECK_RETRY: Duration = Duration::from_secs(1);
+
+/// The CRD's schema makes a set the cache cannot decode a bug; it fails
+/// its reconcile (kind `kube`) and backs off rather than stop the process.
+fn decoded<K: LabelSetResource>(cached: &Cached<K>) -> Result<K, Error> {
+    cached
+        .object()
+        .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))
 }
 
 /// One pass over a set, holding its slot.
@@ -235,8 +276,12 @@ fn first_check_delay<K: LabelSetResource>(obj: &K, ctx: &Ctx, check: bool) -> Op
 }
 
 /// Exponential backoff per set, jittered, capped; reset by a success.
-pub fn error_policy<K: LabelSetResource>(obj: Arc<K>, error: &Error, ctx: Arc<Ctx>) -> Action {
-    let key = set_key(&*obj);
+pub fn error_policy<K: LabelSetResource>(
+    obj: Arc<Cached<K>>,
+    error: &Error,
+    ctx: Arc<Ctx>,
+) -> Action {
+    let key = obj.key();
     let n = {
         let mut f = ctx.failures.lock().expect("failures poisoned");
         let n = f.entry(key.clone()).or_insert(0);

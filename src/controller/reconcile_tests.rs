@@ -278,7 +278,7 @@ struct Run {
 async fn run(set: &ImageLabelSet, cloud: &Arc<MemCloud>, script: Vec<Step>) -> Run {
     let (ctx, handle) = harness(cloud);
     let server = api_server(handle, script);
-    let result = reconcile(Arc::new(set.clone()), ctx.clone()).await;
+    let result = reconcile(Arc::new(Cached::of(set)), ctx.clone()).await;
     let sent = server
         .await
         .expect("the API server saw an unexpected request");
@@ -430,13 +430,19 @@ async fn a_missing_secret_stalls_once_then_holds_without_calls() {
     let script = vec![no_secret(), patch_status(&set), post_event(), no_secret()];
     let (ctx, handle) = harness(&cloud);
     let server = api_server(handle, script);
-    let action = reconcile(Arc::new(set.clone()), ctx.clone()).await.unwrap();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(5),
+        reconcile(Arc::new(Cached::of(&set)), ctx.clone()),
+    );
+    let action = waited.await.expect("the check does not wait").unwrap();
     assert_ne!(
         action,
         Action::await_change(),
         "a stall with a Secret polls it"
     );
-    let held = reconcile(Arc::new(set), ctx.clone()).await.unwrap();
+    let held = reconcile(Arc::new(Cached::of(&set)), ctx.clone())
+        .await
+        .unwrap();
     assert_ne!(held, Action::await_change());
     let sent = server
         .await
@@ -502,7 +508,7 @@ async fn a_throttled_cloud_backs_off_and_counts_the_error_kind() {
         (TRUE, why),
         (FALSE, reason::IN_SYNC),
     );
-    error_policy(Arc::new(set), &err, r.ctx.clone());
+    error_policy(Arc::new(Cached::of(&set)), &err, r.ctx.clone());
     let errors = "imagelabel_reconcile_errors_total{kind=\"ImageLabelSet\",error=";
     assert!(counted(&r.ctx, &format!("{errors}\"cloud_throttled\"}} 1")));
     assert!(counted(&r.ctx, &format!("{errors}\"kube\"}} 0")));
@@ -620,8 +626,8 @@ async fn a_reconcile_waiting_for_a_slot_is_small() {
     let ctx = Arc::new(super::super::context::offline_ctx(store));
     let mut set = crate::api::ImageLabelSet::new("s", Default::default());
     set.metadata.namespace = Some("ns".into());
+    let waiting = reconcile(Arc::new(Cached::of(&set)), ctx.clone());
     let set = Arc::new(set);
-    let waiting = reconcile(set.clone(), ctx.clone());
     let size = std::mem::size_of_val(&waiting);
     let inline = std::mem::size_of_val(&pass(set, ctx, false));
     println!("waiting reconcile: {size} bytes; the pass it boxes: {inline} bytes");
@@ -662,7 +668,7 @@ async fn a_bad_region_stalls_as_invalid_spec_not_invalid_credentials() {
     let set = image_set(&[("system.framework", "1")]);
     let (ctx, handle) = harness_with(Arc::new(BadRegion));
     let server = api_server(handle, vec![get_secret(), patch_status(&set), post_event()]);
-    reconcile(Arc::new(set), ctx).await.unwrap();
+    reconcile(Arc::new(Cached::of(&set)), ctx).await.unwrap();
     let sent = server
         .await
         .expect("the API server saw an unexpected request");
@@ -678,4 +684,44 @@ async fn a_bad_region_stalls_as_invalid_spec_not_invalid_credentials() {
         .unwrap();
     assert!(msg.contains("not served"), "{msg}");
     assert_event(&sent[2], "Warning", why);
+}
+
+/// A drift check that finds every check slot busy is requeued at once,
+/// without a call, instead of waiting in the controller's bounded runner.
+#[tokio::test]
+async fn a_drift_check_finding_no_check_slot_is_requeued_without_calls() {
+    let cloud = MemCloud::new(&[("system.framework", "1")], None);
+    let (ctx, handle) = harness(&cloud);
+    let server = api_server(handle, vec![]);
+    let mut set = image_set(&[("system.framework", "1")]);
+    let ready = crate::api::status::Condition {
+        type_: crate::api::status::READY.into(),
+        status: TRUE.into(),
+        reason: reason::IN_SYNC.into(),
+        ..Default::default()
+    };
+    set.status = Some(LabelSetStatus {
+        observed_generation: Some(2),
+        synced_generation: Some(2),
+        conditions: vec![ready],
+        ..Default::default()
+    });
+    // Reconciled before by this process, so not a first, spread check.
+    ctx.seen.lock().unwrap().insert(set_key(&set));
+    let held = ctx.check_slots.try_acquire().expect("the one check slot");
+    let waited = tokio::time::timeout(
+        Duration::from_secs(5),
+        reconcile(Arc::new(Cached::of(&set)), ctx.clone()),
+    );
+    let action = waited.await.expect("the check does not wait").unwrap();
+    let retry = format!("{action:?}");
+    assert!(
+        retry.contains("requeue_after: Some(") && !retry.contains("requeue_after: None"),
+        "{retry}"
+    );
+    assert!(cloud.calls.lock().unwrap().is_empty(), "no cloud call");
+    assert_eq!(ctx.slots.available_permits(), 1, "no reconcile slot taken");
+    drop(held);
+    drop(ctx);
+    assert!(server.await.unwrap().is_empty(), "no API call");
 }

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
+use super::cached::Cached;
 use super::claims::wake_others;
 use super::context::Ctx;
 use super::metrics::Metrics;
-use super::reconcile::set_key;
 use super::resource::LabelSetResource;
 
 /// The set keys one watch stream listed since its last `Init`.
@@ -68,8 +68,8 @@ pub fn forget_state<K: LabelSetResource>(ctx: &Ctx, key: &str) {
     ctx.record_counts(key, K::KIND, None);
 }
 
-fn live_keys<K: LabelSetResource>(objs: &[Arc<K>]) -> HashSet<String> {
-    objs.iter().map(|o| set_key(&**o)).collect()
+fn live_keys<K: LabelSetResource>(objs: &[Arc<Cached<K>>]) -> HashSet<String> {
+    objs.iter().map(|o| o.key()).collect()
 }
 
 /// Drops per-set state of sets the watch caches no longer hold, and
@@ -229,7 +229,9 @@ mod tests {
         }
         // Only s0 is still in the watch cache.
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(image_set("s0")));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(
+            crate::controller::cached::Cached::of(&image_set("s0")),
+        ));
         writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
         let gone = check(&ctx);
         assert_eq!(gone.len(), 9_999);
