@@ -197,8 +197,9 @@ fn admit<K: LabelSetResource>(cached: &Cached<K>, ctx: &Ctx) -> Result<Admission
     Ok(Admission::Now { check })
 }
 
-/// When a drift check that found every check slot busy looks again.
-const CHECK_RETRY: Duration = Duration::from_secs(1);
+/// When a drift check that found every check slot busy looks again: a
+/// check takes tens of milliseconds, so slots free up well within this.
+const CHECK_RETRY: Duration = Duration::from_millis(500);
 
 /// The CRD's schema makes a set the cache cannot decode a bug; it fails
 /// its reconcile (kind `kube`) and backs off rather than stop the process.
