@@ -18,7 +18,8 @@
 //! start-up. `IMAGELABEL_BENCH_CONVERGE_ONLY=1` runs phases 1 and 5 only;
 //! `IMAGELABEL_BENCH_FLOW_CONTROL=0` lifts the simulator's and the
 //! operator's budgets (profiling runs); `IMAGELABEL_OPERATOR_WRAPPER`
-//! (for example `heaptrack -o /tmp/op`) runs the operator under a profiler.
+//! runs the operator under a profiler that keeps its pid, so the bench's
+//! signals reach it (`scripts/heaptrack-exec.sh`; plain `heaptrack` does not).
 //!
 //! ```sh
 //! cargo bench --bench convergence
