@@ -21,7 +21,7 @@ use kube::core::NamespaceResourceScope;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::reconcile::ANNOTATION_PREFIX;
+use super::reconcile::{ANNOTATION_PREFIX, key_of};
 use super::resource::LabelSetResource;
 
 /// A set of kind `K` as the watch caches keep it.
@@ -47,13 +47,12 @@ impl<K: LabelSetResource> Cached<K> {
         serde_json::from_slice(&json).expect("a serialized set decodes")
     }
 
-    /// `Kind/namespace/name`, as [`super::reconcile::set_key`].
+    /// The set's key in every per-set map, as [`super::reconcile::set_key`].
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}/{}",
+        key_of(
             K::KIND,
             self.meta.namespace.as_deref().unwrap_or_default(),
-            self.meta.name.as_deref().unwrap_or_default()
+            self.meta.name.as_deref().unwrap_or_default(),
         )
     }
 }

@@ -98,8 +98,8 @@ pub struct Ctx {
     pub managed: super::tally::Tally,
     /// Conflicting-key counts per set, summed into the conflicts gauge.
     pub conflicting: super::tally::Tally,
-    pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
-    pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
+    pub wake_images: UnboundedSender<ObjectRef<Cached<ImageLabelSet>>>,
+    pub wake_datasets: UnboundedSender<ObjectRef<Cached<DatasetLabelSet>>>,
     pub image_store: Store<Cached<ImageLabelSet>>,
     pub dataset_store: Store<Cached<DatasetLabelSet>>,
     /// Set once the claim index holds every set the stores know.
@@ -129,8 +129,8 @@ pub struct Ctx {
 /// What ties a context to its controllers: the wake-up channels and the
 /// watch caches.
 pub struct Wiring {
-    pub wake_images: UnboundedSender<ObjectRef<ImageLabelSet>>,
-    pub wake_datasets: UnboundedSender<ObjectRef<DatasetLabelSet>>,
+    pub wake_images: UnboundedSender<ObjectRef<Cached<ImageLabelSet>>>,
+    pub wake_datasets: UnboundedSender<ObjectRef<Cached<DatasetLabelSet>>>,
     pub image_store: Store<Cached<ImageLabelSet>>,
     pub dataset_store: Store<Cached<DatasetLabelSet>>,
 }

@@ -189,17 +189,9 @@ const WATCH_QUEUE: usize = 512;
 
 /// A stream of wake-ups from the claim index.
 fn wakes<K: LabelSetResource>(
-    rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+    rx: mpsc::UnboundedReceiver<ObjectRef<Cached<K>>>,
 ) -> impl futures::Stream<Item = ObjectRef<Cached<K>>> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move {
-        let r = rx.recv().await?;
-        let cached = ObjectRef::new(&r.name);
-        let cached = match r.namespace {
-            Some(ns) => cached.within(&ns),
-            None => cached,
-        };
-        Some((cached, rx))
-    })
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
 /// Runs the controllers until `shutdown` resolves (finishing in-flight
@@ -343,7 +335,7 @@ fn controller<K: LabelSetResource>(
         reflector::Store<Cached<K>>,
         reflector::store::Writer<Cached<K>>,
     ),
-    wakes_rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+    wakes_rx: mpsc::UnboundedReceiver<ObjectRef<Cached<K>>>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (
     impl std::future::Future<Output = ()>,

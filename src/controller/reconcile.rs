@@ -133,12 +133,16 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
 
 /// `Kind/namespace/name`, the set's key in every per-set map.
 pub fn set_key<K: LabelSetResource>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
+    key_of(
         K::KIND,
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
     )
+}
+
+/// The one place the `Kind/namespace/name` key is spelled.
+pub(super) fn key_of(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
 }
 
 /// The entry point the `Controller` calls, with the set as the watch cache
