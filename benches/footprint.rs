@@ -6,19 +6,24 @@
 //! cargo bench --bench footprint
 //! ```
 //!
-//! What it cannot isolate (kube-runtime's scheduler and runner entries, the
-//! allocator's own overhead and fragmentation) shows in the difference
-//! between its total and the RSS `convergence` prints.
+//! What it cannot isolate (kube-runtime's runner, the allocator's own
+//! overhead and fragmentation) shows in the difference between its total
+//! and the RSS `convergence` prints.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
 
 use imagelabel::api::ImageLabelSet;
 use imagelabel::controller::cached::Cached;
 use imagelabel::controller::index::{ClaimIndex, Entry};
+use imagelabel::controller::reconcile::key_hash;
+use imagelabel::controller::schedule::PassSchedule;
 use imagelabel::controller::tally::Tally;
+use imagelabel::controller::triggers::Triggers;
+use imagelabel::controller::written::Written;
 use imagelabel::plan::{Role, SetId};
 use kube::runtime::reflector::ObjectRef;
 
@@ -177,29 +182,47 @@ fn main() {
 
     let (state_bytes, state) = per_set(|| {
         let mut seen = HashSet::new();
-        let mut owned = HashMap::new();
-        let mut status = HashMap::new();
+        let written = Written::default();
         let (managed, conflicting) = (Tally::default(), Tally::default());
         for (i, o) in objects.iter().enumerate() {
             let key = format!("ImageLabelSet/bench/set{i:05}");
-            let uid = o.metadata.uid.clone().unwrap();
-            seen.insert(key.clone());
-            owned.insert(uid.clone(), o.status.as_ref().unwrap().owned_keys.clone());
-            status.insert(uid, i as u64);
+            let uid = o.metadata.uid.as_deref().unwrap();
+            seen.insert(key_hash(&key));
+            written.remember(uid, &o.status.as_ref().unwrap().owned_keys, i as u64);
             managed.set(&key, "ImageLabelSet", Some(4));
             conflicting.set(&key, "ImageLabelSet", Some(0));
         }
-        (seen, owned, status, managed, conflicting)
+        (seen, written, managed, conflicting)
     });
     row(
         "per-set state (seen, written ownedKeys and status, tallies)",
         state_bytes,
         &mut total,
     );
+
+    // Every settled set waits for its next drift check.
+    let (schedule_bytes, schedule) = per_set(|| {
+        let schedule = PassSchedule::default();
+        for i in 0..N {
+            let key = format!("ImageLabelSet/bench/set{i:05}");
+            schedule.at(&key, Duration::from_secs(600 + i as u64 % 60));
+        }
+        schedule
+    });
+    row("next-pass schedule", schedule_bytes, &mut total);
+
+    let (trigger_bytes, triggers) = per_set(|| {
+        let mut triggers = Triggers::default();
+        for o in cache.values() {
+            triggers.changed(&**o);
+        }
+        triggers
+    });
+    row("watch trigger filter", trigger_bytes, &mut total);
     println!(
         "  {:<58} {total:>7.0} B/set  {:>6.1} MiB at {N}",
         "total",
         total * N as f64 / 1_048_576.0
     );
-    drop((cache, index, state));
+    drop((cache, index, state, schedule, triggers));
 }

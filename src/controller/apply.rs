@@ -51,7 +51,7 @@ pub async fn apply<K: LabelSetResource>(
         Access::Ready(provider, secret) => {
             sync(w, &set, provider.as_ref(), secret.as_ref(), check).await
         }
-        Access::Held(after) => Ok(Action::requeue(after)),
+        Access::Held(after) => Ok(w.ctx.again(&set_key(&*obj), after)),
         Access::Refused(why, msg) => stall(w, why, msg, &set).await,
         Access::Unreadable(e) => backing_off(w, Error::Secret(e)).await,
     }
@@ -224,7 +224,7 @@ async fn sync<K: LabelSetResource>(
     let repaired = record_repairs::<K>(ctx, &set_key(obj), &drifted, &report, now);
     let wrote_status = finish(w, set, &report, repaired).await?;
     after_pass(ctx, obj, set, &report, check.then_some(wrote_status)).await;
-    Ok(Action::requeue(jittered(resync)))
+    Ok(ctx.again(&set_key(obj), jittered(resync)))
 }
 
 /// Counts a drift check (`wrote`: whether it found something to write)
@@ -472,7 +472,7 @@ async fn stall<K: LabelSetResource>(
     let fingerprint = w.stall_fingerprint.take().unwrap_or_default();
     ctx.mark_stalled(&set_key(obj), fingerprint);
     let left = ctx.config.stalled_recheck;
-    Ok(Action::requeue(held_requeue(set, left, ctx)))
+    Ok(ctx.again(&set_key(obj), held_requeue(set, left, ctx)))
 }
 
 async fn failed<K: LabelSetResource>(

@@ -104,26 +104,22 @@ pub struct Ctx {
     pub dataset_store: Store<Cached<DatasetLabelSet>>,
     /// Set once the claim index holds every set the stores know.
     pub primed: tokio::sync::OnceCell<()>,
-    /// The `ownedKeys` this process last wrote successfully, by the set's uid. The watch
-    /// can hand a reconcile an object older than our own last status write;
-    /// ownership read from it would forget keys just claimed, and leave
-    /// them behind. Only this process (the leader) writes status, so what it
-    /// wrote last is the newest there is. Dropped when the set is gone.
-    pub written_owned: Mutex<HashMap<String, Vec<String>>>,
+    /// What this process last wrote into each set's status.
+    pub written: super::written::Written,
     /// Drift checks running or waiting for a `slots` permit at once: at most
     /// half the slots (at least one), so checks never hold every slot and a
     /// change waits behind at most that many (see [`super::spread`]).
     pub check_slots: tokio::sync::Semaphore,
     /// Sets (by key) reconciled at least once by this process.
-    pub seen: Mutex<HashSet<String>>,
+    /// By [`super::reconcile::key_hash`].
+    pub seen: Mutex<HashSet<u64>>,
     /// Sets (by key) another set's claim change asked to look again; their
     /// next reconcile is a change, not a drift check.
     pub woken: Mutex<HashSet<String>>,
-    /// A hash of the status this process last wrote, by the set's uid, so a
-    /// pass compares against the newest status even when the watch lags.
-    pub written_status: Mutex<HashMap<String, u64>>,
     /// Batched drift reads of PAI workspaces.
     pub snapshots: super::snapshots::WorkspaceSnapshots,
+    /// Each set's next pass when no change comes first.
+    pub passes: super::schedule::PassSchedule,
 }
 
 /// What ties a context to its controllers: the wake-up channels and the
@@ -185,6 +181,14 @@ pub struct StallMark {
 }
 
 impl Ctx {
+    /// Schedules the set's next pass `after` from now when no change comes
+    /// first ([`super::schedule`]); the controller itself only waits for
+    /// a change.
+    pub fn again(&self, key: &str, after: Duration) -> kube::runtime::controller::Action {
+        self.passes.at(key, after);
+        kube::runtime::controller::Action::await_change()
+    }
+
     /// A context running at most `concurrency` reconciles at once.
     pub fn new(
         client: Client,
@@ -213,43 +217,24 @@ impl Ctx {
             image_store: wiring.image_store,
             dataset_store: wiring.dataset_store,
             primed: Default::default(),
-            written_owned: Default::default(),
+            written: Default::default(),
             check_slots: tokio::sync::Semaphore::new(check_slots_for(concurrency)),
             seen: Default::default(),
             woken: Default::default(),
-            written_status: Default::default(),
             snapshots: Default::default(),
+            passes: Default::default(),
         }
     }
 
     /// Ownership of a set: what this process last wrote, else its status.
     pub fn owned_keys(&self, uid: Option<&str>, status: &[String]) -> Vec<String> {
-        uid.and_then(|u| {
-            self.written_owned
-                .lock()
-                .expect("owned poisoned")
-                .get(u)
-                .cloned()
-        })
-        .unwrap_or_else(|| status.to_vec())
-    }
-
-    pub fn remember_owned(&self, uid: Option<&str>, owned: &[String]) {
-        if let Some(u) = uid {
-            self.written_owned
-                .lock()
-                .expect("owned poisoned")
-                .insert(u.to_string(), owned.to_vec());
-        }
+        uid.and_then(|u| self.written.owned(u))
+            .unwrap_or_else(|| status.to_vec())
     }
 
     pub fn forget_owned(&self, uid: Option<&str>) {
         if let Some(u) = uid {
-            self.written_owned.lock().expect("owned poisoned").remove(u);
-            self.written_status
-                .lock()
-                .expect("written status poisoned")
-                .remove(u);
+            self.written.forget(u);
         }
     }
 

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
-use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -34,6 +34,7 @@ mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;
+pub mod schedule;
 pub mod snapshots;
 pub mod spread;
 mod status;
@@ -41,7 +42,9 @@ mod status_writer;
 pub mod sweep;
 pub mod tally;
 pub mod tenancy;
+pub mod triggers;
 mod workspace_check;
+pub mod written;
 
 use cached::Cached;
 use context::{CloudAccess, Ctx, ReconcileConfig};
@@ -65,26 +68,6 @@ pub struct RunConfig {
     pub lease_duration: Duration,
     pub identity: String,
     pub watch_namespace: Option<String>,
-}
-
-/// Re-triggers on what matters to a reconcile: the spec (generation), our
-/// annotations, finalizers and deletion. Status writes do not retrigger.
-fn trigger_hash<K: Resource>(obj: &K) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = obj.meta();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut h);
-    meta.finalizers.hash(&mut h);
-    meta.deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .hash(&mut h);
-    if let Some(a) = &meta.annotations {
-        a.get(reconcile::PAUSED).hash(&mut h);
-        a.get(reconcile::RECONCILE_REQUESTED_AT).hash(&mut h);
-    }
-    let _ = predicates::generation::<K>;
-    Some(h.finish())
 }
 
 fn api_for<K: LabelSetResource>(client: &Client, ns: &Option<String>) -> Api<Cached<K>> {
@@ -117,7 +100,10 @@ fn claims_from_watch<K: LabelSetResource>(
         }
         watcher::Event::Delete(o) => {
             ctx.forget_owned(o.meta().uid.as_deref());
-            ctx.seen.lock().expect("seen poisoned").remove(&o.key());
+            ctx.seen
+                .lock()
+                .expect("seen poisoned")
+                .remove(&reconcile::key_hash(&o.key()));
             sweep::forget_set::<K>(&ctx, &o.key());
         }
         watcher::Event::Init => relist.begin(),
@@ -294,6 +280,7 @@ async fn run_controllers(
         wiring,
     ));
     let sweeper = tokio::spawn(sweep::periodically(ctx.clone(), STATE_CHECK_EVERY));
+    let passes = tokio::spawn(schedule::run(ctx.clone()));
     let listing = FirstList::new(2);
     let (image_ctl, image_watch) = controller(
         client,
@@ -321,6 +308,7 @@ async fn run_controllers(
         _ = lost => {}
     }
     sweeper.abort();
+    passes.abort();
     image_watch.abort();
     dataset_watch.abort();
 }
@@ -354,7 +342,10 @@ fn controller<K: LabelSetResource>(
         .reflect(writer)
         .inspect_ok(claims_from_watch(ctx.clone(), listing))
         .applied_objects()
-        .predicate_filter(trigger_hash::<Cached<K>>, Default::default());
+        .try_filter({
+            let mut triggers = triggers::Triggers::default();
+            move |obj| std::future::ready(triggers.changed(obj))
+        });
     let (objects, watch) = on_own_task(objects);
     let ctl = Controller::for_stream(objects, store)
         .with_config(controller_config)

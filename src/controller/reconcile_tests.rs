@@ -435,15 +435,18 @@ async fn a_missing_secret_stalls_once_then_holds_without_calls() {
         reconcile(Arc::new(Cached::of(&set)), ctx.clone()),
     );
     let action = waited.await.expect("the check does not wait").unwrap();
-    assert_ne!(
-        action,
-        Action::await_change(),
+    // The next look waits in the pass schedule, not in the controller.
+    assert_eq!(action, Action::await_change());
+    let key = set_key(&set);
+    assert!(
+        ctx.passes.due_in(&key).is_some(),
         "a stall with a Secret polls it"
     );
     let held = reconcile(Arc::new(Cached::of(&set)), ctx.clone())
         .await
         .unwrap();
-    assert_ne!(held, Action::await_change());
+    assert_eq!(held, Action::await_change());
+    assert!(ctx.passes.due_in(&key).is_some(), "held, looks again");
     let sent = server
         .await
         .expect("the API server saw an unexpected request");
@@ -707,18 +710,16 @@ async fn a_drift_check_finding_no_check_slot_is_requeued_without_calls() {
         ..Default::default()
     });
     // Reconciled before by this process, so not a first, spread check.
-    ctx.seen.lock().unwrap().insert(set_key(&set));
+    ctx.seen.lock().unwrap().insert(key_hash(&set_key(&set)));
     let held = ctx.check_slots.try_acquire().expect("the one check slot");
     let waited = tokio::time::timeout(
         Duration::from_secs(5),
         reconcile(Arc::new(Cached::of(&set)), ctx.clone()),
     );
     let action = waited.await.expect("the check does not wait").unwrap();
-    let retry = format!("{action:?}");
-    assert!(
-        retry.contains("requeue_after: Some(") && !retry.contains("requeue_after: None"),
-        "{retry}"
-    );
+    assert_eq!(action, Action::await_change(), "not held in the runner");
+    let retry = ctx.passes.due_in(&set_key(&set)).expect("looks again");
+    assert!(retry <= Duration::from_secs(1), "{retry:?}");
     assert!(cloud.calls.lock().unwrap().is_empty(), "no cloud call");
     assert_eq!(ctx.slots.available_permits(), 1, "no reconcile slot taken");
     drop(held);

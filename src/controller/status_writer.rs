@@ -62,14 +62,11 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
         // Only what the API server took: ownership remembered from a refused
         // write would let the next pass skip its write-ahead record, and a
         // crash then leaves a written key nobody owns (the model test found it).
-        self.ctx
-            .remember_owned(self.obj.meta().uid.as_deref(), &self.status.owned_keys);
         if let Some(uid) = self.obj.meta().uid.as_deref() {
+            let hash = status::status_hash(&self.status);
             self.ctx
-                .written_status
-                .lock()
-                .expect("written status poisoned")
-                .insert(uid.to_string(), status::status_hash(&self.status));
+                .written
+                .remember(uid, &self.status.owned_keys, hash);
         }
         Ok(())
     }
@@ -84,14 +81,11 @@ impl<'a, K: LabelSetResource> StatusWriter<'a, K> {
             return false;
         }
         let hash = status::status_hash(status);
-        self.obj.meta().uid.as_deref().is_none_or(|uid| {
-            self.ctx
-                .written_status
-                .lock()
-                .expect("written status poisoned")
-                .get(uid)
-                .is_none_or(|h| *h == hash)
-        })
+        self.obj
+            .meta()
+            .uid
+            .as_deref()
+            .is_none_or(|uid| self.ctx.written.status(uid).is_none_or(|h| h == hash))
     }
 }
 

@@ -16,6 +16,7 @@ use super::cached::Cached;
 use super::claims::wake_others;
 use super::context::Ctx;
 use super::metrics::Metrics;
+use super::reconcile::key_hash;
 use super::resource::LabelSetResource;
 
 /// The set keys one watch stream listed since its last `Init`.
@@ -56,6 +57,7 @@ impl Relist {
 pub fn forget_set<K: LabelSetResource>(ctx: &Ctx, key: &str) {
     forget_state::<K>(ctx, key);
     ctx.failures.lock().expect("failures poisoned").remove(key);
+    ctx.passes.forget(key);
     wake_others::<K>(ctx.index.remove(key), ctx);
 }
 
@@ -101,6 +103,7 @@ pub fn check(ctx: &Ctx) -> Vec<String> {
         }
     }
     let keep = |k: &String| live.contains(k);
+    let live_hashes: HashSet<u64> = live.iter().map(|k| key_hash(k)).collect();
     ctx.failures
         .lock()
         .expect("failures poisoned")
@@ -113,7 +116,7 @@ pub fn check(ctx: &Ctx) -> Vec<String> {
         (&ctx.managed, &ctx.metrics.labels_managed),
         (&ctx.conflicting, &ctx.metrics.conflicts),
     ] {
-        map.retain(|k| live.contains(k));
+        map.retain(&live_hashes);
         for kind in ["ImageLabelSet", "DatasetLabelSet"] {
             gauge
                 .get_or_create(&Metrics::kind(kind))
@@ -122,10 +125,7 @@ pub fn check(ctx: &Ctx) -> Vec<String> {
     }
     ctx.fights.retain_sets(|s| live.contains(s));
     ctx.fights.sweep(Instant::now());
-    ctx.written_owned
-        .lock()
-        .expect("owned poisoned")
-        .retain(|uid, _| uids.contains(uid));
+    ctx.written.retain(|uid| uids.contains(uid));
     gone.sort();
     gone
 }
@@ -225,7 +225,8 @@ mod tests {
                 map.set(&key, "ImageLabelSet", Some(1));
             }
             ctx.fights.record(&key, "k", now);
-            ctx.remember_owned(Some(&format!("uid-s{i}")), &["k".to_string()]);
+            ctx.written
+                .remember(&format!("uid-s{i}"), &["k".to_string()], 0);
         }
         // Only s0 is still in the watch cache.
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
@@ -241,7 +242,7 @@ mod tests {
         assert_eq!(ctx.managed.len(), 1);
         assert_eq!(ctx.conflicting.len(), 1);
         assert_eq!(ctx.fights.len(), 1);
-        assert_eq!(ctx.written_owned.lock().unwrap().len(), 1);
-        assert!(ctx.written_owned.lock().unwrap().contains_key("uid-s0"));
+        assert_eq!(ctx.written.len(), 1);
+        assert!(ctx.written.owned("uid-s0").is_some());
     }
 }

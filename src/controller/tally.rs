@@ -2,18 +2,21 @@
 //! gauges: kept as running totals, since summing 10,000 entries on every
 //! reconcile made a restart's first pass quadratic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+
+use super::reconcile::key_hash;
 
 #[derive(Default)]
 struct Inner {
-    per_set: HashMap<Box<str>, (&'static str, usize)>,
+    /// By [`key_hash`] of the set key.
+    per_set: HashMap<u64, (&'static str, usize)>,
     totals: HashMap<&'static str, usize>,
 }
 
 impl Inner {
-    fn take(&mut self, set: &str) {
-        if let Some((kind, old)) = self.per_set.remove(set)
+    fn take(&mut self, set: u64) {
+        if let Some((kind, old)) = self.per_set.remove(&set)
             && let Some(t) = self.totals.get_mut(kind)
         {
             *t -= old;
@@ -27,21 +30,27 @@ pub struct Tally(Mutex<Inner>);
 impl Tally {
     /// Sets (or with `None` forgets) the count of `set`; returns `kind`'s total.
     pub fn set(&self, set: &str, kind: &'static str, count: Option<usize>) -> usize {
+        let set = key_hash(set);
         let mut inner = self.0.lock().expect("tally poisoned");
         inner.take(set);
         if let Some(c) = count {
-            inner.per_set.insert(set.into(), (kind, c));
+            inner.per_set.insert(set, (kind, c));
             *inner.totals.entry(kind).or_default() += c;
         }
         inner.totals.get(kind).copied().unwrap_or_default()
     }
 
-    /// Forgets every set `keep` refuses.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+    /// Forgets every set not in `live` (by [`key_hash`]).
+    pub fn retain(&self, live: &HashSet<u64>) {
         let mut inner = self.0.lock().expect("tally poisoned");
-        let gone: Vec<Box<str>> = inner.per_set.keys().filter(|k| !keep(k)).cloned().collect();
+        let gone: Vec<u64> = inner
+            .per_set
+            .keys()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
         for k in gone {
-            inner.take(&k);
+            inner.take(k);
         }
     }
 
@@ -75,7 +84,12 @@ mod tests {
                 let kind = ["ImageLabelSet", "DatasetLabelSet"][usize::from(kind)];
                 let set = format!("s{set}");
                 if retain {
-                    t.retain(|k| k != set);
+                    let live: HashSet<u64> = (0u8..6)
+                        .map(|i| format!("s{i}"))
+                        .filter(|k| *k != set)
+                        .map(|k| key_hash(&k))
+                        .collect();
+                    t.retain(&live);
                     model.remove(&set);
                 } else {
                     let total = t.set(&set, kind, count);

@@ -192,5 +192,5 @@ pub async fn quiet_from_snapshot<K: LabelSetResource>(
         .saturating_duration_since(Instant::now())
         .max(Duration::from_secs(1));
     tracing::debug!(set = %set_key(obj), next_check_s = wait.as_secs_f64(), "drift check answered from a workspace snapshot");
-    Some(Action::requeue(wait))
+    Some(ctx.again(&set_key(obj), wait))
 }
