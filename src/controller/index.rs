@@ -3,7 +3,7 @@
 //! desires, and hand ownership over (see [`crate::plan`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use internment::ArcIntern;
 
@@ -21,51 +21,62 @@ pub struct Entry {
 /// of sets, and each is kept once.
 type Shared = ArcIntern<str>;
 
-/// An [`Entry`] as the index keeps it: sorted slices of shared strings. A
-/// map per entry cost ~2 KB a set at 10,000 sets (a B-tree node holds 11
+/// An [`Entry`] as the index keeps it: one sorted slice of shared strings.
+/// A map per entry cost ~2 KB a set at 10,000 sets (a B-tree node holds 11
 /// pairs however few there are); this is a few hundred bytes.
 #[derive(Debug)]
 struct Stored {
-    labels: Box<[(Shared, Shared)]>,
-    owned: Box<[Shared]>,
+    /// Label keys and values in turn (sorted by key), then the owned keys
+    /// (sorted): one allocation for both.
+    strings: Box<[Shared]>,
+    /// How many of `strings` are label keys and values.
+    label_strings: usize,
     role: Role,
 }
 
 impl Stored {
     fn new(e: &Entry) -> Self {
+        let labels = e.labels.iter().flat_map(|(k, v)| [k, v]);
         Stored {
-            labels: e
-                .labels
-                .iter()
-                .map(|(k, v)| (Shared::from(k.as_str()), Shared::from(v.as_str())))
+            strings: labels
+                .chain(&e.owned)
+                .map(|s| Shared::from(s.as_str()))
                 .collect(),
-            owned: e.owned.iter().map(|k| Shared::from(k.as_str())).collect(),
+            label_strings: 2 * e.labels.len(),
             role: e.role,
         }
+    }
+
+    fn labels(&self) -> impl Iterator<Item = (&Shared, &Shared)> {
+        self.strings[..self.label_strings]
+            .chunks_exact(2)
+            .map(|kv| (&kv[0], &kv[1]))
+    }
+
+    fn owned(&self) -> &[Shared] {
+        &self.strings[self.label_strings..]
     }
 
     /// Equal to `e`: both sides are sorted by key.
     fn same_as(&self, e: &Entry) -> bool {
         self.role == e.role
-            && self.labels.len() == e.labels.len()
-            && self.owned.len() == e.owned.len()
+            && self.label_strings == 2 * e.labels.len()
+            && self.owned().len() == e.owned.len()
             && self
-                .labels
-                .iter()
+                .labels()
                 .zip(&e.labels)
                 .all(|((k, v), (ek, ev))| **k == **ek && **v == **ev)
-            && self.owned.iter().zip(&e.owned).all(|(k, ek)| **k == **ek)
+            && self.owned().iter().zip(&e.owned).all(|(k, ek)| **k == **ek)
     }
 
     fn claim(&self, set: &SetId) -> Claim {
         Claim {
             set: set.clone(),
             labels: self
-                .labels
-                .iter()
+                .labels()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            owned: self.owned.iter().map(|k| k.to_string()).collect(),
+            owned: self.owned().iter().map(|k| k.to_string()).collect(),
             role: self.role,
         }
     }
@@ -77,9 +88,10 @@ type OnObject = Vec<(SetId, Stored)>;
 #[derive(Default)]
 struct Inner {
     /// object key → its sets' claims.
-    by_object: HashMap<Box<str>, OnObject>,
-    /// `Kind/namespace/name` → (object key, set id), to move a set that changed target.
-    by_set: HashMap<Box<str>, (Box<str>, SetId)>,
+    by_object: HashMap<Arc<str>, OnObject>,
+    /// `Kind/namespace/name` → (object key, set id), to move a set that
+    /// changed target. The object key is the one `by_object` holds.
+    by_set: HashMap<Box<str>, (Arc<str>, SetId)>,
 }
 
 impl Inner {
@@ -121,15 +133,17 @@ impl ClaimIndex {
             }
             touched.extend(inner.take(&old_object, &old_id));
         }
-        let on = inner.by_object.entry(object.into()).or_default();
+        let object: Arc<str> = match inner.by_object.get_key_value(object) {
+            Some((k, _)) => k.clone(),
+            None => object.into(),
+        };
+        let on = inner.by_object.entry(object.clone()).or_default();
         touched.extend(on.iter().map(|(i, _)| i).filter(|i| *i != id).cloned());
         on.retain(|(i, _)| i != id);
         let at = on.partition_point(|(i, _)| i < id);
         on.insert(at, (id.clone(), Stored::new(entry)));
         on.shrink_to_fit();
-        inner
-            .by_set
-            .insert(set_key.into(), (object.into(), id.clone()));
+        inner.by_set.insert(set_key.into(), (object, id.clone()));
         touched.sort();
         touched.dedup();
         touched
